@@ -1,0 +1,41 @@
+"""Data passed between the render pipeline, checks, the preview and the mail composer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bulletin.content.model import LoadedIssue
+from bulletin.errors import Problem
+from bulletin.render.slots import CompiledTemplate
+
+
+@dataclass(frozen=True)
+class SourceSpan:
+    """Lines ``mjml_start..mjml_end`` (1-based, inclusive) of the generated MJML came from
+    ``template`` starting at its line ``template_line``. Used to locate lint findings."""
+
+    mjml_start: int
+    mjml_end: int
+    template: str
+    template_line: int
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    """An issue compiled once: HTML and text with per-recipient slots, plus what produced it."""
+
+    loaded: LoadedIssue
+    subject: str
+    preheader: str
+    language: str
+    from_name: str
+    html: CompiledTemplate
+    text: CompiledTemplate
+    mjml: str
+    mjml_sources: tuple[SourceSpan, ...]
+    problems: tuple[Problem, ...]
+    """Lint findings from rendering (errors and warnings); callers decide what to do."""
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)

@@ -1,0 +1,317 @@
+"""The workspace: a folder holding ``bulletin.toml``, ``issues/``, ``templates/``, ``subscribers/``.
+
+Finding it, loading and validating its configuration, and resolving paths and secrets.
+The configuration schema below is the reference: every field's description is the text of
+the README's configuration table (``python -m bulletin.workspace`` prints it).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bulletin.errors import BulletinError, ConfigError, Location, Problem, WorkspaceNotFound
+
+CONFIG_NAME = "bulletin.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NewsletterConfig(_Section):
+    """[newsletter]: who the newsletter is and where its public pages live."""
+
+    name: str = Field(description="Newsletter name shown in the header and in List-Id.")
+    base_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Public address of `bulletin serve` (unsubscribe and view-online links).",
+    )
+    language: str = Field("en", description="Default language of issues (BCP 47, e.g. `ro`).")
+    organisation: str = Field("", description="Organisation line for the footer.")
+    postal_address: str = Field("", description="Postal address for the footer (anti-spam laws).")
+    logo_url: str | None = Field(None, description="Optional https URL of a header logo.")
+    logo_alt: str = Field("", description="Alt text of the logo (defaults to the name).")
+    reason: str = Field(
+        "",
+        description="Footer sentence saying why the reader receives the newsletter.",
+    )
+    list_id: str | None = Field(
+        None,
+        description="List-Id domain part, e.g. `news.example.org` (default: from the sender).",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class SenderConfig(_Section):
+    """[sender]: the From identity and addresses for replies and bounces."""
+
+    from_name: str = Field(description="Display name in From.")
+    from_email: str = Field(description="Address in From; its domain also names Message-IDs.")
+    reply_to: str | None = Field(None, description="Optional Reply-To address.")
+    return_path: str | None = Field(
+        None,
+        description="Envelope sender for bounces; `{token}` makes it VERP (e.g. `b+{token}@x`).",
+    )
+    unsubscribe_mailto: str | None = Field(
+        None,
+        description="Mailbox for mailto unsubscribes; `+token` is added to the local part.",
+    )
+
+
+class SmtpConfig(_Section):
+    """[smtp]: the relay that delivers messages."""
+
+    url: str = Field(
+        "smtp://127.0.0.1:2525",
+        description="`smtp://host:port` (STARTTLS) or `smtps://host:port` (implicit TLS).",
+    )
+    username: str | None = Field(
+        None, description="AUTH user; the password comes from BULLETIN_SMTP_PASSWORD."
+    )
+    password_file: str | None = Field(
+        None, description="File (mode 0600, outside git) holding the SMTP password."
+    )
+    starttls: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="`auto`: required for non-loopback hosts, used when offered on loopback.",
+    )
+    timeout: float = Field(30.0, gt=0, description="Seconds before an SMTP reply times out.")
+    helo_name: str | None = Field(None, description="Name sent in EHLO (default: local FQDN).")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("smtp://", "smtps://")):
+            raise ValueError("must start with smtp:// or smtps://")
+        return v
+
+
+class DatabaseConfig(_Section):
+    """[database]: where subscribers and the delivery ledger live."""
+
+    url: str = Field(
+        "sqlite:///subscribers/bulletin.db",
+        description="SQLAlchemy URL; a relative SQLite path is relative to the workspace.",
+    )
+
+
+class Config(_Section):
+    """The whole bulletin.toml."""
+
+    newsletter: NewsletterConfig
+    sender: SenderConfig
+    smtp: SmtpConfig = SmtpConfig()
+    database: DatabaseConfig = DatabaseConfig()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A loaded workspace: its root folder and validated configuration."""
+
+    root: Path
+    config: Config
+
+    @property
+    def issues_dir(self) -> Path:
+        return self.root / "issues"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def subscribers_dir(self) -> Path:
+        return self.root / "subscribers"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Folder for generated secrets (ignored by git, files mode 0600)."""
+        return self.root / ".bulletin"
+
+    def relpath(self, path: Path) -> str:
+        """``path`` relative to the workspace root when inside it (for messages)."""
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+    def issue_dir(self, name: str) -> Path:
+        """Resolve an ISSUE argument: a slug under issues/, or a path to an issue folder."""
+        candidates = [Path(name), self.issues_dir / name]
+        for c in candidates:
+            if (c / "issue.yaml").is_file():
+                return c
+            if c.name == "issue.yaml" and c.is_file():
+                return c.parent
+        known = sorted(p.parent.name for p in self.issues_dir.glob("*/issue.yaml"))
+        hint = f"Known issues: {', '.join(known)}." if known else "There are no issues yet."
+        raise BulletinError(
+            f"No issue '{name}': expected {self.relpath(self.issues_dir / name)}/issue.yaml.",
+            hint=hint,
+        )
+
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute under the workspace."""
+        url = self.config.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith("sqlite:////"):
+            rel = url[len(prefix) :]
+            if rel and rel != ":memory:":
+                return prefix + str((self.root / rel).resolve())
+        return url
+
+    def smtp_password(self) -> str | None:
+        """The SMTP password from BULLETIN_SMTP_PASSWORD or smtp.password_file, never config."""
+        env = os.environ.get("BULLETIN_SMTP_PASSWORD")
+        if env:
+            return env
+        if self.config.smtp.password_file:
+            return read_secret_file(self.root / self.config.smtp.password_file)
+        return None
+
+
+def read_secret_file(path: Path) -> str:
+    """Read a secret, refusing files that other users can read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BulletinError(f"Secret file {path} does not exist.") from None
+    if mode & 0o077:
+        raise BulletinError(
+            f"Secret file {path} is readable by other users (mode {mode & 0o777:o}).",
+            hint=f"Run: chmod 600 {path}",
+        )
+    return path.read_text(encoding="utf-8").strip()
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` holding bulletin.toml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise WorkspaceNotFound(
+        f"No {CONFIG_NAME} in {here} or any folder above it.",
+        hint="Run the command inside a workspace, pass --workspace DIR, "
+        "or create one with `bulletin init DIR`.",
+    )
+
+
+def _describe_input(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def format_validation_errors(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    """Turn pydantic errors into (location tuple, message) pairs in plain words."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        if kind == "missing":
+            msg = "is required"
+            loc_out = loc
+        elif kind == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+            loc_out = loc
+        elif kind in ("int_parsing", "int_type"):
+            msg = f"expected an integer, got {_describe_input(err.get('input'))}"
+            loc_out = loc
+        elif kind in ("float_parsing", "float_type"):
+            msg = f"expected a number, got {_describe_input(err.get('input'))}"
+            loc_out = loc
+        elif kind == "string_type":
+            msg = f"expected text, got {_describe_input(err.get('input'))}"
+            loc_out = loc
+        elif kind == "literal_error":
+            msg = f"{err['msg'].lower()}, got {_describe_input(err.get('input'))}"
+            loc_out = loc
+        elif kind == "model_type" or kind == "model_attributes_type":
+            msg = f"expected a table, got {_describe_input(err.get('input'))}"
+            loc_out = loc
+        else:
+            text = err["msg"]
+            if text.startswith("Value error, "):
+                text = text[len("Value error, ") :]
+            msg = text[0].lower() + text[1:] if text else kind
+            loc_out = loc
+        out.append((loc_out, msg))
+    return out
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate bulletin.toml, reporting every problem at once."""
+    name = path.name
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([Problem(f"{name} not found", Location(str(path)))]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [Problem("not valid UTF-8 text; save the file as UTF-8", Location(name, line))]
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        msg = getattr(exc, "msg", str(exc))
+        raise ConfigError([Problem(f"invalid TOML: {msg}", Location(name, line))]) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            Problem(f"{'.'.join(str(p) for p in loc)}: {msg}", Location(name), code="config")
+            for loc, msg in format_validation_errors(exc)
+        ]
+        raise ConfigError(problems, hint="Fix bulletin.toml; see README 'Configuration'.") from None
+
+
+def load(root: Path | None = None) -> Workspace:
+    """Find (or take) the workspace root and load its configuration."""
+    if root is not None:
+        root = root.resolve()
+        if not (root / CONFIG_NAME).is_file():
+            raise WorkspaceNotFound(
+                f"{root} has no {CONFIG_NAME}.",
+                hint="Pass the folder that holds bulletin.toml, or create one with "
+                "`bulletin init DIR`.",
+            )
+    else:
+        root = find_root()
+    return Workspace(root=root, config=load_config(root / CONFIG_NAME))
+
+
+def config_reference() -> str:
+    """A Markdown table of every configuration key, generated from the schema."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for section_name, field in Config.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for key, f in model.model_fields.items():
+            default = "required" if f.is_required() else f"`{f.default!r}`"
+            rows.append(f"| `{section_name}.{key}` | {default} | {f.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # pragma: no cover - documentation helper
+    print(config_reference())
