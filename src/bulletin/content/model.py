@@ -203,7 +203,9 @@ class Issue(_Model):
         pattern=r"^[A-Za-z0-9_-]+$",
         description="Layout in templates/ (`default` uses templates/default.mjml.j2).",
     )
-    title: Text | None = Field(None, description="Heading in the header (default: newsletter name).")
+    title: Text | None = Field(
+        None, description="Heading in the header (default: newsletter name)."
+    )
     from_name: Text | None = Field(None, description="Override the sender's display name.")
     text_override: str | None = Field(
         None,
