@@ -187,6 +187,16 @@ Section = Annotated[
 SECTION_TYPES = ("text", "article", "list", "events", "news", "cta", "image", "divider")
 
 
+class IssueChecks(_Model):
+    """Per-issue exceptions to `bulletin check`, stated where a reviewer can see them."""
+
+    allow_http: list[str] = Field(
+        default_factory=list,
+        description="Hosts known to serve only http (e.g. archived sites); links to them are "
+        "not reported as non-https. Every other http link still is.",
+    )
+
+
 class Issue(_Model):
     """One newsletter issue: metadata and an ordered list of sections."""
 
@@ -210,6 +220,9 @@ class Issue(_Model):
     text_override: str | None = Field(
         None,
         description="File beside issue.yaml with a hand-written plain-text version.",
+    )
+    checks: IssueChecks = Field(
+        default_factory=IssueChecks, description="Exceptions to `bulletin check` for this issue."
     )
     sections: list[Section] = Field(min_length=1, description="The sections, in order.")
 
