@@ -55,7 +55,17 @@ demo: install
 	@echo "Rendered: $(OUT)/$(SAMPLE).html, $(OUT)/$(SAMPLE).txt, $(OUT)/$(SAMPLE).eml"
 	@echo "Preview it live in your browser:  $(BIN)/bulletin preview $(SAMPLE)"
 
+# Official MJML (npm, pinned by bench/package-lock.json) is only for comparison: installed into
+# bench/node_modules the first time. Without npm the bench still prints bulletin's own figures.
 bench: install-test
+	@if [ ! -f bench/node_modules/mjml/package.json ]; then \
+	  if command -v npm >/dev/null 2>&1; then \
+	    echo "Installing official MJML into bench/node_modules..."; \
+	    npm ci --prefix bench --no-audit --no-fund --loglevel=error; \
+	  else \
+	    echo "npm not found: skipping the official MJML comparison (apt-get install npm)"; \
+	  fi; \
+	fi
 	$(BIN)/python bench/render.py
 
 clean:

@@ -273,8 +273,8 @@ def load_config(path: Path) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        msg = getattr(exc, "msg", str(exc))
+        line: int | None = getattr(exc, "lineno", None)
+        msg = str(getattr(exc, "msg", exc))
         raise ConfigError([Problem(f"invalid TOML: {msg}", Location(name, line))]) from None
     try:
         return Config.model_validate(data)
