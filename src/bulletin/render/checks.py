@@ -1,0 +1,641 @@
+"""Content checks run by ``bulletin check``: what a reader or a mail client would trip over.
+
+Each finding is a :class:`~bulletin.errors.Problem` with a stable ``code`` (``check.size``,
+``check.img-alt-missing``...) located where the author can fix it: the line of issue.yaml (or
+of a Markdown file beside it) when the cause is content, the template otherwise.
+
+:func:`run_check` is the whole command: load, render, lint, check; ``strict`` promotes
+warnings to errors.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from bulletin.content.model import (
+    ArticleSection,
+    CtaSection,
+    DividerSection,
+    EventsSection,
+    ImageSection,
+    ListSection,
+    LoadedIssue,
+    NewsSection,
+    TermItem,
+    TextSection,
+)
+from bulletin.errors import ContentError, Location, Problem, Severity, TemplateError
+from bulletin.render.lint import MJML_PATH, lint_mjml, source_location
+from bulletin.render.slots import PREFIX, CompiledTemplate
+from bulletin.render.types import RenderedIssue
+from bulletin.workspace import Workspace
+
+KB = 1024
+SIZE_WARNING = 90 * KB
+"""Above this the HTML is close to Gmail's clipping limit."""
+SIZE_ERROR = 102 * KB
+"""Gmail clips messages whose HTML exceeds ~102 KB ("[Message clipped] View entire message")."""
+SUBJECT_MAX = 78
+"""Longer subjects are cut in most inbox lists (and 78 is RFC 5322's line advice)."""
+
+# Comma-below letters are the correct Romanian ones; cedilla forms come from old fonts and
+# keyboard layouts and look wrong (or fail to match in search) on modern systems.
+CEDILLA_FIXES = {
+    "\u015f": "\u0219",  # ş -> ș
+    "\u015e": "\u0218",  # Ş -> Ș
+    "\u0163": "\u021b",  # ţ -> ț
+    "\u0162": "\u021a",  # Ţ -> Ț
+}
+
+_SLOT_TOKEN = re.compile(PREFIX + r"([0-9]+)X")
+
+
+def sample_values(workspace: Workspace, loaded: LoadedIssue) -> dict[str, str]:
+    """Per-recipient values of a plausible reader, to measure and inspect one real message.
+
+    Those of the preview, except that the unsubscribe URL is as long as a signed token makes
+    it, so that the measured size is the size subscribers get.
+    """
+    from bulletin.render.pipeline import sample_values as preview_values
+
+    values = preview_values(workspace, loaded)
+    base = workspace.config.newsletter.base_url
+    values["unsubscribe_url"] = f"{base}/u/{'t' * 88}"
+    return values
+
+
+def _with_tokens(template: CompiledTemplate) -> str:
+    """The output with a placeholder where each slot goes (slot values are not content)."""
+    out = [template.chunks[0]]
+    for i, chunk in enumerate(template.chunks[1:]):
+        out.append(f"{PREFIX}{i}X")
+        out.append(chunk)
+    return "".join(out)
+
+
+# --- Where things are -------------------------------------------------------------------------
+
+
+@dataclass
+class _Sources:
+    """The issue's files as text, to point at the line where a URL or a letter was written."""
+
+    workspace: Workspace
+    loaded: LoadedIssue
+    rendered: RenderedIssue | None
+    files: list[tuple[str, str]] = field(default_factory=list)
+    _templates: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def read(
+        cls, workspace: Workspace, loaded: LoadedIssue, rendered: RenderedIssue | None
+    ) -> _Sources:
+        found = cls(workspace, loaded, rendered)
+        yaml_path = workspace.root / loaded.path
+        found._add(yaml_path)
+        # Markdown and text files beside issue.yaml ({file: name.md}, text_override).
+        for path in sorted(yaml_path.parent.iterdir()):
+            if path.is_file() and path.suffix.lower() in (".md", ".markdown", ".txt"):
+                found._add(path)
+        return found
+
+    def _add(self, path: Path) -> None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return  # the loader already reported unreadable files
+        self.files.append((self.workspace.relpath(path), text))
+
+    @property
+    def issue_yaml(self) -> str:
+        return self.files[0][1] if self.files else ""
+
+    def find(self, needle: str) -> Location | None:
+        """First line of the issue's files holding ``needle``."""
+        if not needle:
+            return None
+        for rel, text in self.files:
+            pos = text.find(needle)
+            if pos >= 0:
+                line = text.count("\n", 0, pos) + 1
+                return Location(rel, line)
+        return None
+
+    def find_url(self, url: str) -> Location | None:
+        """Where ``url`` is written: in the issue files, else in the template that emits it."""
+        # The HTML holds the URL as Markdown normalised it (percent-encoded, a slash added).
+        variants = list(dict.fromkeys([url, html.unescape(url), unquote(url)]))
+        variants += [v.rstrip("/") for v in variants if v.endswith("/")]
+        for v in variants:
+            loc = self.find(v)
+            if loc is not None:
+                return loc
+        return self.in_template(variants)
+
+    def template_text(self, name: str) -> str | None:
+        """A template's text from its workspace-relative name (``SourceSpan.template``)."""
+        if name not in self._templates:
+            try:
+                text: str | None = (self.workspace.root / name).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = None
+            self._templates[name] = text
+        return self._templates[name]
+
+    def in_template(self, needles: Sequence[str]) -> Location | None:
+        """The template line that wrote the first of ``needles`` found in the MJML."""
+        if self.rendered is None:
+            return None
+        mjml = self.rendered.mjml
+        for needle in needles:
+            pos = mjml.find(needle) if needle else -1
+            if pos >= 0:
+                line = mjml.count("\n", 0, pos) + 1
+                loc = source_location(
+                    line,
+                    None,
+                    self.rendered.mjml_sources,
+                    mjml=mjml,
+                    source_of=self.template_text,
+                )
+                return loc if loc.path != MJML_PATH else Location(MJML_PATH, line)
+        return None
+
+    def key_line(self, key: str) -> Location:
+        """The line of a top-level ``key:`` in issue.yaml (the file itself if absent)."""
+        m = re.search(rf"^{re.escape(key)}\s*:", self.issue_yaml, re.MULTILINE)
+        if m is None:
+            return Location(self.loaded.path)
+        return Location(self.loaded.path, self.issue_yaml.count("\n", 0, m.start()) + 1)
+
+    def section(self, index: int) -> Location:
+        lines = self.loaded.section_lines
+        return Location(self.loaded.path, lines[index] if index < len(lines) else None)
+
+
+# --- The rendered HTML ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tag:
+    name: str
+    attrs: dict[str, str | None]
+
+
+class _Collector(HTMLParser):
+    """Collects ``<a>`` and ``<img>`` tags of the final HTML."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[_Tag] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("a", "img", "area"):
+            self.tags.append(_Tag(tag, dict(attrs)))
+
+
+def _html_tags(markup: str) -> list[_Tag]:
+    collector = _Collector()
+    collector.feed(markup)
+    collector.close()
+    return collector.tags
+
+
+# --- Individual checks ------------------------------------------------------------------------
+
+
+def check_size(html_bytes: int, where: Location | None) -> list[Problem]:
+    """The HTML of one message against Gmail's clipping limit."""
+    kb = html_bytes / KB
+    if html_bytes >= SIZE_ERROR:
+        return [
+            Problem(
+                f"the HTML is {kb:.1f} KB: Gmail clips messages over ~102 KB, hiding the end "
+                "of the issue and the unsubscribe link; shorten the issue or split it",
+                where,
+                "error",
+                "check.size",
+            )
+        ]
+    if html_bytes >= SIZE_WARNING:
+        return [
+            Problem(
+                f"the HTML is {kb:.1f} KB, close to Gmail's ~102 KB clipping limit",
+                where,
+                "warning",
+                "check.size",
+            )
+        ]
+    return []
+
+
+def url_problem(url: str) -> tuple[Severity, str] | None:
+    """Why a link target is wrong: ``(severity, reason)``, or ``None`` when it is fine."""
+    if url != url.strip() or any(ch.isspace() for ch in url):
+        return "error", "contains spaces; encode them as %20 or remove them"
+    if any(unicodedata.category(ch) == "Cc" for ch in url):
+        return "error", "contains control characters"
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return "error", f"cannot be parsed ({exc})"
+    try:
+        parts.port  # noqa: B018 - the property raises on a non-numeric or out-of-range port
+    except ValueError:
+        return "error", f"has an invalid port in {parts.netloc!r}"
+    scheme = parts.scheme.lower()
+    if not scheme:
+        return "error", "is not an absolute URL: mail clients need the full https://... address"
+    if scheme in ("mailto", "tel"):
+        return None if parts.path else ("error", "has nothing after the scheme")
+    if scheme not in ("http", "https"):
+        return "error", f"uses the {scheme}: scheme, which mail clients block or cannot open"
+    host = parts.hostname or ""
+    if not host:
+        return "error", "has no host name"
+    valid_host = (
+        not host.isascii()  # an internationalised name; the client converts it
+        or re.fullmatch(
+            r"\[[0-9a-f:.]+\]|[0-9a-z](?:[0-9a-z-]*[0-9a-z])?(?:\.[0-9a-z](?:[0-9a-z-]*[0-9a-z])?)*",
+            host,
+        )
+    )
+    if not valid_host:
+        return "error", f"has an invalid host name {host!r}"
+    if "." not in host and host != "localhost" and not host.startswith("["):
+        return "error", f"has an incomplete host name {host!r} (no domain)"
+    if scheme == "http":
+        return "warning", "uses http://, not https://; use https:// if the site supports it"
+    return None
+
+
+def _content_urls(loaded: LoadedIssue) -> Iterator[str]:
+    """URL fields of the issue (links in Markdown text reach the HTML and are seen there)."""
+    for section in loaded.issue.sections:
+        if isinstance(section, ArticleSection):
+            if section.link:
+                yield str(section.link.url)
+            if section.image:
+                yield str(section.image.src)
+                if section.image.url:
+                    yield str(section.image.url)
+        elif isinstance(section, ImageSection):
+            yield str(section.image.src)
+            if section.image.url:
+                yield str(section.image.url)
+        elif isinstance(section, EventsSection):
+            yield from (str(e.url) for e in section.items if e.url)
+        elif isinstance(section, NewsSection):
+            yield from (str(n.url) for n in section.items if n.url)
+        elif isinstance(section, CtaSection):
+            yield str(section.url)
+
+
+def check_links(tags: Sequence[_Tag], loaded: LoadedIssue, sources: _Sources) -> list[Problem]:
+    """Malformed link and image targets (errors) and plain http:// ones (warnings)."""
+    urls: dict[str, str] = {}  # url -> what it is ("link" or "image")
+    for tag in tags:
+        attr = "src" if tag.name == "img" else "href"
+        value = tag.attrs.get(attr)
+        if value is None:
+            continue
+        urls.setdefault(value, "image" if tag.name == "img" else "link")
+    for url in _content_urls(loaded):
+        urls.setdefault(url, "link")
+    allowed_http = {h.lower().rstrip(".") for h in loaded.issue.checks.allow_http}
+    used_http: set[str] = set()
+    problems: list[Problem] = []
+    for url, kind in urls.items():
+        if _SLOT_TOKEN.search(url) or url.startswith("#"):
+            continue  # per-recipient values are checked elsewhere; anchors stay in the message
+        verdict = url_problem(url)
+        if verdict is None:
+            continue
+        severity, reason = verdict
+        if severity == "warning":
+            host = (urlsplit(url).hostname or "").rstrip(".")
+            if host in allowed_http:
+                used_http.add(host)
+                continue
+        code = "check.link-http" if severity == "warning" else "check.link-malformed"
+        shown = url if len(url) <= 90 else url[:87] + "..."
+        problems.append(Problem(f"{kind} {shown} {reason}", sources.find_url(url), severity, code))
+    # An exception nobody needs any more should not stay to hide a future mistake.
+    for host in sorted(allowed_http - used_http):
+        problems.append(
+            Problem(
+                f"checks.allow_http lists {host}, but no http:// link goes there; remove it",
+                sources.find(host) or sources.key_line("checks"),
+                "warning",
+                "check.allow-http-unused",
+            )
+        )
+    return problems
+
+
+def check_images(tags: Sequence[_Tag], loaded: LoadedIssue, sources: _Sources) -> list[Problem]:
+    """Images without alt text: missing ``alt`` is an error, an empty one on content a warning.
+
+    ``alt=""`` marks a decorative image, which a template may emit on purpose; an image the
+    author put in the issue carries information and needs words for readers who do not see it.
+    """
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for tag in tags:
+        if tag.name != "img":
+            continue
+        src = tag.attrs.get("src") or ""
+        alt = tag.attrs.get("alt")
+        if src in seen:
+            continue
+        where = sources.find(src) if src else None
+        if alt is None:
+            seen.add(src)
+            problems.append(
+                Problem(
+                    f"image {src or '(no src)'} has no alt attribute: screen readers and mail "
+                    'clients that block images show nothing; add alt text (alt="" only for '
+                    "decoration)",
+                    where or sources.in_template([src]),
+                    "error",
+                    "check.img-alt-missing",
+                )
+            )
+        elif not alt.strip() and where is not None:
+            seen.add(src)
+            problems.append(
+                Problem(
+                    f"image {src} has empty alt text: describe what it shows (alt: ...)",
+                    where,
+                    "warning",
+                    "check.img-alt-empty",
+                )
+            )
+    return problems
+
+
+_TAGS_RE = re.compile(r"<[^>]*>")
+_INVISIBLE = re.compile("[\\s\u00a0\u200b\u200c\u200d\u2060\ufeff]+")
+
+
+def _visible(markdown_text: str | None) -> str:
+    """The visible text of a Markdown string once rendered to HTML."""
+    if not markdown_text:
+        return ""
+    from bulletin.render import markdown as md
+
+    rendered = str(md.to_html(markdown_text))
+    text = html.unescape(_TAGS_RE.sub(" ", rendered))
+    return _INVISIBLE.sub("", text)
+
+
+def _section_texts(section: object) -> Iterable[str | None]:
+    """The texts a section shows (its title, body, items...)."""
+    if isinstance(section, TextSection):
+        yield section.title
+        yield section.body
+    elif isinstance(section, ArticleSection):
+        yield from (section.title, section.subtitle, section.body)
+    elif isinstance(section, ListSection):
+        yield from (section.title, section.intro, section.outro)
+        for item in section.items:
+            if isinstance(item, TermItem):
+                yield from (item.term, item.text)
+            else:
+                yield item
+    elif isinstance(section, EventsSection):
+        yield from (section.title, section.intro)
+        for event in section.items:
+            yield from (event.title, event.description)
+    elif isinstance(section, NewsSection):
+        yield from (section.title, section.intro)
+        for news in section.items:
+            yield from (news.title, news.text)
+    elif isinstance(section, CtaSection):
+        yield from (section.title, section.text, section.button)
+
+
+def check_empty_sections(loaded: LoadedIssue, sources: _Sources) -> list[Problem]:
+    """Sections whose text renders to nothing visible (``&nbsp;``, an empty link...)."""
+    problems: list[Problem] = []
+    for i, section in enumerate(loaded.issue.sections):
+        if isinstance(section, (DividerSection, ImageSection)):
+            continue  # no text by design
+        if any(_visible(text) for text in _section_texts(section)):
+            continue
+        problems.append(
+            Problem(
+                f"section {i + 1} ({section.type}) renders no visible text; write its content "
+                "or remove the section",
+                sources.section(i),
+                "error",
+                "check.empty-section",
+            )
+        )
+    return problems
+
+
+def check_subject(rendered: RenderedIssue, sources: _Sources) -> list[Problem]:
+    problems: list[Problem] = []
+    length = len(rendered.subject)
+    if length > SUBJECT_MAX:
+        problems.append(
+            Problem(
+                f"the subject has {length} characters: inboxes cut it after about "
+                f"{SUBJECT_MAX}; shorten it",
+                sources.key_line("subject"),
+                "warning",
+                "check.subject-length",
+            )
+        )
+    if not rendered.preheader.strip():
+        problems.append(
+            Problem(
+                "no preheader: inboxes show the first text of the email after the subject "
+                "instead; add `preheader:` with a one-line summary",
+                sources.key_line("preheader"),
+                "warning",
+                "check.preheader",
+            )
+        )
+    return problems
+
+
+def check_unsubscribe(workspace: Workspace, rendered: RenderedIssue) -> list[Problem]:
+    """The unsubscribe link must be in the HTML (as a link) and in the plain text."""
+    layout = workspace.templates_dir / f"{rendered.loaded.issue.template}.mjml.j2"
+    layout_loc = Location(workspace.relpath(layout))
+    problems: list[Problem] = []
+    # In the token version, slot i of the compiled template is the placeholder "...iX".
+    slots = rendered.html.slots
+    linked = False
+    for tag in _html_tags(_with_tokens(rendered.html)):
+        m = _SLOT_TOKEN.fullmatch((tag.attrs.get("href") or "").strip())
+        if tag.name == "a" and m and slots[int(m.group(1))].name == "unsubscribe_url":
+            linked = True
+    if not linked:
+        problems.append(
+            Problem(
+                "the HTML has no unsubscribe link: the footer must contain "
+                '<a href="{{ subscriber.unsubscribe_url }}">; it is required by law and by '
+                "Gmail and Yahoo for bulk mail",
+                layout_loc,
+                "error",
+                "check.unsubscribe",
+            )
+        )
+    if "unsubscribe_url" not in rendered.text.slot_names:
+        problems.append(
+            Problem(
+                "the plain-text version has no unsubscribe link: it must print "
+                "{{ subscriber.unsubscribe_url }}",
+                _text_template(workspace, rendered) or layout_loc,
+                "error",
+                "check.unsubscribe",
+            )
+        )
+    return problems
+
+
+def _text_template(workspace: Workspace, rendered: RenderedIssue) -> Location | None:
+    if rendered.loaded.text_override:
+        return Location(rendered.loaded.path)
+    for name in (f"{rendered.loaded.issue.template}.txt.j2", "default.txt.j2"):
+        path = workspace.templates_dir / name
+        if path.is_file():
+            return Location(workspace.relpath(path))
+    return None
+
+
+_COMBINING_CEDILLA = "\u0327"
+
+
+def _cedillas(line: str) -> list[tuple[int, str]]:
+    """(column, letter) of each cedilla s/t in a line, precomposed or decomposed."""
+    found: list[tuple[int, str]] = []
+    for col, ch in enumerate(line, 1):
+        if ch in CEDILLA_FIXES:
+            found.append((col, ch))
+        elif ch == _COMBINING_CEDILLA and col > 1 and line[col - 2] in "sStT":
+            # "s" + U+0327 looks like ş; report it as the letter it composes to.
+            found.append((col - 1, unicodedata.normalize("NFC", line[col - 2] + ch)))
+    return found
+
+
+def check_cedilla(sources: _Sources, language: str) -> list[Problem]:
+    """Cedilla ş ţ where Romanian writes comma-below ș ț, at each line where they appear."""
+    if language.split("-")[0].lower() != "ro":
+        return []
+    problems: list[Problem] = []
+    for rel, text in sources.files:
+        for number, line in enumerate(text.split("\n"), 1):
+            found = _cedillas(line)
+            if not found:
+                continue
+            letters = sorted({ch for _, ch in found})
+            wrong = ", ".join(f"{ch} (U+{ord(ch):04X})" for ch in letters)
+            right = ", ".join(
+                f"{CEDILLA_FIXES[ch]} (U+{ord(CEDILLA_FIXES[ch]):04X})" for ch in letters
+            )
+            problems.append(
+                Problem(
+                    f"cedilla {wrong} in Romanian text: write {right} with comma below",
+                    Location(rel, number, found[0][0]),
+                    "warning",
+                    "check.cedilla",
+                )
+            )
+    return problems
+
+
+# --- The whole check --------------------------------------------------------------------------
+
+
+def html_size(workspace: Workspace, rendered: RenderedIssue) -> int:
+    """Bytes of one message's HTML, filled for a sample reader."""
+    values = sample_values(workspace, rendered.loaded)
+    return len(rendered.html.fill(values).encode("utf-8"))
+
+
+def check_issue(
+    workspace: Workspace, loaded: LoadedIssue, rendered: RenderedIssue
+) -> list[Problem]:
+    """Every content finding for a rendered issue, lint findings from rendering first."""
+    sources = _Sources.read(workspace, loaded, rendered)
+    tags = _html_tags(_with_tokens(rendered.html))
+    problems = list(rendered.problems)
+    if not any(p.code.startswith("mjml.") for p in problems):
+        # The pipeline did not lint (or found nothing, and linting again is harmless).
+        problems += lint_mjml(rendered.mjml, rendered.mjml_sources, sources.template_text)
+    problems += check_size(html_size(workspace, rendered), Location(loaded.path))
+    problems += check_unsubscribe(workspace, rendered)
+    problems += check_subject(rendered, sources)
+    problems += check_empty_sections(loaded, sources)
+    problems += check_images(tags, loaded, sources)
+    problems += check_links(tags, loaded, sources)
+    problems += check_cedilla(sources, rendered.language or loaded.issue.language)
+    return problems
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The outcome of ``bulletin check``: every finding, and the HTML size when it rendered."""
+
+    issue_path: str
+    problems: tuple[Problem, ...]
+    html_bytes: int | None = None
+
+    @property
+    def errors(self) -> int:
+        return sum(p.severity == "error" for p in self.problems)
+
+    @property
+    def warnings(self) -> int:
+        return sum(p.severity == "warning" for p in self.problems)
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
+
+    def summary(self) -> str:
+        """One line: ``2 errors, 1 warning`` or ``No problems: <issue>, 41.2 KB HTML``."""
+        if not self.problems:
+            size = f", {self.html_bytes / KB:.1f} KB HTML" if self.html_bytes is not None else ""
+            return f"No problems: {self.issue_path}{size}"
+        parts = []
+        if self.errors:
+            parts.append(f"{self.errors} error{'s' if self.errors != 1 else ''}")
+        if self.warnings:
+            parts.append(f"{self.warnings} warning{'s' if self.warnings != 1 else ''}")
+        return ", ".join(parts)
+
+
+def run_check(workspace: Workspace, issue_dir: Path, strict: bool = False) -> CheckReport:
+    """Load, render and check an issue; a load or template failure is reported, not raised."""
+    from bulletin.content.loader import load_issue
+    from bulletin.render.pipeline import render_issue
+
+    issue_path = workspace.relpath(issue_dir / "issue.yaml")
+    html_bytes: int | None = None
+    try:
+        loaded = load_issue(workspace, issue_dir)
+    except ContentError as exc:
+        problems = list(exc.problems)
+    else:
+        try:
+            rendered = render_issue(workspace, loaded)
+        except TemplateError as exc:
+            problems = list(exc.problems)
+        else:
+            problems = check_issue(workspace, loaded, rendered)
+            html_bytes = html_size(workspace, rendered)
+    if strict:
+        problems = [p.as_error() for p in problems]
+    return CheckReport(issue_path, tuple(problems), html_bytes)
