@@ -266,9 +266,9 @@ def load_config(path: Path) -> Config:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        bad_line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(
-            [Problem("not valid UTF-8 text; save the file as UTF-8", Location(name, line))]
+            [Problem("not valid UTF-8 text; save the file as UTF-8", Location(name, bad_line))]
         ) from None
     try:
         data = tomllib.loads(text)
