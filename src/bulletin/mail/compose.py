@@ -1,0 +1,550 @@
+"""Compile a rendered issue once into a message template; personalise it per recipient.
+
+:func:`build_message_template` builds one ``EmailMessage`` with ``email.policy.SMTP`` --
+Reply-To, MIME-Version, the multipart/alternative structure, part headers, boundary -- with
+sentinel header lines where :mod:`bulletin.mail.headers` formats the rest (From, Subject and
+List-Id once; To, Date, Message-ID and List-Unsubscribe per recipient) and marker bodies
+where the parts go. It is serialised once and cut into static byte chunks.
+:meth:`MessageTemplate.personalise` then only joins bytes: static chunks, four header lines
+and the body slots.
+
+The bodies are quoted-printable, encoded segment by segment: every static chunk and every
+filled value is encoded on its own, starting at column 0, and a segment that ends mid-line
+is closed by a QP *soft* line break (``=`` CRLF), which decoders remove. So a value of any
+length can be inserted without re-encoding the 40 KB around it, every line stays within
+RFC 2045's 76 characters, and the decoded text is exactly ``CompiledTemplate.fill(values)``
+(line breaks normalised to CRLF with a final one, as ``EmailMessage.set_content`` does).
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from urllib.parse import urlsplit
+
+from bulletin.errors import BulletinError, ConfigError, Location, Problem
+from bulletin.mail import headers as h
+from bulletin.render.slots import CompiledTemplate, SlotSpec
+from bulletin.render.types import RenderedIssue
+from bulletin.workspace import Config
+
+Signer = Callable[[bytes], bytes]
+"""Takes a finished message and returns the bytes to send (e.g. with a DKIM-Signature
+header prepended). The seam for DKIM: :func:`build_message_template` accepts one."""
+
+_SENTINEL = "X-Bulletin-Slot"
+_SENTINEL_RE = re.compile(rb"X-Bulletin-Slot: ([a-z-]+)\r\n")
+_TEXT_MARK = "BULLETINBODYTEXTX"
+_HTML_MARK = "BULLETINBODYHTMLX"
+_DYNAMIC = ("to", "date", "message-id", "list-unsubscribe")
+_SEP = "\x00"
+_SOFT = b"=\r\n"
+_CRLF = b"\r\n"
+_CACHE_SIZE = 512
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One addressee and the values of the per-recipient slots.
+
+    ``values`` holds the slot values (``name``, ``email``, ``first_name``,
+    ``unsubscribe_url``, ``view_online_url``, ``attr.<key>``) plus ``unsubscribe_token``, the
+    raw token used for the mailto unsubscribe address and VERP. ``email`` and ``name`` fill
+    the ``email``/``name`` slots when ``values`` lacks them.
+    """
+
+    email: str
+    name: str = ""
+    values: Mapping[str, str] = field(default_factory=dict)
+
+
+class InvalidRecipient(BulletinError):
+    """A recipient's data cannot be put in a message (bad address, unsafe URL or token)."""
+
+    def __init__(self, email: str, reason: str) -> None:
+        self.email = email
+        self.reason = reason
+        super().__init__(
+            f"Cannot compose a message for {email!r}: {reason}.",
+            hint="Fix or remove this subscriber; the other recipients are not affected.",
+        )
+
+
+def _fit(q: bytes, last_limit: int) -> bytes:
+    """Re-wrap ``b2a_qp`` output (LF line ends) so every line is within 76 characters.
+
+    ``b2a_qp`` fills lines to 76 but then may encode trailing whitespace as ``=20``/``=09``
+    past that (up to 78), and the caller may need room for one more ``=`` on the last line
+    (``last_limit`` 75). Over-long lines are cut between units (a character or an ``=XX``
+    escape) with soft line breaks.
+    """
+    lines = q.split(b"\n")
+    last = len(lines) - 1
+    if all(len(line) <= (last_limit if i == last else 76) for i, line in enumerate(lines)):
+        return q
+    out: list[bytes] = []
+    for i, line in enumerate(lines):
+        limit = last_limit if i == last else 76
+        if len(line) <= limit:
+            out.append(line)
+            continue
+        soft = line.endswith(b"=")  # "=" ends a line only as a soft break
+        body = line[:-1] if soft else line
+        seg_start = pos = 0
+        n = len(body)
+        while pos < n:
+            unit = 3 if body[pos] == 0x3D else 1  # "=XX"
+            if pos + unit - seg_start > 75:
+                out.append(body[seg_start:pos] + b"=")
+                seg_start = pos
+            pos += unit
+        tail = body[seg_start:]
+        if soft:
+            tail += b"="
+        out.append(tail)
+    return b"\n".join(out)
+
+
+def _qp_segment(text: str) -> bytes:
+    """``text`` quoted-printable from column 0, closed by a hard or soft line break.
+
+    Values never contain CR here (see _BodyPart.render), so ``b2a_qp`` writes LF line ends,
+    which become CRLF at the end.
+    """
+    if not text:
+        return b""
+    q = binascii.b2a_qp(text.encode("utf-8"), istext=True)
+    hard = q.endswith(b"\n")
+    if len(q) > 75:
+        q = _fit(q, 76 if hard else 75)  # a soft break must still fit on the last line
+    if not hard:
+        q += b"=\n"
+    return q.replace(b"\n", b"\r\n")
+
+
+def _qp_whole(text: str) -> bytes:
+    """A whole part body the way ``set_content`` normalises it, quoted-printable."""
+    data = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
+    return _fit(binascii.b2a_qp(data, istext=True), 76).replace(b"\n", b"\r\n")
+
+
+class _BodyPart:
+    """One text or HTML part: its chunks pre-encoded, its slots filled per recipient."""
+
+    __slots__ = (
+        "template",
+        "chunks",
+        "slot_index",
+        "n",
+        "values_template",
+        "single",
+        "mode",
+        "cache",
+    )
+
+    def __init__(self, template: CompiledTemplate) -> None:
+        self.template = template
+        specs: list[SlotSpec] = list(dict.fromkeys(template.slots))
+        index = {s: i for i, s in enumerate(specs)}
+        self.slot_index = tuple(index[s] for s in template.slots)
+        self.n = len(specs)
+        # Every distinct slot is escaped by CompiledTemplate.fill itself -- one fill of a
+        # template made of the distinct slots separated by NUL -- so escaping and fallbacks
+        # cannot diverge from the preview and the plain fill.
+        separators = ("",) + (_SEP,) * (self.n - 1) + ("",) if specs else ("",)
+        self.values_template = CompiledTemplate(separators, tuple(specs), template.escape)
+        self.single = tuple(CompiledTemplate(("", ""), (s,), template.escape) for s in specs)
+        # Encoded values by value: view_online_url is the same for everyone, and first names
+        # repeat. Bounded by clearing, which is cheaper than an LRU and good enough here.
+        self.cache: dict[str, bytes] = {}
+        chunks = list(template.chunks)
+        if any("\r" in c for c in chunks):
+            # A CR at a chunk edge could pair with an LF across a slot; not worth the
+            # bookkeeping for output no renderer of ours produces.
+            self.mode = "whole"
+        elif self.n == 0:
+            self.mode = "static"
+            self.chunks: tuple[bytes, ...] = (_qp_whole(chunks[0]),)
+            return
+        elif chunks[-1]:
+            self.mode = "closed"
+            if not chunks[-1].endswith("\n"):
+                chunks[-1] += "\n"  # set_content ends every text with a line break
+        else:
+            self.mode = "open"  # ends with a slot: the final line break depends on the value
+        self.chunks = tuple(_qp_segment(c) for c in chunks)
+
+    def render(self, values: Mapping[str, str], out: list[bytes]) -> None:
+        """Append this part's encoded body (ending with CRLF) to ``out``."""
+        mode = self.mode
+        if mode == "static":
+            out.append(self.chunks[0])
+            return
+        if mode == "whole":
+            out.append(_qp_whole(self.template.fill(values)))
+            return
+        vals = self.values_template.fill(values).split(_SEP)
+        if len(vals) != self.n:  # a value contained NUL
+            vals = [t.fill(values) for t in self.single]
+        enc: list[bytes] = []
+        cache = self.cache
+        for v in vals:
+            e = cache.get(v)
+            if e is None:
+                if "\r" in v:
+                    # CR/CRLF normalisation may join a value's CR with the next segment's LF.
+                    out.append(_qp_whole(self.template.fill(values)))
+                    return
+                e = _qp_segment(v)
+                if len(cache) >= _CACHE_SIZE:
+                    cache.clear()
+                cache[v] = e
+            enc.append(e)
+        chunks = self.chunks
+        start = len(out)
+        out.append(chunks[0])
+        i = 1
+        for j in self.slot_index:
+            out.append(enc[j])
+            out.append(chunks[i])
+            i += 1
+        if mode == "open":
+            k = len(out) - 1
+            while k >= start and not out[k]:
+                k -= 1
+            if k < start:
+                out.append(_CRLF)
+            elif out[k].endswith(_SOFT):
+                out[k] = out[k][:-3] + _CRLF
+
+
+class MessageTemplate:
+    """An issue's message compiled once; :meth:`personalise` gives each recipient's bytes."""
+
+    __slots__ = (
+        "slug",
+        "subject",
+        "from_email",
+        "_head",
+        "_text",
+        "_middle",
+        "_html",
+        "_tail",
+        "_msgid_left",
+        "_msgid_domain",
+        "_mailto",
+        "_return_path",
+        "_sign",
+        "_date_cache",
+    )
+
+    def __init__(
+        self,
+        *,
+        slug: str,
+        subject: str,
+        from_email: str,
+        head: tuple[bytes, ...],
+        text: _BodyPart,
+        middle: bytes,
+        html: _BodyPart,
+        tail: bytes,
+        msgid_domain: str,
+        mailto: tuple[str, str] | None,
+        return_path: str | None,
+        sign: Signer | None,
+    ) -> None:
+        self.slug = slug
+        self.subject = subject
+        self.from_email = from_email
+        self._head = head
+        self._text = text
+        self._middle = middle
+        self._html = html
+        self._tail = tail
+        self._msgid_left = re.sub(r"[^A-Za-z0-9-]+", "-", slug).strip("-")[:40] or "issue"
+        self._msgid_domain = msgid_domain
+        self._mailto = mailto
+        self._return_path = return_path
+        self._sign = sign
+        self._date_cache: tuple[int, bytes] = (-1, b"")
+
+    def personalise(
+        self,
+        recipient: Recipient,
+        *,
+        message_id: str | None = None,
+        date: datetime | None = None,
+    ) -> bytes:
+        """The complete message for one recipient: CRLF line ends, ready for SMTP DATA.
+
+        ``message_id`` overrides :meth:`message_id_for`; ``date`` (default: now, formatted
+        once per second) makes output reproducible. Dot-stuffing is the transport's job.
+        Raises :class:`InvalidRecipient` for data that cannot go in a header safely.
+        """
+        email = recipient.email
+        values = recipient.values
+        if "email" not in values or "name" not in values:
+            values = {"email": email, "name": recipient.name, **values}
+        try:
+            name = h.sanitise_display_name(recipient.name)
+            to = h.address_header("To", name, h.wire_address(email))
+            msgid = h.check_msgid(message_id) if message_id else self.message_id_for(email)
+            unsubscribe = self._list_unsubscribe(values)
+        except h.HeaderValueError as exc:
+            raise InvalidRecipient(email, str(exc)) from None
+        head = self._head
+        out = [
+            head[0],
+            to.encode("utf-8"),
+            head[1],
+            self._date_line(date),
+            head[2],
+            _msgid_line(msgid),
+            head[3],
+            unsubscribe,
+            head[4],
+        ]
+        try:
+            self._text.render(values, out)
+            out.append(self._middle)
+            self._html.render(values, out)
+        except UnicodeEncodeError:
+            raise InvalidRecipient(email, "a value is not valid Unicode text") from None
+        out.append(self._tail)
+        data = b"".join(out)
+        return self._sign(data) if self._sign is not None else data
+
+    def message_id_for(self, recipient_email: str) -> str:
+        """``<slug.hash@sender-domain>``: the same for the same issue and address, always.
+
+        A resent message keeps its Message-ID, so receivers can recognise a duplicate. The
+        hash hides the address; the domain part of the address is compared case-blind.
+        """
+        local, _, domain = recipient_email.rpartition("@")
+        key = f"{self.slug}\x00{local}@{domain.lower()}".encode("utf-8", "surrogatepass")
+        token = hashlib.blake2b(key, digest_size=10, person=b"bulletin-msgid").hexdigest()
+        return f"<{self._msgid_left}.{token}@{self._msgid_domain}>"
+
+    def needs_smtputf8(self, recipient: Recipient) -> bool:
+        """True when the address has a non-ASCII local part.
+
+        Such a message carries the address as raw UTF-8 in its To header (RFC 6532) -- the
+        display name is still RFC 2047 encoded -- and must go over SMTPUTF8 (RFC 6531); a
+        server without it cannot take the recipient at all. Parse such bytes as UTF-8 text
+        (``email.message_from_string(data.decode())``), not with ``message_from_bytes``.
+        """
+        try:
+            return h.needs_smtputf8(recipient.email)
+        except h.HeaderValueError as exc:
+            raise InvalidRecipient(recipient.email, str(exc)) from None
+
+    def envelope_to(self, recipient: Recipient) -> str:
+        """The RCPT TO address: as in the To header (IDN domains as A-labels when possible)."""
+        try:
+            return h.wire_address(recipient.email)
+        except h.HeaderValueError as exc:
+            raise InvalidRecipient(recipient.email, str(exc)) from None
+
+    def envelope_from(self, recipient: Recipient) -> str:
+        """The MAIL FROM address: ``sender.return_path`` with ``{token}`` (VERP), or From.
+
+        No Return-Path header is written: the delivering server adds it from MAIL FROM.
+        """
+        rp = self._return_path
+        if rp is None:
+            return self.from_email
+        if "{token}" not in rp:
+            return rp
+        try:
+            token = _token(recipient.values)
+        except h.HeaderValueError as exc:
+            raise InvalidRecipient(recipient.email, str(exc)) from None
+        return rp.replace("{token}", token)
+
+    def _date_line(self, date: datetime | None) -> bytes:
+        if date is not None:
+            if date.tzinfo is None:
+                date = date.replace(tzinfo=UTC)
+            return b"Date: " + format_datetime(date).encode("ascii") + _CRLF
+        now = int(time.time())
+        cached = self._date_cache
+        if cached[0] != now:
+            stamp = format_datetime(datetime.fromtimestamp(now, UTC))
+            cached = (now, b"Date: " + stamp.encode("ascii") + _CRLF)
+            self._date_cache = cached
+        return cached[1]
+
+    def _list_unsubscribe(self, values: Mapping[str, str]) -> bytes:
+        url = values.get("unsubscribe_url")
+        if not url:
+            raise h.HeaderValueError("it has no unsubscribe_url value")
+        pieces = [f"<{h.check_url(url)}>"]
+        if self._mailto is not None:
+            local, domain = self._mailto
+            pieces[0] += ","
+            pieces.append(f"<mailto:{local}+{_token(values)}@{domain}>")
+        return h.fold("List-Unsubscribe", pieces).encode("ascii")
+
+
+def _token(values: Mapping[str, str]) -> str:
+    """The recipient's raw unsubscribe token: ``unsubscribe_token``, else the last path
+    segment of ``unsubscribe_url`` (``.../u/TOKEN``)."""
+    token = values.get("unsubscribe_token")
+    if not token:
+        url = values.get("unsubscribe_url") or ""
+        token = urlsplit(url).path.rstrip("/").rpartition("/")[2]
+    if not token:
+        raise h.HeaderValueError("it has no unsubscribe_token value")
+    return h.check_token(token)
+
+
+def _msgid_line(msgid: str) -> bytes:
+    # Not folded even past 78 characters (the limit is a SHOULD; 998 is the MUST): some
+    # threading code reads Message-ID from a single line.
+    return f"Message-ID: {msgid}\r\n".encode("ascii")
+
+
+def _config_problem(key: str, message: str) -> ConfigError:
+    return ConfigError(
+        [Problem(f"{key}: {message}", Location("bulletin.toml"), code="config")],
+        hint="Fix bulletin.toml; see README 'Configuration'.",
+    )
+
+
+def _config_address(key: str, value: str) -> str:
+    """A configured address in wire form; ours must be ASCII (no SMTPUTF8 needed to send)."""
+    try:
+        local, _ = h.split_address(value)
+        wire = h.wire_address(value)
+    except h.HeaderValueError as exc:
+        raise _config_problem(key, str(exc)) from None
+    if not local.isascii():
+        raise _config_problem(key, f"{value!r}: the part before @ must be ASCII")
+    return wire
+
+
+def build_message_template(
+    config: Config,
+    rendered: RenderedIssue,
+    *,
+    subject_prefix: str = "",
+    list_name: str | None = None,
+    sign: Signer | None = None,
+) -> MessageTemplate:
+    """Compile ``rendered`` into a :class:`MessageTemplate` (once per issue and send).
+
+    ``list_name`` names the subscriber list in List-Id (default: the newsletter name);
+    ``sign`` is applied to every personalised message (the DKIM seam).
+    """
+    sender = config.sender
+    newsletter = config.newsletter
+    from_email = _config_address("sender.from_email", sender.from_email)
+    domain = from_email.rpartition("@")[2].lower()
+    reply_to = _config_address("sender.reply_to", sender.reply_to) if sender.reply_to else None
+    mailto: tuple[str, str] | None = None
+    if sender.unsubscribe_mailto:
+        wire = _config_address("sender.unsubscribe_mailto", sender.unsubscribe_mailto)
+        local, _, mdomain = wire.rpartition("@")
+        mailto = (local, mdomain)
+    if sender.return_path:
+        _config_address("sender.return_path", sender.return_path.replace("{token}", "t"))
+    list_domain = domain
+    if newsletter.list_id:
+        try:
+            list_domain = h.wire_address("x@" + newsletter.list_id).partition("@")[2].lower()
+        except h.HeaderValueError:
+            raise _config_problem(
+                "newsletter.list_id", f"{newsletter.list_id!r} is not a domain name"
+            ) from None
+
+    from_name = h.sanitise_display_name(
+        rendered.loaded.issue.from_name or rendered.from_name or sender.from_name
+    )
+    subject = h.clean_text(subject_prefix + rendered.subject)
+    list_id = f"<{h.list_label(list_name or newsletter.name)}.{list_domain}>"
+    static = {
+        "from": h.address_header("From", from_name, from_email),
+        # Not the standard library's Subject: its folder puts the space between two words
+        # outside adjacent encoded-words ("evenimente și știri" reads "șiștiri" in RFC 2047
+        # readers), and this issue's own subject triggers it.
+        "subject": h.fold("Subject", h.text_pieces(subject)),
+        "list-id": h.fold(
+            "List-Id", [*h.phrase_pieces(h.sanitise_display_name(newsletter.name)), list_id]
+        ),
+    }
+
+    # The boundary contains "=_", which quoted-printable can never produce, so no body
+    # (whatever the subscriber values) can contain a line that ends a part.
+    digest = hashlib.sha256()
+    for compiled in (rendered.text, rendered.html):
+        for chunk in compiled.chunks:
+            digest.update(chunk.encode("utf-8", "surrogatepass"))
+    boundary = "=_bulletin_" + digest.hexdigest()[:24]
+
+    msg = EmailMessage(policy=SMTP)
+    msg[_SENTINEL] = "from"
+    msg[_SENTINEL] = "to"
+    msg[_SENTINEL] = "subject"
+    msg[_SENTINEL] = "date"
+    msg[_SENTINEL] = "message-id"
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    msg[_SENTINEL] = "list-id"
+    msg[_SENTINEL] = "list-unsubscribe"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["MIME-Version"] = "1.0"
+    msg.make_alternative(boundary=boundary)
+    for mark, subtype in ((_TEXT_MARK, "plain"), (_HTML_MARK, "html")):
+        part = EmailMessage(policy=SMTP)
+        part.set_content(mark, subtype=subtype, charset="utf-8", cte="quoted-printable")
+        del part["MIME-Version"]  # set_content adds it; it belongs to the top level only
+        msg.attach(part)
+    raw = msg.as_bytes(policy=SMTP)
+
+    # Cut at the sentinels: static ones are replaced now, dynamic ones split the head.
+    pieces: list[bytes] = []
+    kinds: list[str] = []
+    pos = 0
+    current = b""
+    for m in _SENTINEL_RE.finditer(raw):
+        current += raw[pos : m.start()]
+        kind = m.group(1).decode("ascii")
+        if kind in static:
+            current += static[kind].encode("ascii")
+        else:
+            pieces.append(current)
+            kinds.append(kind)
+            current = b""
+        pos = m.end()
+    rest = raw[pos:]
+    if tuple(kinds) != _DYNAMIC:  # pragma: no cover - guards the construction above
+        raise AssertionError(f"unexpected header layout {kinds}")
+    text_mark = _TEXT_MARK.encode("ascii") + _CRLF
+    html_mark = _HTML_MARK.encode("ascii") + _CRLF
+    before_text, _, after_text = rest.partition(text_mark)
+    middle, _, tail = after_text.partition(html_mark)
+    pieces.append(current + before_text)
+
+    return MessageTemplate(
+        slug=rendered.loaded.slug,
+        subject=subject,
+        from_email=from_email,
+        head=tuple(pieces),
+        text=_BodyPart(rendered.text),
+        middle=middle,
+        html=_BodyPart(rendered.html),
+        tail=tail,
+        msgid_domain=domain,
+        mailto=mailto,
+        return_path=sender.return_path,
+        sign=sign,
+    )
