@@ -240,7 +240,7 @@ def test_placeholders_compile_into_slots_and_fill_escapes(workspace: ws.Workspac
         "unsubscribe_url",
         "view_online_url",
     }
-    assert rendered.text.slot_names == {"unsubscribe_url", "view_online_url"}
+    assert rendered.text.slot_names == {"email", "unsubscribe_url", "view_online_url"}
     assert "BULLETINSLOT" not in "".join(rendered.html.chunks)
 
     values = sample_values(workspace, loaded)

@@ -27,6 +27,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "Where": "Unde",
         "When": "Când",
         "To stop receiving this newsletter": "Pentru a nu mai primi acest e-newsletter",
+        "This email was sent to": "Acest mesaj a fost trimis către",
     },
 }
 

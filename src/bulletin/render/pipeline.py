@@ -127,6 +127,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
             config,
             unsubscribe_url=unsubscribe,
             view_online_url=view_online,
+            recipient_email=registry.token("email"),
             report=report,
         )
 

@@ -41,6 +41,7 @@ def render_text(
     *,
     unsubscribe_url: str,
     view_online_url: str,
+    recipient_email: str,
     report: Report,
 ) -> str:
     """The whole plain-text message body (slot tokens in place of per-recipient values)."""
@@ -66,6 +67,8 @@ def render_text(
     for line in (news.organisation, news.postal_address):
         if line:
             footer += md.wrap(line)
+    # The address is a slot token here; wrapping must not split it, so it ends its own line.
+    footer += md.wrap(t("This email was sent to")) + [f"{recipient_email}."]
     out.block(footer)
     out.block([f"{t('View online')}:", f"<{view_online_url}>"])
     out.block([f"{t('Unsubscribe')}:", f"<{unsubscribe_url}>"])
