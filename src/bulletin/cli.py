@@ -74,7 +74,11 @@ def cli(ctx: click.Context, workspace: Path | None) -> None:
     ctx.obj = Context(workspace)
 
 
-@cli.command("init")
+@cli.command(
+    "init",
+    epilog="Example:\n\n\b\n  bulletin init my-newsletter\n  cd my-newsletter && bulletin check"
+    " 2014-10-clusterpolisee-03",
+)
 @click.argument("directory", type=click.Path(path_type=Path))
 def init_cmd(directory: Path) -> None:
     """Create a workspace in DIRECTORY with the default templates and an example issue.
@@ -89,7 +93,11 @@ def init_cmd(directory: Path) -> None:
     console.print(f"  {result.next_commands(str(directory))}", markup=False, soft_wrap=True)
 
 
-@cli.command("preview")
+@cli.command(
+    "preview",
+    epilog="Examples:\n\n\b\n  bulletin preview 2014-10-clusterpolisee-03\n"
+    "  bulletin preview 2014-10-clusterpolisee-03 --port 8001 --no-open",
+)
 @click.argument("issue")
 @click.option(
     "--port",
