@@ -8,12 +8,13 @@ the README's configuration table (``python -m bulletin.workspace`` prints it).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bulletin.errors import BulletinError, ConfigError, Location, Problem, WorkspaceNotFound
 
@@ -107,6 +108,70 @@ class DatabaseConfig(_Section):
     )
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+
+
+class DkimConfig(_Section):
+    """[dkim]: sign every message with DKIM (RSA-SHA256, relaxed/relaxed)."""
+
+    selector: str = Field(
+        "",
+        description="DKIM selector: the public key is the TXT record "
+        "`<selector>._domainkey.<domain>`.",
+    )
+    domain: str = Field(
+        "", description="Signing domain (d=); empty: the domain of sender.from_email."
+    )
+    key_file: str = Field(
+        "",
+        description="RSA private key, PEM (mode 0600, outside git); set it to sign messages.",
+    )
+    headers: str = Field(
+        "",
+        description="Header fields to sign, comma-separated (empty: From, To, Subject, Date, "
+        "Message-ID, Reply-To, List-Id, List-Unsubscribe(-Post), MIME-Version, Content-Type).",
+    )
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: str) -> str:
+        if v and (_DNS_NAME.fullmatch(v) is None or len(v) > 200):
+            raise ValueError(f"{v!r} is not a DNS name (letters, digits, hyphens, dots)")
+        return v
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        if not v:
+            return v
+        try:
+            ascii_name = v.encode("idna").decode("ascii") if not v.isascii() else v
+        except UnicodeError:
+            ascii_name = ""
+        if _DNS_NAME.fullmatch(ascii_name) is None or len(ascii_name) > 253:
+            raise ValueError(f"{v!r} is not a domain name")
+        return ascii_name.lower()
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: str) -> str:
+        names = [n for n in re.split(r"[\s,:]+", v) if n]
+        bad = [n for n in names if _HEADER_NAME.fullmatch(n) is None]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a header field name")
+        if names and "from" not in {n.lower() for n in names}:
+            raise ValueError("must include From (RFC 6376 requires it to be signed)")
+        return ", ".join(names)
+
+    @model_validator(mode="after")
+    def _complete(self) -> DkimConfig:
+        if self.key_file and not self.selector:
+            raise ValueError("selector is required when key_file is set")
+        return self
+
+
 class Config(_Section):
     """The whole bulletin.toml."""
 
@@ -114,6 +179,7 @@ class Config(_Section):
     sender: SenderConfig
     smtp: SmtpConfig = SmtpConfig()
     database: DatabaseConfig = DatabaseConfig()
+    dkim: DkimConfig = DkimConfig()
 
 
 @dataclass(frozen=True)
