@@ -226,7 +226,11 @@ def _store(ctx: Context) -> Any:
     return open_store(ctx.workspace.database_url())
 
 
-@cli.group("subscribers")
+@cli.group(
+    "subscribers",
+    epilog="Examples:\n\n\b\n  bulletin subscribers import contacts.csv --list "
+    "newsletter-ro --create-list\n  bulletin subscribers show ion@example.ro",
+)
 def subscribers_group() -> None:
     """Import, export, add, remove, unsubscribe, show and count subscribers.
 
@@ -315,7 +319,8 @@ def _print_import_report(report: Any) -> None:
     title = f"Import of {report.path.name} into {report.list_slug}"
     if report.dry_run:
         title += " (dry run: nothing was changed)"
-    table = Table(title=title, show_header=False, title_justify="left")
+    console.print(title, markup=False, soft_wrap=True)
+    table = Table(show_header=False)
     table.add_column("what")
     table.add_column("rows", justify="right")
     for label, n in report.summary_rows():
@@ -340,7 +345,11 @@ def _print_import_report(report: Any) -> None:
         console.print(f"  ... and {more:,} more re-subscribed", markup=False)
 
 
-@subscribers_group.command("add")
+@subscribers_group.command(
+    "add",
+    epilog='Example:\n\n\b\n  bulletin subscribers add "Ion Popescu <ion@example.ro>" '
+    "--list newsletter-ro",
+)
 @click.argument("email")
 @click.option("--list", "list_slug", required=True, metavar="SLUG", help="List to subscribe to.")
 @click.option("--name", default=None, help="The subscriber's name.")
@@ -370,7 +379,10 @@ def subscribers_add_cmd(
     )
 
 
-@subscribers_group.command("remove")
+@subscribers_group.command(
+    "remove",
+    epilog="Example:\n\n\b\n  bulletin subscribers remove ion@example.ro --yes",
+)
 @click.argument("email")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
@@ -391,7 +403,10 @@ def subscribers_remove_cmd(ctx: Context, email: str, yes: bool) -> None:
     console.print(f"Removed {sub.email}.", markup=False)
 
 
-@subscribers_group.command("unsubscribe")
+@subscribers_group.command(
+    "unsubscribe",
+    epilog="Example:\n\n\b\n  bulletin subscribers unsubscribe ion@example.ro --list newsletter-ro",
+)
 @click.argument("email")
 @click.option("--list", "list_slug", metavar="SLUG", help="Unsubscribe from this list only.")
 @click.option("--all", "all_lists", is_flag=True, help="Unsubscribe from every list, for good.")
@@ -413,7 +428,10 @@ def subscribers_unsubscribe_cmd(
     console.print(f"{state} ({changed} subscription(s) changed).", markup=False)
 
 
-@subscribers_group.command("show")
+@subscribers_group.command(
+    "show",
+    epilog="Example:\n\n\b\n  bulletin subscribers show ion@example.ro",
+)
 @click.argument("email")
 @pass_ctx
 def subscribers_show_cmd(ctx: Context, email: str) -> None:
@@ -453,7 +471,11 @@ def subscribers_show_cmd(ctx: Context, email: str) -> None:
     console.print(history)
 
 
-@subscribers_group.command("count")
+@subscribers_group.command(
+    "count",
+    epilog="Example:\n\n\b\n  bulletin subscribers count --list newsletter-ro --status "
+    "unsubscribed",
+)
 @click.option("--list", "list_slug", metavar="SLUG", help="Count the members of this list.")
 @click.option(
     "--status",
@@ -471,7 +493,11 @@ def subscribers_count_cmd(ctx: Context, list_slug: str | None, status: str) -> N
         console.print(str(count(conn, list_slug, status)))
 
 
-@subscribers_group.command("export")
+@subscribers_group.command(
+    "export",
+    epilog="Example:\n\n\b\n  bulletin subscribers export --list newsletter-ro -o "
+    "newsletter-ro.csv",
+)
 @click.option("--list", "list_slug", required=True, metavar="SLUG", help="List to export.")
 @click.option(
     "--output",
@@ -511,7 +537,12 @@ def subscribers_export_cmd(
     err_console.print(f"Exported {n:,} subscribers of {list_slug} to {output}.", markup=False)
 
 
-@cli.group("lists", invoke_without_command=True)
+@cli.group(
+    "lists",
+    invoke_without_command=True,
+    epilog="Examples:\n\n\b\n  bulletin lists\n  bulletin lists create newsletter-ro --name "
+    '"Newsletter (RO)"',
+)
 @click.pass_context
 def lists_group(click_ctx: click.Context) -> None:
     """Show the mailing lists with member counts by status (or create one)."""
@@ -527,14 +558,19 @@ def lists_group(click_ctx: click.Context) -> None:
     if not rows:
         console.print("No lists yet. Create one with `bulletin lists create SLUG`.", markup=False)
         return
-    table = Table("list", "name", *EFFECTIVE_STATUSES, "total")
+    table = Table("list", "name", box=None, pad_edge=False, header_style="bold")
+    for status in (*EFFECTIVE_STATUSES, "total"):
+        table.add_column(status, justify="right", min_width=len(status))
     for c in rows:
         counts = (f"{c.counts[s]:,}" for s in EFFECTIVE_STATUSES)
         table.add_row(c.slug, c.name, *counts, f"{c.total:,}")
     console.print(table)
 
 
-@lists_group.command("create")
+@lists_group.command(
+    "create",
+    epilog='Example:\n\n\b\n  bulletin lists create newsletter-ro --name "Newsletter în română"',
+)
 @click.argument("slug")
 @click.option("--name", default=None, help="Display name (default: the slug).")
 @pass_ctx
@@ -546,6 +582,91 @@ def lists_create_cmd(ctx: Context, slug: str, name: str | None) -> None:
     with write_transaction(_store(ctx)) as conn:
         created = create_list(conn, slug, name)
     console.print(f"Created list {created.slug} ({created.name}).", markup=False)
+
+
+# --- local mail capture (bulletin.sink) -------------------------------------------------
+
+
+@cli.command(
+    "sink",
+    epilog="Examples:\n\n\b\n  bulletin sink\n  bulletin sink --port 2526 --maildir /tmp/captured",
+)
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(0, 65535),
+    default=2525,
+    show_default=True,
+    help="Port to listen on (0 picks any free port).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Maildir folder for the messages (default: mail/sink in the workspace).",
+)
+@pass_ctx
+def sink_cmd(ctx: Context, port: int, host: str, maildir: Path | None) -> None:
+    """Capture mail locally: an SMTP server that stores every message, delivers none.
+
+    With smtp.url = "smtp://127.0.0.1:2525" (the default) an issue can be sent for real
+    without reaching anyone. Each message is stored once per recipient in a Maildir, with
+    X-Bulletin-Envelope-From and Delivered-To header lines added; any mail client opens it.
+    Ctrl-C stops the server and prints how many messages it captured.
+    """
+    import signal
+    import time
+
+    from bulletin.sink import start_sink
+
+    configured: str | None = None
+    if maildir is None:
+        workspace = ctx.workspace
+        maildir = workspace.root / "mail" / "sink"
+        configured = workspace.config.smtp.url
+    handle = start_sink(maildir, host, port)
+    console.print(
+        f"Capturing mail at {handle.url} into {maildir} (Ctrl-C to stop)",
+        markup=False,
+        soft_wrap=True,
+    )
+    if configured is not None and configured.rstrip("/") != handle.url:
+        console.print(
+            f'Note: bulletin.toml sends to {configured}; set smtp.url = "{handle.url}" '
+            "to send here.",
+            markup=False,
+            soft_wrap=True,
+        )
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # A process manager's SIGTERM stops the sink like Ctrl-C, with the summary.
+    previous = signal.signal(signal.SIGTERM, terminate)
+    seen = 0
+    try:
+        while True:
+            count = handle.wait(seen, timeout=1.0)
+            if count == seen:
+                continue
+            if count == seen + 1 and handle.last is not None:
+                rcpt, subject = handle.last
+                console.print(f"{count:>7,}  {rcpt}  {subject}", markup=False, soft_wrap=True)
+            else:
+                console.print(f"{count:>7,}  (+{count - seen:,} messages)", markup=False)
+            seen = count
+            # One line per half second at most: a big send is summarised, not listed.
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+        signal.signal(signal.SIGTERM, previous)
+    noun = "message" if handle.count == 1 else "messages"
+    console.print(
+        f"Stopped. Captured {handle.count:,} {noun} in {maildir}.", markup=False, soft_wrap=True
+    )
 
 
 def main() -> None:

@@ -1,0 +1,7 @@
+"""The subscriber store: lists, subscribers, suppression, history (and later the ledger).
+
+``db`` opens the database and migrates it, ``schema`` holds the current tables and
+``migrations`` the numbered steps that build them; ``subscribers`` is the domain API,
+``importer`` and ``export`` move subscribers in and out as CSV. Nothing here renders mail or
+imports click.
+"""

@@ -1,0 +1,568 @@
+"""Reading subscriber spreadsheets: encodings, delimiters, header names, spreadsheet quirks.
+
+A :class:`CsvReader` streams records from a file of any size in constant memory. It accepts
+what spreadsheets actually export:
+
+* UTF-8 with or without BOM, UTF-16 with BOM (Excel's "Unicode text"), and legacy single-byte
+  exports: cp1250 / ISO-8859-2 (Romanian and Central European Excel) and cp1252 (Western).
+  Without a BOM the encoding is decided at the first non-ASCII bytes: valid UTF-8 wins, else
+  the legacy code page whose decoding reads most like European text. ``--encoding`` overrides.
+  Bytes that the encoding cannot decode are an error naming the line, never mojibake.
+* comma, semicolon (European Excel), tab or pipe as delimiter, sniffed from the first lines;
+* CRLF, LF or CR line ends, quoted fields with delimiters, quotes and line breaks inside.
+
+Files that are not text (a workbook saved as .xlsx, a PDF, any binary) are refused with a
+message saying what they look like.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from bulletin.errors import BulletinError
+
+CHUNK_BYTES = 1 << 20
+MAX_LINE_CHARS = 1_000_000
+"""A physical line longer than this is not a subscriber row (protects memory)."""
+MAX_RECORD_LINES = 100
+"""A quoted field spanning more lines than this is an unclosed quote, not an address block."""
+
+_LF = b"\n"
+DELIMITERS = (",", ";", "\t", "|")
+LEGACY_ENCODINGS = ("cp1250", "iso8859-2", "cp1252")
+"""Single-byte code pages tried when a file is not UTF-8, best first on a tie."""
+
+_CSV_HINT = (
+    "Save the sheet as CSV: in Excel, File › Save As › 'CSV UTF-8 (Comma delimited)'; "
+    "in LibreOffice, File › Save As › 'Text CSV'."
+)
+_ENCODING_HINT = (
+    "Save the file as CSV UTF-8, or name its encoding with --encoding "
+    "(cp1250 or iso-8859-2 for Romanian, cp1252 for Western European exports)."
+)
+_MAGIC = (
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx or .ods workbook?)"),
+    (b"\xd0\xcf\x11\xe0", "an Excel .xls workbook"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"{\\rtf", "an RTF document"),
+)
+# Letters and punctuation that European text decoded with the right code page is made of.
+# Decoding with the wrong one gives symbols (º ª þ ¹ ¾), C1 controls or rare letters instead.
+_LIKELY = frozenset(
+    "ăâîșțşţĂÂÎȘȚŞŢ"
+    "áàäãåçéèêëíìïñóòôöõøúùûüýÿßæœÁÀÄÃÅÇÉÈÊËÍÌÏÑÓÒÔÖÕØÚÙÛÜÝŸÆŒ"
+    "čćđšžłńśźżőűěřůťďňąęČĆĐŠŽŁŃŚŹŻŐŰĚŘŮŤĎŇĄĘ"
+    "–—‘’‚“”„«»€°…•·"
+)
+
+
+class ImportFileError(BulletinError):
+    """The file as a whole cannot be imported (not text, no header, undecodable bytes...)."""
+
+
+# --- spreadsheet formula injection ------------------------------------------------------
+
+_FORMULA_CHARS = "=+-@\t\r"
+
+
+def neutralise(cell: str) -> str:
+    """Make a cell safe to open in a spreadsheet: a leading ``'`` stops formula evaluation."""
+    return "'" + cell if cell[:1] and cell[0] in _FORMULA_CHARS else cell
+
+
+def unneutralise(cell: str) -> str:
+    """Undo :func:`neutralise` (so an export imports back unchanged)."""
+    if len(cell) > 1 and cell[0] == "'" and cell[1] in _FORMULA_CHARS:
+        return cell[1:]
+    return cell
+
+
+# --- header names -----------------------------------------------------------------------
+
+
+def _fold(header: str) -> str:
+    """Header text compared loosely: no accents, case, punctuation or extra spaces."""
+    text = unicodedata.normalize("NFKD", header.replace("\ufeff", ""))
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text).split())
+
+
+_EMAIL_NAMES = frozenset(
+    {
+        "email",
+        "e mail",
+        "mail",
+        "email address",
+        "e mail address",
+        "mail address",
+        "emailaddress",
+        "email adresa",
+        "adresa email",
+        "adresa e mail",
+        "adresa de email",
+        "adresa de e mail",
+        "courriel",
+    }
+)
+_NAME_NAMES = frozenset(
+    {"name", "full name", "fullname", "display name", "nume", "nume complet", "nume si prenume"}
+)
+_FIRST_NAMES = frozenset(
+    {"first name", "firstname", "first", "given name", "givenname", "forename", "prenume"}
+)
+_LAST_NAMES = frozenset(
+    {"last name", "lastname", "last", "surname", "family name", "familyname", "nume de familie"}
+)
+_LANGUAGE_NAMES = frozenset({"language", "lang", "locale", "language code", "limba"})
+_IGNORED_NAMES = frozenset({"rejected line", "rejected reason"})
+"""Columns the rejects file adds, so a corrected rejects file imports cleanly."""
+
+REJECT_COLUMNS = ("rejected_line", "rejected_reason")
+
+
+def attribute_key(header: str) -> str:
+    """The attribute name a column becomes: ``Organisation Name`` -> ``organisation_name``."""
+    text = unicodedata.normalize("NFC", header.replace("\ufeff", "")).strip().lower()
+    return re.sub(r"\W+", "_", text).strip("_")
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which column holds what; every other named column becomes an attribute."""
+
+    width: int
+    email: int
+    name: int | None = None
+    first_name: int | None = None
+    last_name: int | None = None
+    language: int | None = None
+    attributes: tuple[tuple[int, str], ...] = ()
+    ignored: tuple[str, ...] = ()
+
+    def describe(self, header: list[str]) -> list[tuple[str, str]]:
+        """(column header, what it becomes) pairs for the summary."""
+        roles = {self.email: "email", self.name: "name", self.language: "language"}
+        if self.first_name is not None:
+            roles[self.first_name] = "first name (attribute first_name)"
+        if self.last_name is not None:
+            roles[self.last_name] = "last name (attribute last_name)"
+        for index, key in self.attributes:
+            roles[index] = f"attribute {key}"
+        known = sorted((k, v) for k, v in roles.items() if k is not None)
+        return [(header[i], role) for i, role in known]
+
+
+def map_columns(header: list[str], label: str) -> ColumnMap:
+    """Recognise the header row; raise :class:`ImportFileError` if it cannot be used."""
+    folded = [_fold(h) for h in header]
+    roles: dict[str, list[int]] = {"email": [], "name": [], "first": [], "last": [], "lang": []}
+    for i, f in enumerate(folded):
+        for role, names in (
+            ("email", _EMAIL_NAMES),
+            ("name", _NAME_NAMES),
+            ("first", _FIRST_NAMES),
+            ("last", _LAST_NAMES),
+            ("lang", _LANGUAGE_NAMES),
+        ):
+            if f in names:
+                roles[role].append(i)
+    if not roles["email"]:
+        loose = [i for i, f in enumerate(folded) if "email" in f or "e mail" in f]
+        if len(loose) == 1:
+            roles["email"] = loose
+    # Romanian sheets say "Nume" + "Prenume" for last name + first name.
+    if roles["first"] and not roles["last"]:
+        nume = [i for i in roles["name"] if folded[i] == "nume"]
+        if nume and len(roles["name"]) == 1:
+            roles["last"], roles["name"] = nume, []
+
+    shown = ", ".join(repr(h) for h in header)
+    if not roles["email"]:
+        looks_like_data = [h for h in header if "@" in h]
+        if looks_like_data:
+            raise ImportFileError(
+                f"{label}: the first line holds data ({looks_like_data[0]!r}), not column names.",
+                hint="Add a header line naming the columns, e.g. `email,name,language`.",
+            )
+        raise ImportFileError(
+            f"{label}: no email column. The header has {shown}.",
+            hint="Name the column with the addresses `email` (or `e-mail`, `Email Address`).",
+        )
+    for role, what in (
+        ("email", "email"),
+        ("name", "name"),
+        ("first", "first name"),
+        ("last", "last name"),
+        ("lang", "language"),
+    ):
+        if len(roles[role]) > 1:
+            cols = " and ".join(repr(header[i]) for i in roles[role])
+            raise ImportFileError(
+                f"{label}: two {what} columns ({cols}).",
+                hint="Keep one of them, or rename the other to import it as an attribute.",
+            )
+
+    used = {i for ix in roles.values() for i in ix}
+    attributes: list[tuple[int, str]] = []
+    ignored: list[str] = []
+    seen: dict[str, int] = {"first_name": -1, "last_name": -1}
+    for i, h in enumerate(header):
+        if i in used:
+            continue
+        if folded[i] in _IGNORED_NAMES:
+            ignored.append(f"{h!r} (added by the rejects file)")
+            continue
+        key = attribute_key(h)
+        if not key:
+            ignored.append(f"column {i + 1} (no name)")
+            continue
+        if key in seen or key in ("email", "name", "language"):
+            other = "the first/last name columns" if seen.get(key) == -1 else ""
+            if key in seen and seen[key] >= 0:
+                other = repr(header[seen[key]])
+            raise ImportFileError(
+                f"{label}: column {h!r} would become attribute {key!r}, which "
+                f"{other or 'a standard column'} already uses.",
+                hint="Rename one of the columns.",
+            )
+        seen[key] = i
+        attributes.append((i, key))
+
+    def one(role: str) -> int | None:
+        return roles[role][0] if roles[role] else None
+
+    return ColumnMap(
+        width=len(header),
+        email=roles["email"][0],
+        name=one("name"),
+        first_name=one("first"),
+        last_name=one("last"),
+        language=one("lang"),
+        attributes=tuple(attributes),
+        ignored=tuple(ignored),
+    )
+
+
+# --- encodings --------------------------------------------------------------------------
+
+
+def _canonical_codec(name: str) -> str:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise ImportFileError(
+            f"Unknown encoding {name!r}.",
+            hint="Use one of utf-8, utf-16, cp1250, iso-8859-2, cp1252.",
+        ) from None
+
+
+def _score_legacy(data: bytes, encoding: str) -> int:
+    text = data.decode(encoding, errors="replace")
+    score = 0
+    for c in text:
+        if c < "\x80":
+            continue
+        if c in _LIKELY:
+            score += 1
+        elif "\x80" <= c <= "\x9f" or c == "\ufffd":
+            score -= 5
+        else:
+            score -= 2
+    return score
+
+
+def guess_legacy_encoding(data: bytes) -> str:
+    """The single-byte code page under which ``data`` reads most like European text."""
+    best = LEGACY_ENCODINGS[0]
+    best_score = None
+    for enc in LEGACY_ENCODINGS:
+        score = _score_legacy(data, enc)
+        if best_score is None or score > best_score:
+            best, best_score = enc, score
+    return best
+
+
+def _looks_utf8(data: bytes) -> bool:
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data, final=False)
+    bad = text.count("\ufffd")
+    if not bad:
+        return True
+    good = sum(1 for c in text if c >= "\x80") - bad
+    # A UTF-8 file with a few damaged bytes is still UTF-8 (and the damage is reported, not
+    # decoded into mojibake); legacy text almost never forms valid multi-byte sequences.
+    return good > 0 and bad <= 4 * good
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    sample = data[:4096]
+    if len(sample) < 8:
+        return None
+    even_zero = sample[0::2].count(0)
+    odd_zero = sample[1::2].count(0)
+    half = len(sample) // 2
+    if odd_zero > 0.4 * half and even_zero < 0.05 * half:
+        return "utf-16-le"
+    if even_zero > 0.4 * half and odd_zero < 0.05 * half:
+        return "utf-16-be"
+    return None
+
+
+# --- the reader -------------------------------------------------------------------------
+
+
+class CsvReader:
+    """Streams the records of a delimited text file, after its header line.
+
+    ``encoding`` (codec name) and ``encoding_how`` (``BOM``, ``detected``, ``given``, ``ASCII
+    only``) describe the decoding; ``delimiter``, ``header``, ``header_line`` the layout;
+    ``bytes_read`` and ``size`` drive a progress bar.
+    """
+
+    def __init__(self, path: Path, encoding: str | None = None) -> None:
+        self.path = path
+        self.label = path.name
+        try:
+            self._raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except FileNotFoundError:
+            raise ImportFileError(f"{path} does not exist.") from None
+        except IsADirectoryError:
+            raise ImportFileError(f"{path} is a folder, not a CSV file.") from None
+        except OSError as exc:
+            raise ImportFileError(f"Cannot read {path}: {exc.strerror}.") from None
+        try:
+            self._start(encoding)
+        except BaseException:
+            self._raw.close()
+            raise
+
+    def _start(self, encoding: str | None) -> None:
+        self.size = self.path.stat().st_size
+        self.bytes_read = 0
+        self._lines_done = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self.encoding = "utf-8"
+        self.encoding_how = "ASCII only"
+        first = self._read()
+        if not first.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
+            raise ImportFileError(
+                f"{self.label} is empty.",
+                hint="Expected a header line such as `email,name,language` and one subscriber "
+                "per line.",
+            )
+        for magic, what in _MAGIC:
+            if first.startswith(magic):
+                raise ImportFileError(f"{self.label} is {what}, not a CSV file.", hint=_CSV_HINT)
+        first = self._setup_encoding(first, encoding)
+        if self._decoder is None or self.encoding in LEGACY_ENCODINGS:
+            self._check_binary(first)
+        self._newline = "\r" if b"\n" not in first and b"\r" in first else "\n"
+        if self._decoder is not None and self.encoding.startswith("utf-16"):
+            self._newline = "\n"
+        self._lines = self._decoded_lines(first)
+
+        sample: list[str] = []
+        for line in self._lines:
+            sample.append(line)
+            if len(sample) >= 50:
+                break
+        self.delimiter = _sniff_delimiter(sample)
+        self._reader = csv.reader(_chain(sample, self._lines), delimiter=self.delimiter)
+        self._next_line = 1
+        header = None
+        for line_no, fields in self._records():
+            header, self.header_line = fields, line_no
+            break
+        if header is None:
+            raise ImportFileError(
+                f"{self.label} has no lines with text.",
+                hint="Expected a header line such as `email,name,language`.",
+            )
+        self.header = [unneutralise(h).strip() for h in header]
+
+    def _read(self) -> bytes:
+        data = self._raw.read(CHUNK_BYTES)
+        self.bytes_read += len(data)
+        return data
+
+    def _setup_encoding(self, first: bytes, given: str | None) -> bytes:
+        boms = (
+            (codecs.BOM_UTF8, "utf-8"),
+            (codecs.BOM_UTF16_LE, "utf-16-le"),
+            (codecs.BOM_UTF16_BE, "utf-16-be"),
+        )
+        bom_codec = next((c for bom, c in boms if first.startswith(bom)), None)
+        if given is not None:
+            codec = _canonical_codec(given)
+            if codec in ("utf-8-sig", "utf-8"):
+                codec = "utf-8"
+            elif codec == "utf-16":
+                codec = bom_codec if bom_codec in ("utf-16-le", "utf-16-be") else "utf-16-le"
+            if bom_codec is not None and bom_codec != codec:
+                raise ImportFileError(
+                    f"{self.label} starts with a {bom_codec} byte-order mark, "
+                    f"but --encoding {given} was given.",
+                    hint="Leave out --encoding: the byte-order mark says how the file is encoded.",
+                )
+            how = "given"
+        elif bom_codec is not None:
+            codec, how = bom_codec, "BOM"
+        else:
+            utf16 = _utf16_without_bom(first)
+            if utf16 is None:
+                return first  # decided at the first non-ASCII bytes
+            codec, how = utf16, "detected"
+        if bom_codec is not None:
+            first = first[len(codecs.BOM_UTF8 if bom_codec == "utf-8" else codecs.BOM_UTF16) :]
+        self._use(codec, how)
+        return first
+
+    def _use(self, codec: str, how: str) -> None:
+        self.encoding, self.encoding_how = codec, how
+        self._decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+
+    def _check_binary(self, data: bytes) -> None:
+        nul = data.find(b"\x00")
+        controls = sum(data.count(bytes([b])) for b in range(32) if b not in (9, 10, 12, 13))
+        if nul >= 0 or controls > max(8, len(data) // 100):
+            where = f" (line {data[:nul].count(_LF) + 1})" if nul >= 0 else ""
+            raise ImportFileError(
+                f"{self.label} holds binary data{where}: it is not a text file.",
+                hint=_CSV_HINT,
+            )
+
+    def _decode(self, chunk: bytes, final: bool) -> str:
+        if self._decoder is None:
+            if chunk.isascii():
+                return chunk.decode("ascii")
+            if _looks_utf8(chunk):
+                self._use("utf-8", "detected")
+            else:
+                self._use(guess_legacy_encoding(chunk), "detected")
+        assert self._decoder is not None
+        try:
+            return self._decoder.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            before = exc.object[: exc.start].decode(self.encoding, errors="replace")
+            line = self._lines_done + before.count(self._newline) + 1
+            bad = exc.object[exc.start : max(exc.end, exc.start + 1)].hex(" ")
+            if final and exc.end >= len(exc.object) and self.encoding.startswith("utf"):
+                what = "ends in the middle of a character"
+            else:
+                what = f"has bytes that are not valid {self.encoding} (0x{bad})"
+            raise ImportFileError(
+                f"{self.label}, line {line}: {what} ({self.encoding} {self.encoding_how}).",
+                hint=_ENCODING_HINT,
+            ) from None
+
+    def _decoded_lines(self, chunk: bytes) -> Iterator[str]:
+        sep = self._newline
+        pending = ""
+        while True:
+            final = not chunk
+            text = self._decode(chunk, final)
+            if "\x00" in text:
+                line = self._lines_done + (pending + text[: text.index("\x00")]).count(sep) + 1
+                raise ImportFileError(
+                    f"{self.label}, line {line}: binary data (a NUL character) in a text file.",
+                    hint=_CSV_HINT,
+                )
+            parts = (pending + text).split(sep)
+            pending = parts.pop()
+            if len(pending) > MAX_LINE_CHARS:
+                raise ImportFileError(
+                    f"{self.label}, line {self._lines_done + len(parts) + 1} is longer than "
+                    f"{MAX_LINE_CHARS:,} characters: this is not a list of subscribers.",
+                    hint=_CSV_HINT,
+                )
+            for part in parts:
+                yield part + sep
+            self._lines_done += len(parts)
+            if final:
+                break
+            chunk = self._read()
+        if pending:
+            self._lines_done += 1
+            yield pending
+
+    def _records(self) -> Iterator[tuple[int, list[str]]]:
+        reader = self._reader
+        while True:
+            start = self._next_line
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise ImportFileError(
+                    f"{self.label}, line {start}: {exc} (the record runs to line "
+                    f"{reader.line_num}; a quote is probably not closed).",
+                    hint="Check the quotes on that line: a quote inside a value is written "
+                    'twice ("").',
+                ) from None
+            end = reader.line_num
+            self._next_line = end + 1
+            if end - start > MAX_RECORD_LINES:
+                raise ImportFileError(
+                    f"{self.label}, line {start}: a quoted value runs over {end - start} lines "
+                    f"(to line {end}); a quote is probably not closed.",
+                    hint="Check the quotes on that line: a quote inside a value is written "
+                    'twice ("").',
+                )
+            if not fields or not any(f.strip() for f in fields):
+                continue  # blank line
+            yield start, fields
+
+    def records(self) -> Iterator[tuple[int, list[str]]]:
+        """(line where the record starts, fields) for each non-blank record after the header."""
+        yield from self._records()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._raw.close()
+
+    def __enter__(self) -> CsvReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
+    yield from first
+    yield from rest
+
+
+def _sniff_delimiter(lines: list[str]) -> str:
+    """The delimiter that splits the header into most columns, consistently with the data."""
+    best, best_key = ",", (1, 0.0)
+    for delim in DELIMITERS:
+        try:
+            rows = [r for r in csv.reader(lines, delimiter=delim) if any(f.strip() for f in r)]
+        except csv.Error:
+            continue
+        if not rows:
+            continue
+        width = len(rows[0])
+        if width < 2:
+            continue
+        consistent = sum(1 for r in rows[1:] if len(r) == width) / max(1, len(rows) - 1)
+        key = (width, consistent) if consistent >= 0.5 else (1, consistent)
+        if key > best_key:
+            best, best_key = delim, key
+    return best

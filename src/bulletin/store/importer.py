@@ -1,0 +1,806 @@
+"""Importing subscribers from a CSV file into a list.
+
+The import runs in two phases on one connection, in constant memory:
+
+1. **read**: the file is streamed (:class:`~bulletin.store.csvfile.CsvReader`), every row is
+   validated, rejected rows go to a rejects CSV, and valid rows are staged in a temporary
+   table. Nothing in the store changes, and no lock is held, so a file that turns out to be
+   bad half-way (undecodable bytes at line 812 000) costs nothing.
+2. **save**: one write transaction reads the staged rows ordered by address, merges the
+   duplicates inside the file (later non-empty values win), compares each address with the
+   store in batches, and inserts or updates. A failure rolls everything back; ``dry_run``
+   rolls back on purpose after counting, so it reports exactly what an import would do.
+
+Decisions, stated once:
+
+* ``Name <address>`` cells are accepted: the address is taken, the name is used when the row
+  has no name of its own.
+* Control characters (CR, LF, tabs, bidi overrides...) are removed from names (replaced by a
+  space where they separated words) and counted; attribute values keep their line breaks.
+  HTML in a name is kept as text: templates escape it.
+* A row with more values than the header is rejected (a delimiter inside an unquoted value
+  would shift every column); a row with fewer values gets empty values and is counted.
+* An address that unsubscribed (from the list or from everything), bounced, complained or
+  was blocked is skipped and counted, never re-subscribed, unless ``resubscribe`` is given;
+  blocked addresses stay out even then.
+* An existing subscriber's stored name, language and attributes are only replaced by
+  non-empty values from the file, so re-importing an export changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from bulletin.store import csvfile
+from bulletin.store.addresses import AddressValidator, InvalidAddress
+from bulletin.store.bulk import BulkInsert
+from bulletin.store.csvfile import ColumnMap, CsvReader, ImportFileError, unneutralise
+from bulletin.store.db import begin_write
+from bulletin.store.schema import events, subscribers, subscriptions, utcnow
+from bulletin.store.subscribers import (
+    MailingList,
+    UnknownList,
+    check_slug,
+    create_list,
+    find_list,
+)
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``: phase ``read`` counts bytes, ``save`` counts rows."""
+
+BATCH = 5000
+IMPORT_CACHE_KIB = 49152
+MAX_NAME = 300
+MAX_ATTRIBUTE = 2000
+SAMPLE = 10  # rejected/skipped rows kept for the summary; the rest are in the rejects file
+
+_LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*\Z")
+# Line separators become a space; other control and bidi-override characters are dropped.
+_BREAKS = re.compile(r"[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]+")
+_CONTROLS = re.compile(
+    r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+_VALUE_CONTROL = re.compile(
+    r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_name(text: str) -> tuple[str, bool]:
+    """A name on one line without control characters; and whether anything was removed."""
+    text = text.strip()
+    if not _ANY_CONTROL.search(text):
+        return text, False
+    text = _CONTROLS.sub("", _BREAKS.sub(" ", text))
+    return " ".join(text.split()), True
+
+
+def clean_value(text: str) -> tuple[str, bool]:
+    """An attribute value with line breaks kept (as LF) and other control characters removed."""
+    text = text.strip()
+    if not _ANY_CONTROL.search(text):
+        return text, False
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not _VALUE_CONTROL.search(text):
+        return text, False  # only line breaks, which an attribute may hold
+    text = _CONTROLS.sub("", re.sub(r"[\v\f\x1c-\x1e\x85\u2028\u2029]", "\n", text))
+    return text.replace("\t", " ").strip(), True
+
+
+@functools.lru_cache(maxsize=1024)
+def normalise_language(text: str) -> str | None:
+    """``ro``, ``RO_ro`` -> ``ro``, ``ro-RO``; None if it is not a language tag."""
+    tag = text.strip().replace("_", "-").lower()
+    if not _LANGUAGE.match(tag):
+        return None
+    parts = tag.split("-")
+    out = [parts[0]]
+    for p in parts[1:]:
+        out.append(p.upper() if len(p) == 2 else p.title() if len(p) == 4 else p)
+    return "-".join(out)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row that was not imported."""
+
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What an import did (or, with ``dry_run``, would do). Every row read is counted once."""
+
+    path: Path
+    list_slug: str
+    dry_run: bool
+    resubscribe: bool = False
+    encoding: str = ""
+    encoding_how: str = ""
+    delimiter: str = ","
+    columns: list[tuple[str, str]] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    list_created: bool = False
+    read: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    suppressed: int = 0
+    resubscribed: int = 0
+    cleaned: int = 0
+    short_rows: int = 0
+    display_names: int = 0
+    smtputf8: int = 0
+    rejects_path: Path | None = None
+    rejected_sample: list[Rejected] = field(default_factory=list)
+    suppressed_sample: list[tuple[str, str]] = field(default_factory=list)
+    resubscribed_sample: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    seconds_reading: float = 0.0
+
+    def summary_rows(self) -> list[tuple[str, int]]:
+        """(label, count) rows of the summary table, in order."""
+        rows = [
+            ("read", self.read),
+            ("added", self.added),
+            ("updated", self.updated),
+            ("unchanged", self.unchanged),
+            ("duplicates merged", self.duplicates),
+            ("rejected", self.rejected),
+            ("suppressed-skipped", self.suppressed),
+        ]
+        if self.resubscribed:
+            rows.append(("resubscribed", self.resubscribed))
+        return rows
+
+    def notes(self) -> list[str]:
+        """Sentences about anything the summary table does not show."""
+        out: list[str] = []
+        delim = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}[self.delimiter]
+        out.append(f"{self.path.name}: {self.encoding} ({self.encoding_how}), {delim}-separated.")
+        if not self.read:
+            out.append("The file has a header line but no subscribers.")
+        if self.list_created:
+            out.append(f"List {self.list_slug!r} {'would be' if self.dry_run else 'was'} created.")
+        for col in self.ignored_columns:
+            out.append(f"Ignored column {col}.")
+        if self.cleaned:
+            out.append(
+                f"{self.cleaned} row(s) had line breaks or control characters in a name or "
+                "attribute; they were removed."
+            )
+        if self.short_rows:
+            out.append(
+                f"{self.short_rows} row(s) had fewer values than the header; the missing "
+                "values were left empty."
+            )
+        if self.display_names:
+            out.append(
+                f"{self.display_names} address(es) were written as 'Name <address>'; the "
+                "address was taken and the name used."
+            )
+        if self.smtputf8:
+            out.append(
+                f"{self.smtputf8} address(es) have non-ASCII characters before the @ and need a "
+                "mail server with SMTPUTF8."
+            )
+        if self.suppressed and self.resubscribe:
+            out.append(f"{self.suppressed} address(es) are blocked and were left out.")
+        elif self.suppressed:
+            out.append(
+                f"{self.suppressed} address(es) unsubscribed, bounced, complained or are blocked "
+                "and were not subscribed again (pass --resubscribe if they asked to be)."
+            )
+        if self.resubscribed:
+            out.append(
+                f"{self.resubscribed} address(es) were re-subscribed because of --resubscribe."
+            )
+        return out
+
+
+@dataclass(slots=True)
+class _Merged:
+    line: int
+    key: str
+    email: str
+    ascii_email: str | None
+    smtputf8: bool
+    name: str
+    language: str
+    attributes: dict[str, str]
+    rows: int = 1
+
+
+def _attribute_columns(cmap: ColumnMap) -> list[tuple[int, str]]:
+    """(column index, attribute key) of every column stored as an attribute."""
+    cols = list(cmap.attributes)
+    if cmap.first_name is not None:
+        cols.append((cmap.first_name, "first_name"))
+    if cmap.last_name is not None:
+        cols.append((cmap.last_name, "last_name"))
+    return cols
+
+
+def _staging_table(attribute_count: int) -> sa.Table:
+    # One text column per attribute column of the file (empty = no value): cheaper than
+    # encoding a JSON object per row and decoding it again.
+    return sa.Table(
+        "bulletin_import_rows",
+        sa.MetaData(),
+        sa.Column("line", sa.Integer, nullable=False),
+        sa.Column("email_key", sa.Text, nullable=False),
+        sa.Column("email", sa.Text, nullable=False),
+        sa.Column("ascii_email", sa.Text, nullable=True),
+        sa.Column("smtputf8", sa.Boolean, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("language", sa.Text, nullable=False),
+        *(sa.Column(f"attr_{i}", sa.Text, nullable=False) for i in range(attribute_count)),
+        prefixes=["TEMPORARY"],
+    )
+
+
+class _RejectsWriter:
+    """Writes rejected rows (line, reason, original values) to a CSV, only if there are any."""
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self.path = path
+        self.header = header
+        self._tmp = path.with_name(path.name + ".part")
+        self._file: IO[str] | None = None
+        self._writer: Any = None
+
+    def write(self, line: int, reason: str, fields: list[str]) -> None:
+        if self._writer is None:
+            try:
+                self._file = open(self._tmp, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115
+            except OSError as exc:
+                raise ImportFileError(
+                    f"Cannot write the rejects file {self.path}: {exc.strerror}.",
+                    hint="Choose another place with --rejects PATH.",
+                ) from None
+            self._writer = csv.writer(self._file)
+            self._writer.writerow([*csvfile.REJECT_COLUMNS, *self.header])
+        self._writer.writerow([str(line), reason, *(csvfile.neutralise(f) for f in fields)])
+
+    def finish(self, keep: bool) -> Path | None:
+        if self._file is None:
+            return None
+        self._file.close()
+        self._file = None
+        if keep:
+            os.replace(self._tmp, self.path)
+            return self.path
+        self._tmp.unlink(missing_ok=True)
+        return None
+
+
+def import_file(
+    engine: Engine,
+    path: Path,
+    list_slug: str,
+    *,
+    dry_run: bool = False,
+    encoding: str | None = None,
+    create_list_if_missing: bool = False,
+    resubscribe: bool = False,
+    check_dns: bool = False,
+    rejects_path: Path | None = None,
+    source: str | None = None,
+    progress: ProgressCallback | None = None,
+    batch_size: int = BATCH,
+) -> ImportReport:
+    """Import the subscribers in ``path`` into the list ``list_slug``; see the module docs.
+
+    Raises :class:`~bulletin.store.csvfile.ImportFileError` (nothing changed) when the file as
+    a whole cannot be imported. Rejected rows are written to ``rejects_path`` (default:
+    ``<file stem>.rejects.csv`` beside the file).
+    """
+    check_slug(list_slug)
+    started = time.perf_counter()
+    report = ImportReport(path=path, list_slug=list_slug, dry_run=dry_run, resubscribe=resubscribe)
+    source = source or f"import {path.name}"
+    with CsvReader(path, encoding) as reader:
+        cmap = csvfile.map_columns(reader.header, reader.label)
+        report.delimiter = reader.delimiter
+        report.columns = cmap.describe(reader.header)
+        report.ignored_columns = list(cmap.ignored)
+        with engine.connect() as conn:
+            with conn.begin():
+                existing_list = find_list(conn, list_slug)
+            if existing_list is None and not create_list_if_missing:
+                raise UnknownList(
+                    f"List {list_slug!r} does not exist.",
+                    hint=f"Create it with --create-list or `bulletin lists create {list_slug}`.",
+                )
+            attribute_keys = [key for _, key in _attribute_columns(cmap)]
+            staging = _staging_table(len(attribute_keys))
+            with conn.begin():
+                staging.drop(conn, checkfirst=True)  # left over by a crashed import
+                staging.create(conn)
+                if conn.dialect.name == "sqlite":
+                    # A bigger page cache for this connection while it sorts and merges a
+                    # large file (the default is 2 MB); restored when the import ends.
+                    conn.exec_driver_sql(f"PRAGMA main.cache_size=-{IMPORT_CACHE_KIB}")
+                    conn.exec_driver_sql(f"PRAGMA temp.cache_size=-{IMPORT_CACHE_KIB}")
+            rejects = _RejectsWriter(
+                rejects_path or path.with_name(f"{path.stem}.rejects.csv"), reader.header
+            )
+            read_all = False
+            try:
+                with conn.begin():
+                    staged = _stage(
+                        conn,
+                        staging,
+                        reader,
+                        cmap,
+                        report,
+                        rejects,
+                        check_dns,
+                        progress,
+                        batch_size,
+                    )
+                read_all = True
+                with conn.begin():
+                    # Rows are read back in address order, and each batch's range of
+                    # addresses is joined with the store.
+                    key = (staging.c.email_key, staging.c.line)
+                    sa.Index("ix_bulletin_import_rows_key", *key).create(conn)
+                report.seconds_reading = time.perf_counter() - started
+                report.encoding, report.encoding_how = reader.encoding, reader.encoding_how
+                if report.read and not staged and report.rejected:
+                    first = report.rejected_sample[0]
+                    raise ImportFileError(
+                        f"{reader.label}: none of the {report.read} rows could be imported "
+                        f"(line {first.line}: {first.reason}).",
+                        hint=f"Every rejected row, with its reason, is in {rejects.path}.",
+                    )
+                trans = begin_write(conn)
+                try:
+                    _save(
+                        conn,
+                        staging,
+                        attribute_keys,
+                        list_slug,
+                        existing_list,
+                        staged,
+                        report,
+                        resubscribe,
+                        source,
+                        progress,
+                        batch_size,
+                    )
+                except BaseException:
+                    trans.rollback()
+                    raise
+                if dry_run:
+                    trans.rollback()
+                else:
+                    trans.commit()
+            finally:
+                # A file that failed half-way has an incomplete rejects list: drop it.
+                report.rejects_path = rejects.finish(keep=read_all and report.rejected > 0)
+                try:
+                    with conn.begin():
+                        staging.drop(conn)
+                        if conn.dialect.name == "sqlite":
+                            conn.exec_driver_sql("PRAGMA main.cache_size=-2000")
+                            conn.exec_driver_sql("PRAGMA temp.cache_size=-2000")
+                except sa.exc.SQLAlchemyError:
+                    # Never hide the import's own error behind a cleanup error; a discarded
+                    # connection takes its temporary table with it.
+                    conn.invalidate()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _stage(
+    conn: Connection,
+    staging: sa.Table,
+    reader: CsvReader,
+    cmap: ColumnMap,
+    report: ImportReport,
+    rejects: _RejectsWriter,
+    check_dns: bool,
+    progress: ProgressCallback | None,
+    batch_size: int,
+) -> int:
+    """Phase 1: validate every row; stage the valid ones. Returns how many were staged."""
+    validate = AddressValidator(check_dns=check_dns)
+    width = cmap.width
+    email_i, name_i, lang_i = cmap.email, cmap.name, cmap.language
+    first_i, last_i = cmap.first_name, cmap.last_name
+    attr_cols = _attribute_columns(cmap)
+    first_slot = next((n for n, (i, _) in enumerate(attr_cols) if i == first_i), None)
+    last_slot = next((n for n, (i, _) in enumerate(attr_cols) if i == last_i), None)
+    insert = BulkInsert(conn, staging, [c.name for c in staging.c])
+    batch: list[tuple[Any, ...]] = []
+    staged = 0
+
+    def reject(line: int, reason: str, fields: list[str]) -> None:
+        report.rejected += 1
+        if len(report.rejected_sample) < SAMPLE:
+            report.rejected_sample.append(Rejected(line, reason))
+        rejects.write(line, reason, fields)
+
+    for line, fields in reader.records():
+        report.read += 1
+        n = len(fields)
+        if n != width:
+            if n > width:
+                if any(f.strip() for f in fields[width:]):
+                    reject(
+                        line,
+                        f"{n} values but the header has {width} columns (a value containing "
+                        f"the delimiter {reader.delimiter!r} must be in quotes)",
+                        fields,
+                    )
+                    continue
+                fields = fields[:width]
+            else:
+                report.short_rows += 1
+                fields = fields + [""] * (width - n)
+        raw_email = unneutralise(fields[email_i])
+        try:
+            address = validate(raw_email)
+        except InvalidAddress as exc:
+            shown = raw_email.strip()
+            reason = f"invalid email address {shown!r}: {exc}" if shown else "no email address"
+            reject(line, reason, fields)
+            continue
+        cleaned = False
+        name = ""
+        if name_i is not None:
+            name, cleaned = clean_name(unneutralise(fields[name_i]))
+        values: list[str] = []
+        too_long = False
+        for index, _key in attr_cols:
+            value = fields[index]
+            if value:
+                value, was_cleaned = clean_value(unneutralise(value))
+                cleaned = cleaned or was_cleaned
+                if len(value) > MAX_ATTRIBUTE:
+                    too_long = True
+            values.append(value)
+        if too_long:
+            reject(line, f"a value is longer than {MAX_ATTRIBUTE} characters", fields)
+            continue
+        if name_i is None and (first_slot is not None or last_slot is not None):
+            parts = (
+                values[first_slot] if first_slot is not None else "",
+                values[last_slot] if last_slot is not None else "",
+            )
+            name, _ = clean_name(" ".join(p for p in parts if p))
+        if not name and address.display_name:
+            name, was_cleaned = clean_name(address.display_name)
+            cleaned = cleaned or was_cleaned
+            report.display_names += 1
+        if len(name) > MAX_NAME:
+            reject(line, f"the name is longer than {MAX_NAME} characters", fields)
+            continue
+        language = ""
+        if lang_i is not None and fields[lang_i].strip():
+            lang = normalise_language(unneutralise(fields[lang_i]))
+            if lang is None:
+                reject(
+                    line,
+                    f"language {fields[lang_i].strip()!r} is not a language code like "
+                    "'ro' or 'en-GB'",
+                    fields,
+                )
+                continue
+            language = lang
+        if cleaned:
+            report.cleaned += 1
+        if address.smtputf8:
+            report.smtputf8 += 1
+        batch.append(
+            (
+                line,
+                address.key,
+                address.email,
+                address.ascii_email,
+                address.smtputf8,
+                name,
+                language,
+                *values,
+            )
+        )
+        if len(batch) >= batch_size:
+            insert.run(batch)
+            staged += len(batch)
+            batch = []
+            if progress is not None:
+                progress("read", reader.bytes_read, reader.size)
+    if batch:
+        insert.run(batch)
+        staged += len(batch)
+    if progress is not None:
+        progress("read", reader.size, reader.size)
+    return staged
+
+
+def _merged_groups(rows: Iterable[Any], attribute_keys: list[str]) -> Iterator[_Merged]:
+    """Consecutive staged rows with the same address merged: later non-empty values win."""
+    current: _Merged | None = None
+    for row in rows:
+        line, key, email, ascii_email, smtputf8, name, language = row[:7]
+        attributes = {k: v for k, v in zip(attribute_keys, row[7:], strict=True) if v}
+        if current is not None and current.key == key:
+            current.rows += 1
+            if name:
+                current.name = name
+            if language:
+                current.language = language
+            if attributes:
+                current.attributes.update(attributes)
+            continue
+        if current is not None:
+            yield current
+        current = _Merged(line, key, email, ascii_email, bool(smtputf8), name, language, attributes)
+    if current is not None:
+        yield current
+
+
+def _save(
+    conn: Connection,
+    staging: sa.Table,
+    attribute_keys: list[str],
+    list_slug: str,
+    the_list: MailingList | None,
+    staged: int,
+    report: ImportReport,
+    resubscribe: bool,
+    source: str,
+    progress: ProgressCallback | None,
+    batch_size: int,
+) -> None:
+    """Phase 2, inside the write transaction: merge the staged rows into the store."""
+    current_list = find_list(conn, list_slug)
+    if current_list is None:
+        if the_list is not None:
+            raise ImportFileError(f"List {list_slug!r} was deleted during the import.")
+        current_list = create_list(conn, list_slug)
+        report.list_created = True
+    saver = _Saver(conn, staging, current_list.id, report, resubscribe, source)
+    query = sa.select(*staging.c).order_by(staging.c.email_key, staging.c.line)
+    batch: list[_Merged] = []
+    done = 0
+    # Closed on the way out even after an error: SQLite cannot drop a table with an open cursor.
+    with conn.execute(query.execution_options(yield_per=batch_size)) as rows:
+        for merged in _merged_groups(rows, attribute_keys):
+            batch.append(merged)
+            if len(batch) >= batch_size:
+                saver.apply(batch)
+                done += sum(m.rows for m in batch)
+                batch = []
+                if progress is not None:
+                    progress("save", done, staged)
+    if batch:
+        saver.apply(batch)
+    if progress is not None:
+        progress("save", staged, staged)
+
+
+class _Saver:
+    """Applies batches of merged rows to the store, counting what happens to each."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        staging: sa.Table,
+        list_id: int,
+        report: ImportReport,
+        resubscribe: bool,
+        source: str,
+    ) -> None:
+        self.conn = conn
+        # A batch is a contiguous range of staged addresses (they are read in order), so the
+        # store is looked up by joining that range of the staging table: no parameter list.
+        t, s, sub = staging.c, subscribers.c, subscriptions.c
+        in_range = t.email_key.between(sa.bindparam("first"), sa.bindparam("last"))
+        joined = staging.join(subscribers, s.email_key == t.email_key)
+        self.lookup = (
+            sa.select(
+                s.id,
+                s.email_key,
+                s.email,
+                s.name,
+                s.language,
+                s.attributes,
+                s.status,
+                sub.status.label("list_status"),
+            )
+            .select_from(
+                joined.outerjoin(
+                    subscriptions, sa.and_(sub.subscriber_id == s.id, sub.list_id == list_id)
+                )
+            )
+            .where(in_range)
+        )
+        self.lookup_ids = sa.select(s.id, s.email_key).select_from(joined).where(in_range)
+        self.list_id = list_id
+        self.report = report
+        self.resubscribe = resubscribe
+        self.source = source
+        self.now = utcnow()
+        self.insert_subscribers = BulkInsert(
+            conn,
+            subscribers,
+            ["email", "email_key", "ascii_email", "smtputf8", "name", "language", "attributes"],
+            constants={
+                "status": "active",
+                "source": source,
+                "created_at": self.now,
+                "updated_at": self.now,
+            },
+        )
+        self.insert_subscriptions = BulkInsert(
+            conn,
+            subscriptions,
+            ["subscriber_id"],
+            constants={
+                "list_id": list_id,
+                "status": "subscribed",
+                "source": source,
+                "created_at": self.now,
+                "updated_at": self.now,
+            },
+        )
+        self.insert_events = BulkInsert(
+            conn,
+            events,
+            ["subscriber_id", "kind", "detail"],
+            constants={"list_id": list_id, "source": source, "at": self.now},
+        )
+        self.update_fields = (
+            subscribers.update()
+            .where(s.id == sa.bindparam("b_id"))
+            .values(
+                name=sa.bindparam("b_name"),
+                language=sa.bindparam("b_language"),
+                attributes=sa.bindparam("b_attributes", type_=sa.JSON),
+                updated_at=sa.bindparam("b_now"),
+            )
+        )
+        self.reactivate = (
+            subscribers.update()
+            .where(s.id == sa.bindparam("b_id"))
+            .values(status="active", updated_at=sa.bindparam("b_now"))
+        )
+        self.resubscribe_list = (
+            subscriptions.update()
+            .where(
+                subscriptions.c.subscriber_id == sa.bindparam("b_id"),
+                subscriptions.c.list_id == list_id,
+            )
+            .values(status="subscribed", updated_at=sa.bindparam("b_now"))
+        )
+
+    def apply(self, batch: list[_Merged]) -> None:
+        conn, report, now = self.conn, self.report, self.now
+        key_range = (batch[0].key, batch[-1].key)
+        existing: dict[str, Any] = {}
+        on_list: dict[int, str] = {}
+        for r in conn.execute(self.lookup, {"first": key_range[0], "last": key_range[1]}):
+            existing[r.email_key] = r
+            if r.list_status is not None:
+                on_list[r.id] = r.list_status
+        new: list[tuple[Any, ...]] = []
+        subscribe_ids: list[int] = []
+        field_updates: list[dict[str, Any]] = []
+        reactivate: list[dict[str, Any]] = []
+        relist: list[dict[str, Any]] = []
+        history: list[tuple[Any, ...]] = []
+
+        for m in batch:
+            report.duplicates += m.rows - 1
+            row = existing.get(m.key)
+            if row is None:
+                new.append(
+                    (
+                        m.email,
+                        m.key,
+                        m.ascii_email,
+                        m.smtputf8,
+                        m.name,
+                        m.language,
+                        m.attributes,
+                    )
+                )
+                report.added += 1
+                continue
+            list_status = on_list.get(row.id)
+            changes, fields = _changes(row, m)
+            if changes:
+                field_updates.append({"b_id": row.id, "b_now": now, **fields})
+            was = row.status if row.status != "active" else None
+            if was is None and list_status == "unsubscribed":
+                was = f"unsubscribed from {report.list_slug}"
+            if was is not None:
+                if not self.resubscribe or row.status == "blocked":
+                    if changes:
+                        field_updates.pop()  # a skipped address is left exactly as it was
+                    report.suppressed += 1
+                    if len(report.suppressed_sample) < SAMPLE:
+                        report.suppressed_sample.append((row.email, was))
+                    continue
+                if row.status != "active":
+                    reactivate.append({"b_id": row.id, "b_now": now})
+                if list_status is None:
+                    subscribe_ids.append(row.id)
+                else:
+                    relist.append({"b_id": row.id, "b_now": now})
+                report.resubscribed += 1
+                if len(report.resubscribed_sample) < SAMPLE:
+                    report.resubscribed_sample.append((row.email, was))
+                history.append(self._event(row.id, "resubscribed", f"was {was}"))
+            elif list_status is None:
+                # The new subscription row itself records when and from which file.
+                subscribe_ids.append(row.id)
+                report.added += 1
+                if changes:
+                    history.append(self._event(row.id, "updated", changes))
+            elif changes:
+                report.updated += 1
+                history.append(self._event(row.id, "updated", changes))
+            else:
+                report.unchanged += 1
+
+        if new:
+            self.insert_subscribers.run(new)
+            seen: set[int] = set()
+            for sid, key in conn.execute(
+                self.lookup_ids, {"first": key_range[0], "last": key_range[1]}
+            ):
+                if key not in existing and sid not in seen:
+                    seen.add(sid)
+                    subscribe_ids.append(sid)
+        if field_updates:
+            conn.execute(self.update_fields, field_updates)
+        if reactivate:
+            conn.execute(self.reactivate, reactivate)
+        if relist:
+            conn.execute(self.resubscribe_list, relist)
+        self.insert_subscriptions.run([(sid,) for sid in subscribe_ids])
+        self.insert_events.run(history)
+
+    def _event(self, subscriber_id: int, kind: str, detail: str) -> tuple[Any, ...]:
+        return (subscriber_id, kind, detail)
+
+
+def _changes(row: Any, m: _Merged) -> tuple[str, dict[str, Any]]:
+    """What the file would change on a stored subscriber: a description and new values."""
+    changed: list[str] = []
+    name, language, attributes = row.name, row.language, row.attributes or {}
+    if m.name and m.name != name:
+        changed.append("name")
+        name = m.name
+    if m.language and m.language != language:
+        changed.append("language")
+        language = m.language
+    if m.attributes:
+        merged = {**attributes, **m.attributes}
+        if merged != attributes:
+            changed.extend(
+                f"attributes.{k}"
+                for k in sorted(m.attributes)
+                if attributes.get(k) != m.attributes[k]
+            )
+            attributes = merged
+    if not changed:
+        return "", {}
+    return ", ".join(changed), {"b_name": name, "b_language": language, "b_attributes": attributes}

@@ -1,0 +1,108 @@
+"""Numbered schema migrations, applied in order by :func:`bulletin.store.db.migrate`.
+
+Adding one is a small, obvious step:
+
+1. write ``def _m2_something(conn: Connection) -> None`` below, with its own frozen table
+   definitions (never import the current ones from :mod:`bulletin.store.schema`, which keep
+   changing; a migration must build the same thing forever; a foreign key needs a stub of
+   the referenced table, e.g. ``sa.Table("subscribers", md, sa.Column("id", sa.Integer,
+   primary_key=True))``, in the migration's own MetaData);
+2. append ``Migration(2, "what it adds", _m2_something)`` to :data:`MIGRATIONS`;
+3. update :mod:`bulletin.store.schema` to match (a test compares them) and add an upgrade test.
+
+Each migration runs inside one transaction together with its ``schema_version`` row, so a
+failure leaves the database at the previous version. Never edit a released migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bulletin.store.schema import UTCDateTime
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: its version number, a one-line description and the function."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _m1_initial(conn: Connection) -> None:
+    """Lists, subscribers, subscriptions and the events history."""
+    md = sa.MetaData()
+    sa.Table(
+        "lists",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("slug", sa.String(64), nullable=False, unique=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+    )
+    sa.Table(
+        "subscribers",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("email", sa.Text, nullable=False),
+        sa.Column("email_key", sa.Text, nullable=False, unique=True),
+        sa.Column("ascii_email", sa.Text, nullable=True),
+        sa.Column("smtputf8", sa.Boolean, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("language", sa.String(35), nullable=False),
+        sa.Column("attributes", sa.JSON, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+    )
+    sa.Table(
+        "subscriptions",
+        md,
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column(
+            "list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Index("ix_subscriptions_list_status", "list_id", "status", "subscriber_id"),
+        sqlite_with_rowid=False,
+    )
+    sa.Table(
+        "events",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column(
+            "list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="SET NULL"), nullable=True
+        ),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("at", UTCDateTime, nullable=False),
+        sa.Index("ix_events_subscriber", "subscriber_id", "id"),
+    )
+    md.create_all(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "lists, subscribers, subscriptions, events", _m1_initial),
+)
+"""Every migration in order; versions are 1, 2, 3... without gaps."""

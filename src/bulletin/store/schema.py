@@ -1,0 +1,169 @@
+"""The current database schema, as SQLAlchemy Core tables used by queries.
+
+These definitions describe the schema *after* every migration in
+:mod:`bulletin.store.migrations` has run; the migrations (not ``create_all``) build it.
+A test compares the two, so a new migration must update this module as well.
+
+Statuses are plain strings checked in Python rather than by CHECK constraints: SQLite cannot
+alter a constraint without rebuilding the table, and later issues add statuses.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+GLOBAL_STATUSES = ("active", "unsubscribed", "bounced", "complained", "blocked")
+"""A subscriber's global status. Anything but ``active`` suppresses every list.
+
+``unsubscribed`` is set by ``unsubscribe --all`` (a request to receive nothing at all), so an
+import into a new list does not re-subscribe the address either.
+"""
+
+SUPPRESSED_STATUSES = ("unsubscribed", "bounced", "complained", "blocked")
+"""Global statuses that stop all mail."""
+
+LIST_STATUSES = ("subscribed", "unsubscribed")
+"""A subscription's status on one list."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (what every timestamp column stores)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored as UTC and read back timezone-aware.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no date type: the value is text in
+    SQLAlchemy's usual ``YYYY-MM-DD HH:MM:SS.ffffff`` form (UTC), which sorts correctly. The
+    last converted value is remembered because bulk writes stamp thousands of rows with the
+    same time, and formatting it each time was a measurable share of an import.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+    _memo: tuple[datetime, Any] | None = None
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(26))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        memo = self._memo
+        if memo is not None and memo[0] is value:
+            return memo[1]
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        utc = value.astimezone(UTC)
+        out: Any = utc
+        if dialect.name == "sqlite":
+            out = utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+        self._memo = (value, out)
+        return out
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applied_at", UTCDateTime, nullable=False),
+)
+"""One row per applied migration; the highest version is the schema's version."""
+
+lists = sa.Table(
+    "lists",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("slug", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+"""Mailing lists: a short slug used on the command line and a display name."""
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # The normalised address: domain lower-cased and in Unicode form, local part as written.
+    sa.Column("email", sa.Text, nullable=False),
+    # email lower-cased: addresses are unique regardless of case.
+    sa.Column("email_key", sa.Text, nullable=False, unique=True),
+    # The address with an IDNA (xn--) domain; NULL when the local part itself is non-ASCII.
+    sa.Column("ascii_email", sa.Text, nullable=True),
+    sa.Column("smtputf8", sa.Boolean, nullable=False, default=False),
+    sa.Column("name", sa.Text, nullable=False, default=""),
+    sa.Column("language", sa.String(35), nullable=False, default=""),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="active"),
+    sa.Column("source", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+"""Everyone the store knows about, including suppressed addresses (kept so they stay out)."""
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column(
+        "subscriber_id",
+        sa.Integer,
+        sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("status", sa.String(16), nullable=False),
+    # How the subscription began; later changes (and their sources) are events.
+    sa.Column("source", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Recipients of a list are read in subscriber id order (the send engine resumes by id).
+    sa.Index("ix_subscriptions_list_status", "list_id", "status", "subscriber_id"),
+    # SQLite: rows live in the primary-key b-tree (one b-tree less to write per subscription).
+    sqlite_with_rowid=False,
+)
+"""Who is on which list, and whether they are still subscribed to it."""
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "subscriber_id",
+        sa.Integer,
+        sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("source", sa.Text, nullable=False, default=""),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("ix_events_subscriber", "subscriber_id", "id"),
+)
+"""What happened to a subscriber after each subscription began: updated, unsubscribed,
+resubscribed, bounced, complained, blocked... The start of a subscription is not an event:
+its ``subscriptions`` row keeps when and from where (``import x.csv``, ``cli``, ``web``), so a
+million-row import does not also write a million events. ``list_id`` is NULL for events
+about the address as a whole."""

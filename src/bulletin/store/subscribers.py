@@ -1,0 +1,717 @@
+"""Subscribers, lists, subscriptions, suppression and history.
+
+Functions take a :class:`~sqlalchemy.engine.Connection` inside a transaction opened by the
+caller (``bulletin.store.db.write_transaction`` for changes), so several calls commit or roll
+back together. Every change appends to the ``events`` history that ``subscribers show``
+prints.
+
+Rules that every path honours:
+
+* a subscriber whose global status is not ``active`` (unsubscribed from everything, bounced,
+  complained, blocked) receives nothing from any list;
+* an address that unsubscribed, bounced or complained is never re-subscribed unless the caller
+  says ``resubscribe=True``; ``blocked`` is never lifted by a subscribe.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from bulletin.errors import BulletinError
+from bulletin.store.addresses import AddressValidator, InvalidAddress, address_key
+from bulletin.store.schema import (
+    GLOBAL_STATUSES,
+    SUPPRESSED_STATUSES,
+    events,
+    lists,
+    subscribers,
+    subscriptions,
+    utcnow,
+)
+
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\Z")
+
+EffectiveStatus = Literal["subscribed", "unsubscribed", "bounced", "complained", "blocked"]
+EFFECTIVE_STATUSES: tuple[EffectiveStatus, ...] = (
+    "subscribed",
+    "unsubscribed",
+    "bounced",
+    "complained",
+    "blocked",
+)
+"""What a subscription amounts to: ``subscribed`` receives mail, the others do not."""
+
+
+class UnknownList(BulletinError):
+    """A list slug that does not exist."""
+
+
+class UnknownSubscriber(BulletinError):
+    """An address that is not in the store."""
+
+
+class SubscriptionRefused(BulletinError):
+    """Subscribing would override an unsubscribe, a bounce, a complaint or a block."""
+
+
+@dataclass(frozen=True)
+class MailingList:
+    """A list: ``slug`` on the command line, ``name`` for people."""
+
+    id: int
+    slug: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One address and what we know about it."""
+
+    id: int
+    email: str
+    email_key: str
+    ascii_email: str | None
+    smtputf8: bool
+    name: str
+    language: str
+    attributes: dict[str, Any]
+    status: str
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A subscriber's subscription to one list."""
+
+    list_slug: str
+    list_name: str
+    status: str
+    effective: EffectiveStatus
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One entry of a subscriber's history."""
+
+    at: datetime
+    kind: str
+    list_slug: str | None
+    detail: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SubscriberDetails:
+    """Everything ``subscribers show`` prints."""
+
+    subscriber: Subscriber
+    memberships: list[Membership]
+    history: list[HistoryEvent]
+
+
+@dataclass(frozen=True)
+class ListCounts:
+    """A list and how many of its members are in each effective status."""
+
+    slug: str
+    name: str
+    counts: dict[EffectiveStatus, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRow:
+    """Someone who should receive a list's next issue (what the send engine reads)."""
+
+    id: int
+    email: str
+    ascii_email: str | None
+    smtputf8: bool
+    name: str
+    language: str
+    attributes: dict[str, Any]
+
+
+# --- lists ------------------------------------------------------------------------------
+
+
+def check_slug(slug: str) -> str:
+    """Return ``slug`` if it is a valid list slug, else raise a BulletinError saying why."""
+    if not _SLUG.match(slug):
+        raise BulletinError(
+            f"{slug!r} is not a valid list slug.",
+            hint="Use lower-case letters, digits and dashes, e.g. `newsletter-ro` "
+            "(at most 64 characters).",
+        )
+    return slug
+
+
+def _list_from_row(row: Row[Any]) -> MailingList:
+    return MailingList(row.id, row.slug, row.name, row.created_at)
+
+
+def find_list(conn: Connection, slug: str) -> MailingList | None:
+    """The list with this slug, or None."""
+    row = conn.execute(sa.select(lists).where(lists.c.slug == slug)).first()
+    return _list_from_row(row) if row else None
+
+
+def get_list(conn: Connection, slug: str) -> MailingList:
+    """The list with this slug; :class:`UnknownList` (with the known slugs) if there is none."""
+    found = find_list(conn, slug)
+    if found is None:
+        known = list(conn.scalars(sa.select(lists.c.slug).order_by(lists.c.slug)))
+        hint = f"Create it with `bulletin lists create {slug}`"
+        hint += f"; known lists: {', '.join(known)}." if known else "; there are no lists yet."
+        raise UnknownList(f"List {slug!r} does not exist.", hint=hint)
+    return found
+
+
+def create_list(conn: Connection, slug: str, name: str | None = None) -> MailingList:
+    """Create a list; an existing slug is an error."""
+    check_slug(slug)
+    if find_list(conn, slug) is not None:
+        raise BulletinError(f"List {slug!r} already exists.", hint="See `bulletin lists`.")
+    now = utcnow()
+    new_id = conn.execute(
+        lists.insert().values(slug=slug, name=(name or slug).strip(), created_at=now)
+    ).inserted_primary_key
+    assert new_id is not None
+    return MailingList(int(new_id[0]), slug, (name or slug).strip(), now)
+
+
+def _effective(list_status: sa.ColumnElement[Any], global_status: sa.ColumnElement[Any]) -> Any:
+    return sa.case(
+        (list_status == "unsubscribed", "unsubscribed"),
+        (global_status == "active", "subscribed"),
+        else_=global_status,
+    )
+
+
+def list_counts(conn: Connection) -> list[ListCounts]:
+    """Every list with member counts by effective status, by slug."""
+    effective = _effective(subscriptions.c.status, subscribers.c.status).label("effective")
+    rows = conn.execute(
+        sa.select(lists.c.id, effective, sa.func.count())
+        .select_from(subscriptions.join(subscribers).join(lists))
+        .group_by(lists.c.id, effective)
+    ).all()
+    counts: dict[int, dict[EffectiveStatus, int]] = {}
+    for list_id, status, n in rows:
+        counts.setdefault(list_id, {})[status] = n
+    result = []
+    for row in conn.execute(sa.select(lists).order_by(lists.c.slug)):
+        by_status = {s: counts.get(row.id, {}).get(s, 0) for s in EFFECTIVE_STATUSES}
+        result.append(ListCounts(row.slug, row.name, by_status))
+    return result
+
+
+# --- subscribers ------------------------------------------------------------------------
+
+
+def _subscriber_from_row(row: Row[Any]) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        email_key=row.email_key,
+        ascii_email=row.ascii_email,
+        smtputf8=bool(row.smtputf8),
+        name=row.name,
+        language=row.language,
+        attributes=dict(row.attributes or {}),
+        status=row.status,
+        source=row.source,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def find_subscriber(conn: Connection, email: str) -> Subscriber | None:
+    """The subscriber with this address (any case, any spelling of the domain), or None."""
+    row = conn.execute(
+        sa.select(subscribers).where(subscribers.c.email_key == address_key(email))
+    ).first()
+    return _subscriber_from_row(row) if row else None
+
+
+def get_subscriber(conn: Connection, email: str) -> Subscriber:
+    """The subscriber with this address; :class:`UnknownSubscriber` if there is none."""
+    found = find_subscriber(conn, email)
+    if found is None:
+        raise UnknownSubscriber(
+            f"{email} is not in the subscriber store.",
+            hint="Add it with `bulletin subscribers add EMAIL --list SLUG`.",
+        )
+    return found
+
+
+def get_subscriber_by_id(conn: Connection, subscriber_id: int) -> Subscriber | None:
+    """The subscriber with this id (the unsubscribe token carries it), or None."""
+    row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+    return _subscriber_from_row(row) if row else None
+
+
+def record_event(
+    conn: Connection,
+    subscriber_id: int,
+    kind: str,
+    *,
+    list_id: int | None = None,
+    detail: str = "",
+    source: str = "",
+) -> None:
+    """Append one entry to a subscriber's history."""
+    conn.execute(
+        events.insert().values(
+            subscriber_id=subscriber_id,
+            list_id=list_id,
+            kind=kind,
+            detail=detail,
+            source=source,
+            at=utcnow(),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What :func:`add_subscriber` did: ``added``, ``resubscribed`` or ``already`` subscribed."""
+
+    subscriber: Subscriber
+    outcome: Literal["added", "resubscribed", "already"]
+    was: str | None = None
+    """For ``resubscribed``: the status that was lifted."""
+
+
+def add_subscriber(
+    conn: Connection,
+    email: str,
+    list_slug: str,
+    *,
+    name: str | None = None,
+    language: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    source: str = "cli",
+    resubscribe: bool = False,
+    validator: AddressValidator | None = None,
+) -> AddResult:
+    """Subscribe one address to a list, creating the subscriber if needed.
+
+    An unsubscribed, bounced or complained address is refused (:class:`SubscriptionRefused`)
+    unless ``resubscribe`` is true; a blocked address is always refused. Given fields replace
+    the stored ones.
+    """
+    the_list = get_list(conn, list_slug)
+    try:
+        address = (validator or AddressValidator())(email)
+    except InvalidAddress as exc:
+        raise BulletinError(f"{email!r} is not a valid email address: {exc}") from None
+    if name is None and address.display_name:
+        name = address.display_name
+    now = utcnow()
+    row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == address.key)).first()
+    if row is None:
+        sub_id = conn.execute(
+            subscribers.insert().values(
+                email=address.email,
+                email_key=address.key,
+                ascii_email=address.ascii_email,
+                smtputf8=address.smtputf8,
+                name=(name or "").strip(),
+                language=(language or "").strip(),
+                attributes=dict(attributes or {}),
+                status="active",
+                source=source,
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key
+        assert sub_id is not None
+        subscriber_id = int(sub_id[0])
+        _subscribe(conn, subscriber_id, the_list.id, None, source, now)
+        created = get_subscriber_by_id(conn, subscriber_id)
+        assert created is not None
+        return AddResult(created, "added")
+
+    subscriber_id = row.id
+    list_status = conn.scalar(
+        sa.select(subscriptions.c.status).where(
+            subscriptions.c.subscriber_id == subscriber_id,
+            subscriptions.c.list_id == the_list.id,
+        )
+    )
+    was = row.status if row.status != "active" else None
+    if was is None and list_status == "unsubscribed":
+        was = "unsubscribed"
+    if was == "blocked" or (was is not None and not resubscribe):
+        raise SubscriptionRefused(
+            f"{row.email} is {_describe_status(row.status, list_status, list_slug)}; "
+            "not subscribing it again.",
+            hint="Pass --resubscribe if the person asked to be subscribed again."
+            if was != "blocked"
+            else "Blocked addresses are never subscribed.",
+        )
+    values: dict[str, Any] = {}
+    if name is not None and name.strip() != row.name:
+        values["name"] = name.strip()
+    if language is not None and language.strip() != row.language:
+        values["language"] = language.strip()
+    if attributes:
+        merged = {**(row.attributes or {}), **attributes}
+        if merged != row.attributes:
+            values["attributes"] = merged
+    if was is not None and row.status != "active":
+        values["status"] = "active"
+    if values:
+        conn.execute(
+            subscribers.update()
+            .where(subscribers.c.id == subscriber_id)
+            .values(updated_at=now, **values)
+        )
+    changed = ", ".join(sorted(k for k in values if k != "status"))
+    if changed:
+        record_event(conn, subscriber_id, "updated", detail=changed, source=source)
+    outcome: Literal["added", "resubscribed", "already"] = "already"
+    if was is not None:
+        _subscribe(conn, subscriber_id, the_list.id, list_status, source, now)
+        outcome = "resubscribed"
+        record_event(
+            conn,
+            subscriber_id,
+            "resubscribed",
+            list_id=the_list.id,
+            detail=f"was {was}",
+            source=source,
+        )
+    elif list_status is None:
+        _subscribe(conn, subscriber_id, the_list.id, None, source, now)
+        outcome = "added"
+    updated = get_subscriber_by_id(conn, subscriber_id)
+    assert updated is not None
+    return AddResult(updated, outcome, was)
+
+
+def _describe_status(global_status: str, list_status: str | None, list_slug: str) -> str:
+    if global_status == "unsubscribed":
+        return "unsubscribed from all lists"
+    if global_status != "active":
+        return global_status
+    return f"unsubscribed from {list_slug}"
+
+
+def _subscribe(
+    conn: Connection,
+    subscriber_id: int,
+    list_id: int,
+    current: str | None,
+    source: str,
+    now: datetime,
+) -> None:
+    if current is None:
+        conn.execute(
+            subscriptions.insert().values(
+                subscriber_id=subscriber_id,
+                list_id=list_id,
+                status="subscribed",
+                source=source,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    else:
+        conn.execute(
+            subscriptions.update()
+            .where(
+                subscriptions.c.subscriber_id == subscriber_id,
+                subscriptions.c.list_id == list_id,
+            )
+            .values(status="subscribed", updated_at=now)
+        )
+
+
+def unsubscribe(
+    conn: Connection,
+    subscriber_id: int,
+    list_slug: str | None,
+    source: str,
+    *,
+    detail: str = "",
+) -> int:
+    """Unsubscribe from one list, or from everything when ``list_slug`` is None.
+
+    Idempotent: returns how many subscriptions changed (0 when already unsubscribed). With
+    ``list_slug=None`` the global status also becomes ``unsubscribed`` (unless it is already
+    a stronger suppression), so no later import or new list mails the address again.
+    """
+    now = utcnow()
+    where = [
+        subscriptions.c.subscriber_id == subscriber_id,
+        subscriptions.c.status != "unsubscribed",
+    ]
+    list_id: int | None = None
+    if list_slug is not None:
+        list_id = get_list(conn, list_slug).id
+        where.append(subscriptions.c.list_id == list_id)
+    changed_lists = list(conn.scalars(sa.select(subscriptions.c.list_id).where(*where)))
+    if changed_lists:
+        conn.execute(
+            subscriptions.update().where(*where).values(status="unsubscribed", updated_at=now)
+        )
+    for changed in changed_lists:
+        record_event(
+            conn, subscriber_id, "unsubscribed", list_id=changed, detail=detail, source=source
+        )
+    if list_slug is None:
+        updated = conn.execute(
+            subscribers.update()
+            .where(subscribers.c.id == subscriber_id, subscribers.c.status == "active")
+            .values(status="unsubscribed", updated_at=now)
+        ).rowcount
+        if updated:
+            record_event(
+                conn, subscriber_id, "unsubscribed", detail=detail or "all lists", source=source
+            )
+    return len(changed_lists)
+
+
+SuppressionKind = Literal["bounced", "complained", "blocked"]
+
+
+def suppress(
+    conn: Connection,
+    subscriber_id: int,
+    kind: SuppressionKind,
+    source: str,
+    *,
+    detail: str = "",
+) -> bool:
+    """Suppress an address for every list (a hard bounce, a complaint, a manual block).
+
+    Returns whether the status changed. The event is recorded either way (a second bounce is
+    still history). A weaker status never replaces a stronger one (blocked > complained >
+    bounced > unsubscribed).
+    """
+    if kind not in ("bounced", "complained", "blocked"):
+        raise ValueError(f"not a suppression: {kind!r}")
+    rank = {s: i for i, s in enumerate(("active", *SUPPRESSED_STATUSES))}
+    current = conn.scalar(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id))
+    if current is None:
+        raise UnknownSubscriber(f"No subscriber with id {subscriber_id}.")
+    record_event(conn, subscriber_id, kind, detail=detail, source=source)
+    if rank.get(current, 0) >= rank[kind]:
+        return False
+    conn.execute(
+        subscribers.update()
+        .where(subscribers.c.id == subscriber_id)
+        .values(status=kind, updated_at=utcnow())
+    )
+    return True
+
+
+def suppress_address(
+    conn: Connection, email: str, kind: SuppressionKind, source: str, *, detail: str = ""
+) -> Subscriber:
+    """Suppress an address, adding it to the store first if it is not there (a blocklist)."""
+    found = find_subscriber(conn, email)
+    if found is None:
+        try:
+            address = AddressValidator()(email)
+        except InvalidAddress as exc:
+            raise BulletinError(f"{email!r} is not a valid email address: {exc}") from None
+        now = utcnow()
+        pk = conn.execute(
+            subscribers.insert().values(
+                email=address.email,
+                email_key=address.key,
+                ascii_email=address.ascii_email,
+                smtputf8=address.smtputf8,
+                name="",
+                language="",
+                attributes={},
+                status="active",
+                source=source,
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key
+        assert pk is not None
+        subscriber_id = int(pk[0])
+    else:
+        subscriber_id = found.id
+    suppress(conn, subscriber_id, kind, source, detail=detail)
+    result = get_subscriber_by_id(conn, subscriber_id)
+    assert result is not None
+    return result
+
+
+def remove_subscriber(conn: Connection, subscriber_id: int) -> None:
+    """Delete a subscriber with its subscriptions and history (erasure on request).
+
+    The address is forgotten entirely, so a later import may add it again; to keep someone
+    out, use :func:`unsubscribe` or :func:`suppress` instead.
+    """
+    conn.execute(events.delete().where(events.c.subscriber_id == subscriber_id))
+    conn.execute(subscriptions.delete().where(subscriptions.c.subscriber_id == subscriber_id))
+    conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
+
+
+def details(conn: Connection, email: str) -> SubscriberDetails:
+    """A subscriber with their lists and full history (oldest first)."""
+    sub = get_subscriber(conn, email)
+    effective = _effective(subscriptions.c.status, subscribers.c.status)
+    memberships = [
+        Membership(r.slug, r.name, r.status, r.effective, r.source, r.created_at, r.updated_at)
+        for r in conn.execute(
+            sa.select(
+                lists.c.slug,
+                lists.c.name,
+                subscriptions.c.status,
+                effective.label("effective"),
+                subscriptions.c.source,
+                subscriptions.c.created_at,
+                subscriptions.c.updated_at,
+            )
+            .select_from(subscriptions.join(lists).join(subscribers))
+            .where(subscriptions.c.subscriber_id == sub.id)
+            .order_by(lists.c.slug)
+        )
+    ]
+    # A subscription's start is its row (when, and from where: "import x.csv", "cli", "web");
+    # everything after it is in events.
+    started = [
+        HistoryEvent(m.created_at, "subscribed", m.list_slug, "", m.source) for m in memberships
+    ]
+    history = started + [
+        HistoryEvent(r.at, r.kind, r.slug, r.detail, r.source)
+        for r in conn.execute(
+            sa.select(events.c.at, events.c.kind, lists.c.slug, events.c.detail, events.c.source)
+            .select_from(events.outerjoin(lists))
+            .where(events.c.subscriber_id == sub.id)
+            .order_by(events.c.id)
+        )
+    ]
+    history.sort(key=lambda e: e.at)  # stable: a start comes before events at the same time
+    return SubscriberDetails(sub, memberships, history)
+
+
+def count(conn: Connection, list_slug: str | None = None, status: str = "subscribed") -> int:
+    """How many subscribers: on a list in an effective status, or overall by global status.
+
+    Without a list, ``status`` is a global status (``subscribed`` means ``active``) or ``all``.
+    """
+    if list_slug is None:
+        query = sa.select(sa.func.count()).select_from(subscribers)
+        if status != "all":
+            wanted = "active" if status == "subscribed" else status
+            if wanted not in GLOBAL_STATUSES:
+                raise BulletinError(f"Unknown status {status!r}.")
+            query = query.where(subscribers.c.status == wanted)
+        return int(conn.scalar(query) or 0)
+    the_list = get_list(conn, list_slug)
+    query = (
+        sa.select(sa.func.count())
+        .select_from(subscriptions.join(subscribers))
+        .where(subscriptions.c.list_id == the_list.id)
+    )
+    if status != "all":
+        query = query.where(_status_filter(status))
+    return int(conn.scalar(query) or 0)
+
+
+def _status_filter(status: str) -> sa.ColumnElement[bool]:
+    if status == "subscribed":
+        return sa.and_(subscriptions.c.status == "subscribed", subscribers.c.status == "active")
+    if status == "unsubscribed":
+        return sa.or_(
+            subscriptions.c.status == "unsubscribed", subscribers.c.status == "unsubscribed"
+        )
+    if status in ("bounced", "complained", "blocked"):
+        return sa.and_(subscriptions.c.status == "subscribed", subscribers.c.status == status)
+    raise BulletinError(
+        f"Unknown status {status!r}.",
+        hint=f"Use one of: {', '.join(EFFECTIVE_STATUSES)}, all.",
+    )
+
+
+def members(
+    conn: Connection, list_slug: str, statuses: tuple[str, ...] = ("subscribed",)
+) -> Iterator[Subscriber]:
+    """A list's members in the given effective statuses (or ``all``), by id, streamed."""
+    the_list = get_list(conn, list_slug)
+    where: list[sa.ColumnElement[bool]] = [subscriptions.c.list_id == the_list.id]
+    if "all" not in statuses:
+        where.append(sa.or_(*(_status_filter(s) for s in statuses)))
+    after = 0
+    while True:
+        rows = conn.execute(
+            sa.select(subscribers)
+            .select_from(subscriptions.join(subscribers))
+            .where(*where, subscribers.c.id > after)
+            .order_by(subscribers.c.id)
+            .limit(1000)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield _subscriber_from_row(row)
+        after = rows[-1].id
+
+
+def recipients(conn: Connection, list_slug: str, *, after_id: int = 0) -> Iterator[RecipientRow]:
+    """Who receives mail sent to a list: subscribed there and globally active, by id.
+
+    Streams in pages of 1,000 (keyset on id, so memory stays flat on any list size and the
+    send engine can resume after a given id).
+    """
+    the_list = get_list(conn, list_slug)
+    after = after_id
+    while True:
+        rows = conn.execute(
+            sa.select(
+                subscribers.c.id,
+                subscribers.c.email,
+                subscribers.c.ascii_email,
+                subscribers.c.smtputf8,
+                subscribers.c.name,
+                subscribers.c.language,
+                subscribers.c.attributes,
+            )
+            .select_from(subscriptions.join(subscribers))
+            .where(
+                subscriptions.c.list_id == the_list.id,
+                subscriptions.c.status == "subscribed",
+                subscribers.c.status == "active",
+                subscriptions.c.subscriber_id > after,
+            )
+            .order_by(subscriptions.c.subscriber_id)
+            .limit(1000)
+        ).all()
+        if not rows:
+            return
+        for r in rows:
+            yield RecipientRow(
+                r.id,
+                r.email,
+                r.ascii_email,
+                bool(r.smtputf8),
+                r.name,
+                r.language,
+                dict(r.attributes or {}),
+            )
+        after = rows[-1].id

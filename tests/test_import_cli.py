@@ -1,0 +1,179 @@
+"""The subscriber commands: `bulletin subscribers ...` and `bulletin lists`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bulletin.cli import cli
+
+CORPUS = Path(__file__).parent / "data" / "csv"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bulletin(workspace_dir: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["-w", str(workspace_dir), *args], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def summary(out: str) -> dict[str, int]:
+    """The rows of the import summary table."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == 2 and cells[1].replace(",", "").isdigit():
+            rows[cells[0]] = int(cells[1].replace(",", ""))
+    return rows
+
+
+def copy(workspace_dir: Path, name: str) -> Path:
+    target = workspace_dir / "subscribers" / name
+    shutil.copy(CORPUS / name, target)
+    return target
+
+
+def test_import_prints_a_summary_and_the_rejects_file(workspace_dir: Path) -> None:
+    path = copy(workspace_dir, "mixed-bad-rows.csv")
+    code, out, err = bulletin(
+        workspace_dir, "subscribers", "import", str(path), "--list", "news", "--create-list"
+    )
+    assert code == 0, err
+    assert "Import of mixed-bad-rows.csv into news" in out
+    assert summary(out) == {
+        "read": 7,
+        "added": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "duplicates merged": 0,
+        "rejected": 5,
+        "suppressed-skipped": 0,
+    }
+    assert "List 'news' was created." in out
+    assert "rejected line 3: invalid email address 'no-at-sign.example.ro'" in out
+    assert f"All 5 rejected rows, with reasons: {path.with_name('mixed-bad-rows.rejects.csv')}" in (
+        out.replace("\n", "")
+    )
+    assert (workspace_dir / "subscribers" / "bulletin.db").is_file()
+
+
+def test_import_dry_run_says_so_and_changes_nothing(workspace_dir: Path) -> None:
+    path = copy(workspace_dir, "utf8.csv")
+    code, out, _ = bulletin(
+        workspace_dir,
+        "subscribers", "import", str(path), "--list", "news", "--create-list", "--dry-run",
+    )  # fmt: skip
+    assert code == 0
+    assert "(dry run: nothing was changed)" in out
+    assert "List 'news' would be created." in out
+    code, out, _ = bulletin(workspace_dir, "lists")
+    assert "No lists yet" in out
+
+
+def test_a_bad_file_exits_1_with_a_message_and_no_traceback(workspace_dir: Path) -> None:
+    path = copy(workspace_dir, "undecodable.csv")
+    code, out, err = bulletin(
+        workspace_dir, "subscribers", "import", str(path), "--list", "news", "--create-list"
+    )
+    assert code == 1
+    assert "Error: undecodable.csv, line 4: has bytes that are not valid utf-8" in err
+    assert "--encoding" in err
+    assert "Traceback" not in err + out
+
+
+def test_import_into_an_unknown_list_says_how_to_create_it(workspace_dir: Path) -> None:
+    path = copy(workspace_dir, "utf8.csv")
+    code, _, err = bulletin(workspace_dir, "subscribers", "import", str(path), "--list", "news")
+    assert code == 1
+    assert "List 'news' does not exist." in err
+    assert "--create-list or `bulletin lists create news`" in err
+
+
+def test_lists_add_show_unsubscribe_count_remove(workspace_dir: Path) -> None:
+    assert bulletin(workspace_dir, "lists", "create", "news", "--name", "Știri")[0] == 0
+    code, out, err = bulletin(
+        workspace_dir, "subscribers", "add", "Ștefan Țiriac <ȘTEFAN@Example.RO>", "--list", "news"
+    )
+    assert code == 0, err
+    assert "Subscribed ȘTEFAN@example.ro to news." in out
+    code, out, _ = bulletin(workspace_dir, "subscribers", "add", "ana@example.ro", "--list", "news")
+    assert code == 0
+
+    code, out, _ = bulletin(workspace_dir, "lists")
+    assert "news" in out and "Știri" in out
+    header = next(line for line in out.splitlines() if "list" in line).split()
+    assert header == [
+        "list", "name", "subscribed", "unsubscribed", "bounced", "complained", "blocked", "total"
+    ]  # fmt: skip
+    row = next(line for line in out.splitlines() if "news" in line).split()
+    assert row == ["news", "Știri", "2", "0", "0", "0", "0", "2"]
+
+    code, out, _ = bulletin(
+        workspace_dir, "subscribers", "unsubscribe", "ana@EXAMPLE.ro", "--list", "news"
+    )
+    assert code == 0 and "Unsubscribed ana@example.ro from news" in out
+    code, out, err = bulletin(
+        workspace_dir, "subscribers", "add", "ana@example.ro", "--list", "news"
+    )
+    assert code == 1 and "unsubscribed from news; not subscribing it again" in err
+    assert "--resubscribe" in err
+
+    code, out, _ = bulletin(workspace_dir, "subscribers", "count", "--list", "news")
+    assert out.strip() == "1"
+    code, out, _ = bulletin(
+        workspace_dir, "subscribers", "count", "--list", "news", "--status", "all"
+    )
+    assert out.strip() == "2"
+
+    code, out, _ = bulletin(workspace_dir, "subscribers", "show", "ștefan@example.ro")
+    assert code == 0
+    assert "ȘTEFAN@example.ro (non-ASCII local part: needs SMTPUTF8)" in out
+    assert "Ștefan Țiriac" in out
+    code, out, _ = bulletin(workspace_dir, "subscribers", "show", "ana@example.ro")
+    assert "unsubscribed" in out and "subscribed" in out and "cli" in out
+
+    code, _, err = bulletin(workspace_dir, "subscribers", "unsubscribe", "ana@example.ro")
+    assert code == 2 and "Give either --list SLUG or --all." in err
+
+    code, out, _ = bulletin(workspace_dir, "subscribers", "remove", "ana@example.ro", stdin="n\n")
+    assert code == 1  # aborted at the confirmation
+    code, out, _ = bulletin(workspace_dir, "subscribers", "remove", "ana@example.ro", "--yes")
+    assert code == 0 and "Removed ana@example.ro." in out
+    code, _, err = bulletin(workspace_dir, "subscribers", "show", "ana@example.ro")
+    assert code == 1 and "ana@example.ro is not in the subscriber store." in err
+
+
+def test_export_to_a_file_and_to_stdout_round_trips(workspace_dir: Path) -> None:
+    path = copy(workspace_dir, "formula.csv")
+    bulletin(workspace_dir, "subscribers", "import", str(path), "--list", "news", "--create-list")
+    target = workspace_dir / "out" / "news.csv"
+    target.parent.mkdir()
+    code, _, err = bulletin(
+        workspace_dir, "subscribers", "export", "--list", "news", "-o", str(target)
+    )
+    assert code == 0 and f"Exported 3 subscribers of news to {target}." in err.replace("\n", "")
+    data = target.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")  # so Excel opens UTF-8 correctly
+    code, out, _ = bulletin(workspace_dir, "subscribers", "export", "--list", "news")
+    assert code == 0
+    assert list(csv.reader(io.StringIO(out))) == list(
+        csv.reader(io.StringIO(data.decode("utf-8-sig")))
+    )
+    code, out, _ = bulletin(workspace_dir, "subscribers", "import", str(target), "--list", "news")
+    assert code == 0
+    assert summary(out)["unchanged"] == 3 and summary(out)["added"] == 0
+
+
+def test_sample_csv_imports_cleanly(workspace_dir: Path) -> None:
+    sample = workspace_dir / "subscribers" / "sample.csv"
+    shutil.copy(REPO / "subscribers" / "sample.csv", sample)
+    code, out, err = bulletin(
+        workspace_dir, "subscribers", "import", str(sample), "--list", "demo", "--create-list"
+    )
+    assert code == 0, err
+    assert summary(out)["added"] == 30 and summary(out)["rejected"] == 0
+    code, out, _ = bulletin(workspace_dir, "subscribers", "count", "--list", "demo")
+    assert int(out) == 30

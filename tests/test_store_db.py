@@ -1,0 +1,206 @@
+"""The store's database: SQLite settings, migrations, upgrades from the first schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bulletin.errors import BulletinError
+from bulletin.store import db, schema
+from bulletin.store.migrations import MIGRATIONS, Migration
+from bulletin.store.subscribers import add_subscriber, create_list, details, recipients
+
+
+def url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def test_open_store_creates_the_folder_and_a_wal_database_with_foreign_keys(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "subscribers" / "bulletin.db"
+    engine = db.open_store(url(path))
+    assert path.is_file()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == db.BUSY_TIMEOUT_MS
+        assert db.schema_version(conn) == MIGRATIONS[-1].version
+    engine.dispose()
+
+
+def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
+    engine = db.open_store(url(tmp_path / "b.db"))
+    with pytest.raises(sa.exc.IntegrityError), db.write_transaction(engine) as conn:
+        conn.execute(
+            schema.subscriptions.insert().values(
+                subscriber_id=999,
+                list_id=999,
+                status="subscribed",
+                source="",
+                created_at=schema.utcnow(),
+                updated_at=schema.utcnow(),
+            )
+        )
+    engine.dispose()
+
+
+def _columns(conn: Connection) -> dict[str, dict[str, tuple[bool, bool]]]:
+    insp = sa.inspect(conn)
+    return {
+        table: {c["name"]: (bool(c["nullable"]), bool(c.get("primary_key"))) for c in cols}
+        for table in insp.get_table_names()
+        for cols in [insp.get_columns(table)]
+    }
+
+
+def test_migrations_build_exactly_the_schema_the_code_queries(tmp_path: Path) -> None:
+    migrated = db.open_store(url(tmp_path / "migrated.db"))
+    reference = db.connect(url(tmp_path / "reference.db"))
+    schema.metadata.create_all(reference)
+    with migrated.connect() as a, reference.connect() as b:
+        assert _columns(a) == _columns(b)
+        for table in schema.metadata.tables:
+            ia = {i["name"]: i["column_names"] for i in sa.inspect(a).get_indexes(table)}
+            ib = {i["name"]: i["column_names"] for i in sa.inspect(b).get_indexes(table)}
+            assert ia == ib, table
+    migrated.dispose()
+    reference.dispose()
+
+
+def _dump(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        return {
+            name: [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.primary_key))]
+            for name, t in schema.metadata.tables.items()
+            if name != "schema_version"
+        }
+
+
+def _v1_with_data(path: Path) -> sa.Engine:
+    engine = db.connect(url(path))
+    db.migrate(engine, target=1)
+    with db.write_transaction(engine) as conn:
+        create_list(conn, "newsletter-ro", "Newsletter (română)")
+        add_subscriber(conn, "Ion.Popescu@Example.RO", "newsletter-ro", name="Ion Popescu")
+        add_subscriber(conn, "ștefan@example.ro", "newsletter-ro", name="Ștefan Țiriac")
+    return engine
+
+
+def _m2_example(conn: Connection) -> None:
+    # What a later migration looks like: a new table and a new column with a default.
+    md = sa.MetaData()
+    sa.Table("subscribers", md, sa.Column("id", sa.Integer, primary_key=True))  # for the FK
+    sa.Table(
+        "deliveries",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    ).create(conn)
+    conn.exec_driver_sql("ALTER TABLE subscribers ADD COLUMN score INTEGER NOT NULL DEFAULT 0")
+
+
+def test_upgrade_from_the_first_schema_keeps_every_row_and_keeps_a_backup(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bulletin.db"
+    engine = _v1_with_data(path)
+    before = _dump(engine)
+    migrations = (*MIGRATIONS, Migration(2, "deliveries, subscribers.score", _m2_example))
+
+    report = db.migrate(engine, migrations=migrations)
+
+    assert (report.before, report.after) == (1, 2)
+    with engine.connect() as conn:
+        assert db.schema_version(conn) == 2
+        assert conn.exec_driver_sql("SELECT count(*) FROM deliveries").scalar() == 0
+        scores = conn.exec_driver_sql("SELECT email, score FROM subscribers ORDER BY id").all()
+        assert scores == [("Ion.Popescu@example.ro", 0), ("ștefan@example.ro", 0)]
+    after = _dump(engine)
+    assert after == before  # the tables the code knows kept every row unchanged
+    with engine.begin() as conn:
+        assert [r.email for r in recipients(conn, "newsletter-ro")] == [
+            "Ion.Popescu@example.ro",
+            "ștefan@example.ro",
+        ]
+    assert report.backup == tmp_path / "bulletin.db-before-v2"
+    backup = sqlite3.connect(report.backup)
+    assert backup.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
+    assert backup.execute("SELECT count(*) FROM subscribers").fetchone() == (2,)
+    backup.close()
+    # Running again is a no-op.
+    assert db.migrate(engine, migrations=migrations) == db.MigrationReport(2, 2)
+    engine.dispose()
+
+
+def test_a_failing_migration_leaves_the_database_at_the_previous_version(
+    tmp_path: Path,
+) -> None:
+    engine = _v1_with_data(tmp_path / "bulletin.db")
+    before = _dump(engine)
+
+    def broken(conn: Connection) -> None:
+        _m2_example(conn)
+        raise RuntimeError("disk on fire half-way through")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        db.migrate(engine, migrations=(*MIGRATIONS, Migration(2, "broken", broken)))
+    with engine.connect() as conn:
+        assert db.schema_version(conn) == 1
+        assert not sa.inspect(conn).has_table("deliveries")
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("subscribers")}
+        assert "score" not in columns
+    assert _dump(engine) == before
+    engine.dispose()
+
+
+def test_opening_a_database_from_a_newer_bulletin_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bulletin.db"
+    engine = _v1_with_data(path)
+    with db.write_transaction(engine) as conn:
+        conn.execute(
+            schema.schema_version.insert().values(
+                version=99, description="future", applied_at=schema.utcnow()
+            )
+        )
+    engine.dispose()
+    with pytest.raises(BulletinError, match="schema version 99, newer than this bulletin"):
+        db.open_store(url(path))
+
+
+def test_a_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE subscribers (id INTEGER PRIMARY KEY, mail TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(BulletinError, match="not created by bulletin"):
+        db.open_store(url(path))
+
+
+def test_bad_urls_and_missing_drivers_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(BulletinError, match="is not a database URL"):
+        db.connect("not a url")
+    with pytest.raises(BulletinError, match="driver that is not installed"):
+        db.connect("postgresql+nosuchdriver://u@localhost/x")
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    with pytest.raises(BulletinError):
+        db.open_store(url(blocked / "sub" / "bulletin.db"))
+
+
+def test_workspace_database_url_resolves_under_the_workspace(workspace_dir: Path) -> None:
+    from bulletin import workspace as ws
+
+    loaded = ws.load(workspace_dir)
+    engine = db.open_store(loaded.database_url())
+    assert db.sqlite_path(engine) == (workspace_dir / "subscribers" / "bulletin.db").resolve()
+    with db.write_transaction(engine) as conn:
+        create_list(conn, "x")
+        add_subscriber(conn, "ana@example.org", "x")
+        assert details(conn, "ANA@example.org").subscriber.email == "ana@example.org"
+    engine.dispose()
