@@ -67,6 +67,7 @@ bench: install-test
 	  fi; \
 	fi
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/import.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache
