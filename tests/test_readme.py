@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
-
 from bulletin.workspace import config_reference
+from conftest import REPO
 
 
 def test_readme_configuration_table_matches_the_schema() -> None:
