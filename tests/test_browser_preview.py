@@ -13,18 +13,24 @@ import queue
 import re
 import shutil
 import signal
+import smtplib
 import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+
+from bulletin.mail.headers import fold, text_pieces
+from bulletin.sink import start_sink
 
 pytestmark = pytest.mark.browser
 
@@ -321,4 +327,57 @@ def test_broken_edit_shows_the_error_and_keeps_the_last_render(
     write_atomically(editable.issue_yaml, good)
     expect(banner).to_be_hidden(timeout=RELOAD_MS)
     expect(page.locator("#status")).to_contain_text("Live")
+    page.context.close()
+
+
+def captured_message(subject: str, html: str | None, text: str) -> bytes:
+    """A message on the wire, its subject encoded as bulletin encodes it."""
+    m = EmailMessage()
+    m["From"] = "Clusterul Polisee <stiri@example.org>"
+    m["To"] = "Ana Popescu <ana@example.org>"
+    m.set_content(text)
+    if html is not None:
+        m.add_alternative(html, subtype="html")
+    return fold("Subject", text_pieces(subject)).encode("ascii") + m.as_bytes(policy=SMTP)
+
+
+def test_captured_mail_tab_lists_new_mail_and_shows_it(
+    browser: Browser, preview: PreviewProcess
+) -> None:
+    page = open_page(browser)
+    page.goto(preview.url + "/#captured")
+    expect(page.locator("#panel-captured")).to_be_visible()
+    expect(page.locator("#captured-empty")).to_contain_text("No captured mail yet.")
+
+    subject = "Știri din țară: ședință la Brașov"
+    paragraph = "Ședința are loc în sala mare; vă așteptăm."
+    evil = "<script>window.__owned = 1</script><b>bold</b>"
+    with start_sink(preview.root / "mail" / "sink", "127.0.0.1", 0) as sink:
+        with smtplib.SMTP(sink.host, sink.port, timeout=5) as smtp:
+            smtp.sendmail(
+                "stiri@example.org",
+                ["ana@example.org"],
+                captured_message(subject, f"<p>{paragraph}</p>", "Ședința, în text.\n"),
+            )
+            smtp.sendmail("x@example.org", ["ana@example.org"], captured_message(evil, None, "-\n"))
+        assert sink.wait(1, 5) == 2
+
+    # The open tab polls: the new mail shows without a reload.
+    rows = page.locator("#captured-list tbody tr")
+    expect(rows).to_have_count(2, timeout=3000)
+    expect(page.locator("#captured-empty")).to_be_hidden()
+    expect(page.locator("#captured-badge")).to_have_text("(2)")
+    # Markup in a subject is shown as text, never run or rendered.
+    expect(rows.filter(has_text=evil)).to_have_count(1)
+    expect(page.locator("#panel-captured script, #panel-captured b")).to_have_count(0)
+    assert page.evaluate("window.__owned") is None
+
+    rows.filter(has_text=subject).click()
+    expect(page.locator("#cm-subject")).to_have_text(subject)
+    expect(page.frame_locator("#captured-frame").get_by_text(paragraph)).to_be_visible()
+    page.click("#cm-view-text")
+    expect(page.locator("#captured-text")).to_have_text("Ședința, în text.\n")
+    expect(page.locator("#captured-frame")).to_be_hidden()
+    page.click("#cm-view-headers")
+    expect(page.locator("#captured-text")).to_contain_text("Delivered-To: ana@example.org")
     page.context.close()

@@ -14,6 +14,7 @@ import os
 import queue
 import re
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -21,6 +22,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, make_msgid
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,8 +35,17 @@ import yaml
 
 from bulletin import workspace as ws
 from bulletin.errors import BulletinError, ContentError, Location, Problem
+from bulletin.mail.headers import fold, text_pieces
+from bulletin.sink import SinkHandle, read_captured, start_sink
 from bulletin.web.livereload import LiveReloader
-from bulletin.web.preview import HOST, PortInUse, bind_socket, create_preview_app, make_server
+from bulletin.web.preview import (
+    HOST,
+    SINK_MAILDIR,
+    PortInUse,
+    bind_socket,
+    create_preview_app,
+    make_server,
+)
 
 SLUG = "2014-10-clusterpolisee-03"
 BULLETIN = Path(sys.executable).parent / "bulletin"
@@ -171,7 +184,7 @@ def test_page_links_both_widths_and_is_locked_down(preview: RunningPreview) -> N
     page = r.text
     assert re.search(r'<iframe[^>]*id="frame-desktop"[^>]*width="800"', page)
     assert re.search(r'<iframe[^>]*id="frame-mobile"[^>]*width="375"', page)
-    for tab in ("tab-email", "tab-text", "tab-summary"):
+    for tab in ("tab-email", "tab-text", "tab-summary", "tab-captured"):
         assert f'id="{tab}"' in page
     for name in ("preview.js", "preview.css"):
         static = preview.get(f"/static/{name}")
@@ -333,6 +346,203 @@ def test_a_first_build_failure_is_served_until_fixed(workspace_dir: Path) -> Non
         write_atomically(issue_yaml, text)
         preview.wait_for(lambda s: s["ok"])
         assert ROMANIAN in preview.get("/email.html").text
+
+
+# -- captured mail (bulletin sink) ----------------------------------------------------------
+
+SUBJECT_RO = "Știri din țară: întâlnire la Brașov, lectură plăcută"
+EVIL_SUBJECT = "<script>alert('x')</script> & <b>bold</b>"
+
+
+def with_subject(m: EmailMessage, subject: str) -> bytes:
+    """``m`` on the wire with a Subject encoded as bulletin encodes it.
+
+    (The ``email.policy`` folder may move the space between two words to between two
+    encoded-words, where decoders drop it; see :mod:`bulletin.mail.headers`.)
+    """
+    return fold("Subject", text_pieces(subject)).encode("ascii") + m.as_bytes(policy=SMTP)
+
+
+def newsletter(subject: str = SUBJECT_RO) -> bytes:
+    """A multipart/alternative message like bulletin sends, subject RFC 2047-encoded."""
+    m = EmailMessage()
+    m["From"] = "Clusterul Polisee <stiri@example.org>"
+    m["To"] = "Ana Popescu <ana@example.org>"
+    m["Date"] = formatdate(localtime=True)
+    m["Message-ID"] = make_msgid(domain="example.org")
+    m.set_content(f"{ROMANIAN}, în text simplu.\n")
+    m.add_alternative(f"<p>{ROMANIAN}, în <b>HTML</b>.</p>\n", subtype="html")
+    return with_subject(m, subject)
+
+
+def hostile() -> bytes:
+    """Text only, with markup in the subject and the sender's display name."""
+    m = EmailMessage()
+    m["From"] = '"<img src=x onerror=alert(1)>" <evil@example.org>'
+    m["To"] = "victim@example.org"
+    m.set_content("Nothing to see.\n")
+    return with_subject(m, EVIL_SUBJECT)
+
+
+def deliver(sink: SinkHandle, message: bytes, rcpt: str = "ana@example.org") -> str:
+    """Send ``message`` through the running sink with smtplib; the key it was stored under."""
+    seen = sink.count
+    before = set(sink_keys(sink.maildir))
+    with smtplib.SMTP(sink.host, sink.port, timeout=5) as smtp:
+        smtp.sendmail("stiri@example.org", [rcpt], message)
+    assert sink.wait(seen, 5) == seen + 1, "the sink did not store the message"
+    (key,) = set(sink_keys(sink.maildir)) - before
+    return key
+
+
+def sink_keys(maildir: Path) -> dict[str, Path]:
+    return {p.name.split(":", 1)[0]: p for p in maildir.glob("[nc][eu][wr]/*")}
+
+
+def age(maildir: Path, key: str, seconds: float) -> None:
+    """Make a captured file older, so "newest first" does not hang on timestamp resolution."""
+    path = sink_keys(maildir)[key]
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@dataclass
+class CapturedPreview:
+    preview: RunningPreview
+    sink: SinkHandle
+    ro_key: str
+    evil_key: str
+
+
+@pytest.fixture
+def captured(workspace_dir: Path) -> Iterator[CapturedPreview]:
+    """A preview and a real sink delivering into the workspace's default Maildir."""
+    with start_sink(workspace_dir / SINK_MAILDIR, HOST, 0) as sink:
+        ro_key = deliver(sink, newsletter())
+        evil_key = deliver(sink, hostile(), "victim@example.org")
+        age(sink.maildir, ro_key, 120)
+        age(sink.maildir, evil_key, 60)
+        with preview_in_thread(workspace_dir) as preview:
+            yield CapturedPreview(preview, sink, ro_key, evil_key)
+
+
+def test_no_captured_mail_shows_how_to_get_some(preview: RunningPreview) -> None:
+    r = preview.get("/captured.json")
+    assert r.status_code == 200
+    assert r.json() == {
+        "maildir": "mail/sink",
+        "exists": False,
+        "total": 0,
+        "limit": 200,
+        "messages": [],
+    }
+    page = preview.get("/").text
+    empty = re.search(r'<p id="captured-empty"([^>]*)>(.*?)</p>', page, re.S)
+    assert empty is not None
+    assert "hidden" not in empty.group(1)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", empty.group(2)))
+    assert text == (
+        "No captured mail yet. Start bulletin sink and send with "
+        "bulletin send ISSUE --list SLUG or --test you@example.org."
+    )
+
+
+def test_captured_json_is_decoded_escaped_and_newest_first(captured: CapturedPreview) -> None:
+    preview = captured.preview
+    r = preview.get("/captured.json")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    # Markup from a sender never appears as markup, even in the raw JSON; UTF-8 stays as is.
+    assert "<" not in r.text and ">" not in r.text
+    assert "\\u003cscript\\u003e" in r.text
+    assert SUBJECT_RO in r.text
+    data = r.json()
+    assert data["total"] == 2 and data["exists"] is True
+    evil, ro = data["messages"]
+    assert (evil["key"], ro["key"]) == (captured.evil_key, captured.ro_key)
+    assert evil["subject"] == EVIL_SUBJECT
+    assert evil["from"] == '"<img src=x onerror=alert(1)>" <evil@example.org>'
+    assert ro["subject"] == SUBJECT_RO
+    assert ro["to"] == "Ana Popescu <ana@example.org>"
+    assert ro["delivered_to"] == "ana@example.org"
+    assert ro["message_id"].endswith("@example.org>") and ro["date"]
+    assert ro["size"] == sink_keys(captured.sink.maildir)[ro["key"]].stat().st_size
+    assert ro["received"] < evil["received"]
+    page = preview.get("/").text
+    assert re.search(r'<p id="captured-empty"[^>]* hidden>', page)
+
+    limited = preview.get("/captured.json", limit="1").json()
+    assert limited["total"] == 2 and [m["key"] for m in limited["messages"]] == [evil["key"]]
+
+    # Mail arriving while the preview runs is listed at the next request.
+    new_key = deliver(captured.sink, newsletter("A treia: ședință"))
+    again = preview.get("/captured.json").json()
+    assert again["total"] == 3
+    assert [m["key"] for m in again["messages"]] == [new_key, evil["key"], ro["key"]]
+    assert again["messages"][0]["subject"] == "A treia: ședință"
+
+
+def test_captured_message_html_text_and_source(captured: CapturedPreview) -> None:
+    preview = captured.preview
+    key = captured.ro_key
+    html = preview.get(f"/captured/{key}.html")
+    assert html.status_code == 200
+    assert html.headers["content-type"] == "text/html; charset=utf-8"
+    csp = html.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "sandbox" in csp and "script" not in csp
+    assert f"<p>{ROMANIAN}, în <b>HTML</b>.</p>" in html.text
+
+    text = preview.get(f"/captured/{key}.txt")
+    assert text.status_code == 200
+    assert text.headers["content-type"] == "text/plain; charset=utf-8"
+    assert text.text == f"{ROMANIAN}, în text simplu.\n"
+
+    raw = read_captured(captured.sink.maildir, key)
+    source = preview.get(f"/captured/{key}.eml")
+    assert source.headers["content-type"] == "text/plain; charset=utf-8"
+    assert source.content == raw
+    assert source.text.startswith("X-Bulletin-Envelope-From: <")
+    assert "Subject: =?utf-8?" in source.text, "the subject travelled RFC 2047-encoded"
+
+    head = preview.get(f"/captured/{key}.eml", headers="1")
+    assert head.content == raw[: raw.index(b"\r\n\r\n") + 4]
+    assert "Delivered-To: ana@example.org" in head.text and ROMANIAN not in head.text
+
+    download = preview.get(f"/captured/{key}.eml", download="1")
+    assert download.headers["content-type"] == "message/rfc822"
+    assert download.headers["content-disposition"].startswith("attachment; filename=")
+    assert download.headers["content-disposition"].endswith('.eml"')
+    assert download.content == raw
+
+    # A text-only message has no HTML to show: say so inside the same sandbox.
+    no_html = preview.get(f"/captured/{captured.evil_key}.html")
+    assert no_html.status_code == 404 and "no HTML part" in no_html.text
+    assert "sandbox" in no_html.headers["content-security-policy"]
+    assert preview.get(f"/captured/{captured.evil_key}.txt").text == "Nothing to see.\n"
+
+
+def test_unknown_and_traversal_keys_are_not_found(captured: CapturedPreview) -> None:
+    preview = captured.preview
+    config = (preview.root / "bulletin.toml").read_text(encoding="utf-8")
+    key = captured.ro_key
+    maildir_file = sink_keys(captured.sink.maildir)[key]
+    paths = [
+        "/captured/no-such-key.html",
+        f"/captured/{key}x.txt",
+        f"/captured/{key}:2,S.eml",  # a file name with its flags is not a key
+        "/captured/...html",  # key ".."
+        "/captured/%2E%2E.eml",
+        "/captured/new.txt",
+        "/captured/..%2F..%2Fbulletin.toml.txt",
+        "/captured/%2Fetc%2Fpasswd.eml",
+        f"/captured/..%2Fsink%2F{maildir_file.parent.name}%2F{maildir_file.name}.eml",
+    ]
+    for path in paths:
+        r = httpx.get(preview.url + path, timeout=5)
+        assert r.status_code == 404, path
+        assert "sender" not in r.text and "root:" not in r.text and ROMANIAN not in r.text
+    assert "sender" in config, "the check above would notice bulletin.toml leaking"
 
 
 # -- the generic live reloader ----------------------------------------------------------------

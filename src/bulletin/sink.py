@@ -36,6 +36,9 @@ from aiosmtpd.smtp import Session as SmtpSession
 from bulletin.errors import BulletinError
 
 SINK_SIZE_LIMIT = 50 * 1024 * 1024
+
+DEFAULT_MAILDIR = Path("mail", "sink")
+"""Where captured mail goes, relative to the workspace (git ignores ``/mail/``)."""
 """Largest message the sink takes (bytes); bigger ones get 552 like at a real relay."""
 
 _STOP_TIMEOUT = 5.0

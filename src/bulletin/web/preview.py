@@ -7,10 +7,14 @@ The app renders the issue once per change (see :mod:`bulletin.web.livereload`) a
 ``/email.txt``      the plain-text part, filled the same way
 ``/summary.json``   subject, preheader, sender, sizes, check findings and the build state
 ``/events``         Server-Sent Events: one ``build`` event per rebuild
+``/captured.json``  the messages `bulletin sink` captured in the workspace's Maildir
+``/captured/KEY.html``, ``.txt``, ``.eml``  one captured message: HTML part, text part, source
 
 The email is untrusted content as far as the page is concerned (it comes from YAML, Markdown
 and templates anybody may have edited), so it is served with a strict Content-Security-Policy
 in a sandbox: no scripts, no forms, no plugins. The page itself only loads its own files.
+Captured mail is treated the same way: its HTML part gets the same sandbox, and its subject
+and addresses only ever reach the page as JSON shown through ``textContent``.
 
 Only 127.0.0.1 is ever bound, and requests must name it (or ``localhost``) as their Host so
 that a web page elsewhere cannot read an unpublished issue through DNS rebinding.
@@ -20,8 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.parser
+import email.policy
 import errno
 import json
+import os
+import re
 import secrets
 import socket
 import threading
@@ -29,6 +37,8 @@ import time
 import webbrowser
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from email.message import EmailMessage
+from html import escape
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +47,7 @@ from urllib.parse import urlencode
 import uvicorn
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -55,6 +66,7 @@ from bulletin.errors import BulletinError, Problem
 from bulletin.render.checks import check_issue
 from bulletin.render.pipeline import render_issue, sample_values
 from bulletin.render.types import RenderedIssue
+from bulletin.sink import DEFAULT_MAILDIR, CapturedMessage, list_captured, read_captured
 from bulletin.web.livereload import BuildFailure, BuildState, LiveReloader
 from bulletin.workspace import Workspace
 
@@ -69,6 +81,12 @@ KEEPALIVE_SECONDS = 10.0
 
 MAX_SAMPLE_CHARS = 200
 """Longest sample name or address accepted from the form (it is a preview, not a store)."""
+
+SINK_MAILDIR = DEFAULT_MAILDIR
+"""Where `bulletin sink` stores mail unless told otherwise, relative to the workspace."""
+
+CAPTURED_LIMIT = 200
+"""Most captured messages listed at once (the newest); the JSON reports the total too."""
 
 PAGE_CSP = "; ".join(
     [
@@ -176,6 +194,125 @@ def _sample(request: Request) -> dict[str, str]:
     return {k: q[k][:MAX_SAMPLE_CHARS] for k in ("name", "email") if k in q}
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON with ``<``, ``>`` and ``&`` written as ``\\u`` escapes.
+
+    Captured subjects and addresses come from whoever sent the mail. Escaped, they cannot
+    form markup even where JSON ends up parsed as HTML; ``JSON.parse`` restores them as sent.
+    """
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        # These characters occur only inside JSON strings, where the escapes mean the same.
+        for char, code in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+            text = text.replace(char, code)
+        return text.encode("utf-8")
+
+
+class CapturedIndex:
+    """The sink's Maildir, listed again only when the set of its files changes.
+
+    The page polls the list every 2 s. Reading the file names is cheap; reading the header
+    block of each of thousands of captured messages is not, so that is done only when a
+    name appears, goes or changes (a mail client marking a message read renames it).
+    """
+
+    def __init__(self, maildir: Path) -> None:
+        self.maildir = maildir
+        self._lock = threading.Lock()
+        self._names: frozenset[str] | None = None
+        self._messages: list[CapturedMessage] = []
+
+    def _names_now(self) -> frozenset[str]:
+        names: list[str] = []
+        for sub in ("new", "cur"):
+            try:
+                with os.scandir(self.maildir / sub) as entries:
+                    names.extend(f"{sub}/{e.name}" for e in entries if not e.name.startswith("."))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return frozenset(names)
+
+    def keys(self) -> set[str]:
+        """The keys of the messages there now (file names without their ``:flags``)."""
+        return {name.split("/", 1)[1].split(":", 1)[0] for name in self._names_now()}
+
+    def listing(self) -> list[CapturedMessage]:
+        """Every captured message, newest first."""
+        # Names first, listing second: a message moved while it is listed (and so missed)
+        # then shows under a new name next time, which triggers a fresh listing.
+        names = self._names_now()
+        with self._lock:
+            if names != self._names:
+                self._messages = list_captured(self.maildir)
+                self._names = names
+            return self._messages
+
+
+def _captured_json(m: CapturedMessage) -> dict[str, Any]:
+    return {
+        "key": m.key,
+        "subject": m.subject,
+        "from": m.from_,
+        "to": m.to,
+        "delivered_to": m.delivered_to,
+        "envelope_from": m.envelope_from,
+        "message_id": m.message_id,
+        "date": m.date.isoformat() if m.date else None,
+        # The file time is naive local time; with its offset the page shows it correctly.
+        "received": m.received.astimezone().isoformat(timespec="milliseconds"),
+        "size": m.size,
+    }
+
+
+def _parse_message(data: bytes) -> EmailMessage:
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def _part_text(message: EmailMessage, subtype: str) -> str | None:
+    """The decoded text of the ``text/<subtype>`` body, or None when the message has none."""
+    part = message.get_body(preferencelist=(subtype,))
+    if part is None:
+        return None
+    try:
+        content = part.get_content()
+    except (LookupError, ValueError):  # an unknown charset or a broken transfer encoding
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    # Parts keep the CRLF line ends of the wire; the page shows text, not the protocol.
+    return str(content).replace("\r\n", "\n")
+
+
+def _header_block(data: bytes) -> bytes:
+    """The header lines of a raw message, up to and including the blank line after them."""
+    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
+    return data[: min(ends)] if ends else data
+
+
+def _download_name(key: str) -> str:
+    # Maildir keys may hold backslash escapes (\057) of the host name; keep file names plain.
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key) + ".eml"
+
+
+def _small_page(title: str, text: str) -> str:
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title></head>"
+        '<body style="font:16px/1.5 system-ui,sans-serif;margin:24px;color:#57606a">'
+        f"<p>{escape(text)}</p></body></html>"
+    )
+
+
+def _not_captured(media: str) -> Response:
+    text = "No captured message with that key (it may have been deleted)."
+    if media == "html":
+        body = _small_page("Not found", text)
+        return HTMLResponse(body, status_code=404, headers=_headers(EMAIL_CSP))
+    return PlainTextResponse(text, status_code=404, headers=_headers())
+
+
 class PreviewApp:
     """The routes of the preview, around one :class:`LiveReloader` of the issue."""
 
@@ -185,10 +322,14 @@ class PreviewApp:
         issue_dir: Path,
         *,
         on_build: Callable[[BuildState[PreviewBuild]], None] | None = None,
+        captured_maildir: Path | None = None,
     ) -> None:
         self.workspace = workspace
         self.issue_dir = issue_dir
         self.slug = issue_dir.name
+        self.captured = CapturedIndex(
+            captured_maildir if captured_maildir is not None else workspace.root / SINK_MAILDIR
+        )
         # A fresh id per server run: a page that reconnects to a restarted server sees a new
         # id and refreshes even if the build version happens to be the same number.
         self.instance = secrets.token_hex(8)
@@ -241,6 +382,9 @@ class PreviewApp:
             instance=self.instance,
             version=state.version,
             output_version=state.output_version,
+            captured_dir=self.workspace.relpath(self.captured.maildir),
+            # Known now, so the empty state does not flash while the list loads.
+            captured_empty=not self.captured.keys(),
         )
         return HTMLResponse(html, headers=_headers(PAGE_CSP))
 
@@ -345,8 +489,81 @@ class PreviewApp:
         headers["X-Accel-Buffering"] = "no"
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
-    # Issue 4 adds the SMTP sink's captured messages here: a ``/captured.json`` route listing
-    # them and a "Captured mail" tab in templates/preview.html (see the marked slot there).
+    # -- captured mail (messages caught by `bulletin sink`) -------------------------------
+
+    def _captured_key(self, request: Request) -> str | None:
+        """The key in the URL if the Maildir holds it; None otherwise (never a path)."""
+        key: str = request.path_params["key"]
+        # Only a name that is in the listing reaches the filesystem: "..", slashes and
+        # made-up names stop here.
+        return key if key in self.captured.keys() else None
+
+    async def _captured_message(self, request: Request) -> EmailMessage | None:
+        key = self._captured_key(request)
+        if key is None:
+            return None
+        try:
+            data = await run_in_threadpool(read_captured, self.captured.maildir, key)
+        except BulletinError:  # deleted between the listing and the read
+            return None
+        # Parsing a large message is CPU work; keep it off the event loop.
+        return await run_in_threadpool(_parse_message, data)
+
+    async def captured_json(self, request: Request) -> Response:
+        """The newest captured messages (``?limit=N``, at most CAPTURED_LIMIT) and the total."""
+        limit = CAPTURED_LIMIT
+        with contextlib.suppress(ValueError):
+            limit = min(max(int(request.query_params.get("limit", limit)), 0), CAPTURED_LIMIT)
+        messages = await run_in_threadpool(self.captured.listing)
+        data = {
+            "maildir": self.workspace.relpath(self.captured.maildir),
+            "exists": self.captured.maildir.is_dir(),
+            "total": len(messages),
+            "limit": limit,
+            "messages": [_captured_json(m) for m in messages[:limit]],
+        }
+        return SafeJSONResponse(data, headers=_headers())
+
+    async def captured_html(self, request: Request) -> Response:
+        message = await self._captured_message(request)
+        if message is None:
+            return _not_captured("html")
+        html = _part_text(message, "html")
+        if html is None:
+            note = _small_page("No HTML part", "This message has no HTML part; see its text.")
+            return HTMLResponse(note, status_code=404, headers=_headers(EMAIL_CSP))
+        # The same sandbox as the preview's own email: captured mail is untrusted too.
+        return HTMLResponse(html, headers=_headers(EMAIL_CSP))
+
+    async def captured_text(self, request: Request) -> Response:
+        message = await self._captured_message(request)
+        if message is None:
+            return _not_captured("text")
+        text = _part_text(message, "plain")
+        if text is None:
+            return PlainTextResponse(
+                "This message has no text/plain part.", status_code=404, headers=_headers()
+            )
+        return PlainTextResponse(text, headers=_headers())
+
+    async def captured_source(self, request: Request) -> Response:
+        key = self._captured_key(request)
+        if key is None:
+            return _not_captured("text")
+        try:
+            data = await run_in_threadpool(read_captured, self.captured.maildir, key)
+        except BulletinError:
+            return _not_captured("text")
+        q = request.query_params
+        if "headers" in q:
+            data = _header_block(data)
+        if "download" in q:
+            headers = _headers()
+            headers["Content-Disposition"] = f'attachment; filename="{_download_name(key)}"'
+            return Response(data, media_type="message/rfc822", headers=headers)
+        # Shown as text in the browser (never rendered): nosniff plus text/plain. Bytes
+        # that are not UTF-8 (8bit bodies in other charsets) show as replacement marks.
+        return Response(data, media_type="text/plain; charset=utf-8", headers=_headers())
 
     def routes(self) -> list[Route]:
         return [
@@ -356,6 +573,10 @@ class PreviewApp:
             Route("/email.txt", self.email_text),
             Route("/summary.json", self.summary),
             Route("/events", self.events),
+            Route("/captured.json", self.captured_json),
+            Route("/captured/{key}.html", self.captured_html),
+            Route("/captured/{key}.txt", self.captured_text),
+            Route("/captured/{key}.eml", self.captured_source),
         ]
 
     @contextlib.asynccontextmanager
@@ -378,12 +599,15 @@ def create_preview_app(
     issue_dir: Path,
     *,
     on_build: Callable[[BuildState[PreviewBuild]], None] | None = None,
+    captured_maildir: Path | None = None,
 ) -> Starlette:
     """The preview app for one issue. Builds it once now; rebuilds on change while served.
 
+    ``captured_maildir`` is the Maildir whose messages the "Captured mail" tab lists
+    (default: the sink's, ``mail/sink`` in the workspace).
     ``app.state.preview`` is the :class:`PreviewApp` (its ``reloader`` holds the builds).
     """
-    preview = PreviewApp(workspace, issue_dir, on_build=on_build)
+    preview = PreviewApp(workspace, issue_dir, on_build=on_build, captured_maildir=captured_maildir)
     app = Starlette(
         routes=preview.routes(),
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=[HOST, "localhost"])],
@@ -548,12 +772,14 @@ def serve_preview(
 
 
 __all__ = [
+    "CAPTURED_LIMIT",
     "DEFAULT_PORT",
     "HOST",
     "PortInUse",
     "PreviewApp",
     "PreviewBuild",
     "PreviewServer",
+    "SINK_MAILDIR",
     "bind_socket",
     "build_preview",
     "create_preview_app",

@@ -1,6 +1,7 @@
-// bulletin preview page: tabs, sample subscriber, live reload over Server-Sent Events.
-// Plain JavaScript, no build step. Everything shown from the server goes through
-// textContent, never innerHTML: issue text is not trusted to be markup.
+// bulletin preview page: tabs, sample subscriber, live reload over Server-Sent Events, and
+// the mail captured by `bulletin sink`. Plain JavaScript, no build step. Everything shown
+// from the server goes through textContent, never innerHTML: neither issue text nor the
+// subjects and addresses of captured mail are trusted to be markup.
 "use strict";
 
 (() => {
@@ -19,6 +20,8 @@
 
   // ---- tabs (WAI-ARIA tabs pattern: arrows, Home and End move between tabs) -------------
   const tabs = Array.from(document.querySelectorAll('[role="tab"]'));
+  // Called with the tab's name ("captured", ...) when it is shown; filled in further down.
+  const onTabShown = {};
 
   function selectTab(tab, focus) {
     for (const t of tabs) {
@@ -30,6 +33,7 @@
     if (focus) tab.focus();
     const name = tab.id.replace(/^tab-/, "");
     history.replaceState(null, "", location.pathname + location.search + "#" + name);
+    if (onTabShown[name]) onTabShown[name]();
   }
 
   tabs.forEach((tab, i) => {
@@ -201,6 +205,165 @@
     history.replaceState(null, "", "?" + query + location.hash);
     refresh(true);
   });
+
+  // ---- captured mail ------------------------------------------------------------------------
+  // Polled every 2 s while its tab is on screen: simpler than watching a Maildir that may
+  // not exist yet, and a sink in another process needs no link to the preview server.
+  const CAPTURED_POLL_MS = 2000;
+  const capturedPanel = $("panel-captured");
+  const capturedRows = $("captured-list").tBodies[0];
+  const capturedFrame = $("captured-frame");
+  const capturedText = $("captured-text");
+  const viewButtons = Array.from(document.querySelectorAll(".view-switch [data-view]"));
+  const captured = { stamp: null, messages: [], selected: null, view: "html", loading: false };
+  let viewSeq = 0;
+
+  function capturedUrl(key, suffix) {
+    return "/captured/" + encodeURIComponent(key) + suffix;
+  }
+
+  function byteSize(n) {
+    return n < 1024 ? n + " B" : (n / 1024).toFixed(1) + " KB";
+  }
+
+  function localTime(iso) {
+    return iso ? new Date(iso).toLocaleString() : "";
+  }
+
+  function shortTime(iso) {
+    // Today's mail by time alone: a list of captures is mostly today's.
+    const when = new Date(iso);
+    return when.toDateString() === new Date().toDateString()
+      ? when.toLocaleTimeString()
+      : when.toLocaleString();
+  }
+
+  function showCapturedList(data) {
+    // Rebuild the table only when something changed, so a poll does not reset the focus.
+    const stamp = JSON.stringify([data.total, data.messages.map((m) => m.key)]);
+    if (stamp === captured.stamp) return;
+    captured.stamp = stamp;
+    captured.messages = data.messages;
+    const rows = data.messages.map((m) => {
+      const row = el("tr");
+      row.dataset.key = m.key;
+      const when = el("time", shortTime(m.received));
+      when.dateTime = m.received;
+      when.title = localTime(m.received);
+      const received = el("td", null, "received");
+      received.append(when);
+      // A button in each row: the message can be chosen with the keyboard too.
+      const choose = el("button", m.subject || "(no subject)", "linklike");
+      choose.type = "button";
+      const subject = el("td", null, "subject");
+      subject.append(choose);
+      // The sink stores one copy per recipient: name the one this copy went to; the To
+      // header (the same for every copy of a list send) is in the tooltip and the details.
+      const to = el("td", m.delivered_to || m.to, "to");
+      to.title = m.to;
+      row.append(received, to, subject, el("td", byteSize(m.size), "size"));
+      return row;
+    });
+    capturedRows.replaceChildren(...rows);
+    const empty = data.total === 0;
+    $("captured-empty").hidden = !empty;
+    document.querySelector(".captured-list-box").hidden = empty;
+    $("captured-count").textContent = empty
+      ? ""
+      : data.total > data.messages.length
+        ? "Showing the newest " + data.messages.length + " of " + data.total + "."
+        : data.total + (data.total === 1 ? " message." : " messages.");
+    $("captured-badge").textContent = empty ? "" : "(" + data.total + ")";
+    const still = data.messages.find((m) => m.key === captured.selected);
+    if (still) markSelected();
+    else if (captured.selected !== null) {
+      captured.selected = null;
+      $("captured-message").hidden = true;
+    }
+  }
+
+  async function loadCaptured() {
+    if (captured.loading) return;
+    captured.loading = true;
+    try {
+      const response = await fetch("/captured.json", { cache: "no-store" });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      showCapturedList(await response.json());
+      $("captured-error").hidden = true;
+    } catch (err) {
+      const box = $("captured-error");
+      box.textContent = "Cannot list the captured mail: " + err;
+      box.hidden = false;
+    } finally {
+      captured.loading = false;
+    }
+  }
+
+  function markSelected() {
+    for (const row of capturedRows.rows) {
+      const button = row.querySelector("button");
+      if (row.dataset.key === captured.selected) {
+        row.classList.add("selected");
+        button.setAttribute("aria-current", "true");
+      } else {
+        row.classList.remove("selected");
+        button.removeAttribute("aria-current");
+      }
+    }
+  }
+
+  async function showView(view) {
+    const key = captured.selected;
+    captured.view = view;
+    for (const b of viewButtons) b.setAttribute("aria-pressed", String(b.dataset.view === view));
+    capturedFrame.hidden = view !== "html";
+    capturedText.hidden = view === "html";
+    if (key === null || view === "html") return;
+    const seq = ++viewSeq;
+    capturedText.textContent = "Loading…";
+    const url = view === "text" ? capturedUrl(key, ".txt") : capturedUrl(key, ".eml") + "?headers";
+    try {
+      const text = await getText(url);
+      if (seq === viewSeq) capturedText.textContent = text.body;
+    } catch (err) {
+      if (seq === viewSeq) capturedText.textContent = "Cannot load the message: " + err;
+    }
+  }
+
+  function selectCaptured(key) {
+    const m = captured.messages.find((x) => x.key === key);
+    if (!m) return;
+    captured.selected = key;
+    markSelected();
+    $("cm-subject").textContent = m.subject || "(no subject)";
+    $("cm-from").textContent = m.from;
+    $("cm-to").textContent = m.to || m.delivered_to;
+    $("cm-date").textContent = m.date ? localTime(m.date) : "(none)";
+    $("cm-message-id").textContent = m.message_id || "(none)";
+    $("cm-raw").href = capturedUrl(key, ".eml");
+    $("cm-download").href = capturedUrl(key, ".eml") + "?download";
+    capturedFrame.style.height = "";
+    capturedFrame.src = capturedUrl(key, ".html");
+    $("captured-message").hidden = false;
+    showView(captured.view);
+  }
+
+  capturedRows.addEventListener("click", (e) => {
+    const row = e.target.closest("tr");
+    if (row) selectCaptured(row.dataset.key);
+  });
+  for (const b of viewButtons) b.addEventListener("click", () => showView(b.dataset.view));
+  capturedFrame.addEventListener("load", () => fitFrame(capturedFrame));
+
+  onTabShown.captured = loadCaptured;
+  setInterval(() => {
+    if (!capturedPanel.hidden && document.visibilityState === "visible") loadCaptured();
+  }, CAPTURED_POLL_MS);
+  document.addEventListener("visibilitychange", () => {
+    if (!capturedPanel.hidden && document.visibilityState === "visible") loadCaptured();
+  });
+  // Once at the start as well, for the count on the tab.
+  loadCaptured();
 
   // ---- live reload ---------------------------------------------------------------------------
   function connect() {
