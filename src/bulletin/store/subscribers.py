@@ -275,8 +275,12 @@ def record_event(
     list_id: int | None = None,
     detail: str = "",
     source: str = "",
+    at: datetime | None = None,
 ) -> None:
-    """Append one entry to a subscriber's history."""
+    """Append one entry to a subscriber's history.
+
+    ``at`` (default: now) dates an event that happened earlier, e.g. a bounce imported later.
+    """
     conn.execute(
         events.insert().values(
             subscriber_id=subscriber_id,
@@ -284,7 +288,7 @@ def record_event(
             kind=kind,
             detail=detail,
             source=source,
-            at=utcnow(),
+            at=at or utcnow(),
         )
     )
 
