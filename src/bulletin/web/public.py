@@ -1,0 +1,743 @@
+"""``bulletin serve``: the public web service -- one-click unsubscribe and the archive.
+
+Routes (all under ``newsletter.base_url``, which a reverse proxy with HTTPS maps to this app):
+
+``GET  /u/<token>``        a confirmation page with a button; **never changes anything**, since
+                           link scanners and mail clients fetch links nobody clicked
+``POST /u/<token>``        unsubscribes: the page's form (``scope=list`` or ``scope=all``) and
+                           RFC 8058 one-click (``List-Unsubscribe=One-Click``, urlencoded or
+                           multipart); committed before the 200 answer, idempotent, no cookie,
+                           no CSRF token, no redirect
+``GET  /archive/``         the published issues, newest first (see :mod:`bulletin.web.archive`)
+``GET  /archive/<slug>``   one issue as a web page: the "view online" link of every email
+``GET  /healthz``          ``ok`` once the database answers ``SELECT 1`` (for the proxy)
+
+Safety: every response carries security headers; only GET, HEAD and POST are accepted; POST
+bodies over :data:`MAX_BODY_BYTES` get 413; each client address has a token bucket of
+``serve.rate_per_minute`` requests (429 with Retry-After); nothing redirects to an address
+taken from the request. An invalid token -- forged, altered, truncated, for a deleted
+subscriber -- gets the same 404 page, so the answer says nothing about who is subscribed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import email.parser
+import email.policy
+import errno
+import ipaddress
+import logging
+import math
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import sqlalchemy as sa
+import uvicorn
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bulletin.errors import BulletinError
+from bulletin.store.db import open_store, write_transaction
+from bulletin.store.schema import lists, subscriptions
+from bulletin.store.subscribers import Subscriber, get_subscriber_by_id, unsubscribe
+from bulletin.tokens import KEY_ENV, TokenSigner, UnsubscribeToken, key_file, load_keys
+from bulletin.web.archive import ISSUE_CSP, Archive
+from bulletin.web.pages import STYLESHEET, Words, mask_email, render_page, stylesheet
+from bulletin.web.preview import PortInUse
+from bulletin.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+MAX_BODY_BYTES = 16 * 1024
+"""Largest POST body accepted. A one-click body is 26 bytes; the page's form a few more."""
+
+BUSY_RETRY_SECONDS = 30
+"""Retry-After of a 503 when the database stayed locked past its busy timeout."""
+
+ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST"})
+
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+"""Content-Security-Policy of our own pages: our stylesheet, forms to ourselves, nothing else."""
+
+_UNLIMITED_PATHS = frozenset({"/healthz", f"/static/{STYLESHEET}", f"/archive/{STYLESHEET}"})
+"""Paths outside the rate limit: the proxy's health checks and the stylesheet of a page that
+was itself counted."""
+
+Scope_ = Literal["list", "all"]
+
+
+# --- rate limit -------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket per client: ``per_minute`` requests in a burst, refilled continuously.
+
+    In memory, per process: ``bulletin serve`` runs one process (see the deployment notes).
+    Memory is bounded: past ``max_clients`` buckets, the full ones (idle clients) are
+    dropped, and if that is not enough, all of them.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 100_000,
+    ) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._clock = clock
+        self._max = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """Spend one request of ``key``: 0 if allowed, else the seconds until one is."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                return (1.0 - tokens) / self.rate
+            self._buckets[key] = (tokens - 1.0, now)
+            if len(self._buckets) > self._max:
+                self._prune(now)
+            return 0.0
+
+    def _prune(self, now: float) -> None:
+        full_after = self.capacity / self.rate
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
+        if len(self._buckets) > self._max:
+            self._buckets.clear()
+
+
+def client_key(scope: Scope) -> str:
+    """Whom a request counts against: its address (IPv6: its /64, what one host gets).
+
+    The address is the proxy's X-Forwarded-For client when uvicorn trusts the proxy
+    (``serve.trusted_proxies``), else the peer's.
+    """
+    client = scope.get("client")
+    host = client[0] if client else ""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
+# --- headers and the guard middleware ---------------------------------------------------
+
+
+def security_headers(https: bool) -> list[tuple[bytes, bytes]]:
+    """Headers every response carries (a response's own CSP and Cache-Control win)."""
+    headers = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+    ]
+    if https:
+        # Only when the public address is https: HSTS over plain http would be ignored at
+        # best, and a wrong one locks browsers out of the host for its whole max-age.
+        headers.append((b"strict-transport-security", b"max-age=31536000"))
+    return headers
+
+
+class Guard:
+    """ASGI middleware: security headers, allowed methods and the per-client rate limit."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter,
+        https: bool,
+        page: Callable[[str, int, dict[str, str] | None], Response],
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.headers = security_headers(https)
+        self.page = page
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self.headers
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [h for h in extra if h[0] not in present]
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", PAGE_CSP.encode()))
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if scope["method"] not in ALLOWED_METHODS:
+            allow = {"Allow": ", ".join(sorted(ALLOWED_METHODS))}
+            await self.page("method", 405, allow)(scope, receive, send_with_headers)
+            return
+        if scope["path"] not in _UNLIMITED_PATHS:
+            wait = self.limiter.take(client_key(scope))
+            if wait > 0:
+                retry = {"Retry-After": str(max(1, math.ceil(wait)))}
+                await self.page("ratelimited", 429, retry)(scope, receive, send_with_headers)
+                return
+        await self.app(scope, receive, send_with_headers)
+
+
+# --- request bodies ---------------------------------------------------------------------
+
+
+class BodyTooLarge(Exception):
+    """The request body is over :data:`MAX_BODY_BYTES`."""
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refusing early (Content-Length) or once past ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def parse_form(content_type: str, body: bytes) -> dict[str, list[str]]:
+    """Form fields of a POST body: ``application/x-www-form-urlencoded`` or multipart.
+
+    Lenient on purpose: a body we cannot read yields no fields, and the POST still
+    unsubscribes from the token's list (the POST itself is the request; see RFC 8058).
+    Multipart is read with the standard library's MIME parser: the body is small and
+    bounded, and uploads are not expected (file parts are ignored).
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "multipart/form-data":
+        head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+        fields: dict[str, list[str]] = {}
+        if not message.is_multipart():
+            return fields
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not isinstance(name, str) or part.get_filename() is not None:
+                continue
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                fields.setdefault(name, []).append(payload.decode("utf-8", "replace").strip())
+        return fields
+    # Urlencoded, and the fallback for a missing or odd Content-Type (one-click bodies are
+    # short ASCII either way).
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
+
+
+# --- the store --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who and what a verified token names, as the database says now."""
+
+    subscriber: Subscriber
+    list_slug: str | None
+    list_name: str | None
+    list_done: bool
+    """Already unsubscribed from the token's list (or, for an all-lists token, from all)."""
+    all_done: bool
+    """Unsubscribed from everything: globally suppressed and on no list any more."""
+
+
+def find_target(conn: Connection, token: UnsubscribeToken) -> Target | None:
+    """The subscriber and list of a token, or None if either no longer exists."""
+    sub = get_subscriber_by_id(conn, token.subscriber_id)
+    if sub is None:
+        return None
+    still_on = set(
+        conn.scalars(
+            sa.select(subscriptions.c.list_id).where(
+                subscriptions.c.subscriber_id == sub.id, subscriptions.c.status == "subscribed"
+            )
+        )
+    )
+    all_done = sub.status != "active" and not still_on
+    if token.list_id is None:
+        return Target(sub, None, None, all_done, all_done)
+    row = conn.execute(sa.select(lists.c.slug, lists.c.name).where(lists.c.id == token.list_id))
+    found = row.first()
+    if found is None:
+        return None
+    list_done = all_done or token.list_id not in still_on
+    return Target(sub, found.slug, found.name, list_done, all_done)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a POST did: the target as it was, the scope applied, and how much changed."""
+
+    target: Target
+    scope: Scope_
+    changed: bool
+
+
+# --- the app ----------------------------------------------------------------------------
+
+
+class PublicApp:
+    """The routes of ``bulletin serve`` around one workspace, store and token signer."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        engine: Engine,
+        signer: TokenSigner,
+        archive: Archive,
+    ) -> None:
+        self.workspace = workspace
+        self.engine = engine
+        self.signer = signer
+        self.archive = archive
+        config = workspace.config
+        self.base_url = config.newsletter.base_url
+        self.https = self.base_url.startswith("https://")
+        self.lang = config.newsletter.language
+        self.newsletter = config.newsletter.name
+        self.contact = config.sender.reply_to or ""
+        # An absolute path from base_url, right at any depth and behind a path prefix.
+        self.css_href = f"{urlsplit(self.base_url).path.rstrip('/')}/static/{STYLESHEET}"
+
+    # -- pages -----------------------------------------------------------------------------
+
+    def html(
+        self,
+        template: str,
+        lang: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> Response:
+        body = render_page(
+            template,
+            lang,
+            newsletter=self.newsletter,
+            css=self.css_href,
+            contact=self.contact,
+            **context,
+        )
+        return HTMLResponse(body, status_code=status, headers=headers)
+
+    def message(self, kind: str, status: int, headers: dict[str, str] | None = None) -> Response:
+        """A short page (title and one paragraph) in the newsletter's language."""
+        words = Words(self.lang)
+        return self.html(
+            "message.html",
+            self.lang,
+            status,
+            headers,
+            title=words(f"{kind}.title"),
+            text=words(f"{kind}.text"),
+        )
+
+    def invalid_link(self) -> Response:
+        # One page for every failure, whether or not the subscriber exists.
+        return self.message("invalid", 404)
+
+    def busy(self, exc: OperationalError, what: str) -> Response:
+        # Never silent: the client sees 503 (mail providers retry one-click requests) and
+        # the log says what was not done.
+        log.error("database unavailable while %s; answered 503: %s", what, exc.orig)
+        return self.message("busy", 503, {"Retry-After": str(BUSY_RETRY_SECONDS)})
+
+    # -- unsubscribe -----------------------------------------------------------------------
+
+    def _lookup(self, token: UnsubscribeToken) -> Target | None:
+        with self.engine.connect() as conn, conn.begin():
+            return find_target(conn, token)
+
+    def _apply(self, token: UnsubscribeToken, scope: Scope_, source: str) -> Outcome | None:
+        with write_transaction(self.engine) as conn:
+            target = find_target(conn, token)
+            if target is None:
+                return None
+            if target.list_slug is None:
+                scope = "all"
+            slug = None if scope == "all" else target.list_slug
+            already = target.all_done if scope == "all" else target.list_done
+            unsubscribe(conn, target.subscriber.id, slug, source)
+        # write_transaction has committed here: the answer below is sent after the change is
+        # durable, as RFC 8058 expects.
+        what = "no change: subscriber %d was already unsubscribed from %s (%s)"
+        log.info(
+            what if already else "unsubscribed subscriber %d from %s (%s)",
+            target.subscriber.id,
+            slug or "all lists",
+            source,
+        )
+        return Outcome(target, scope, not already)
+
+    def _page_lang(self, target: Target) -> str:
+        return target.subscriber.language or self.lang
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        token = self.signer.verify_unsubscribe(request.path_params["token"])
+        if token is None:
+            return self.invalid_link()
+        try:
+            target = await run_in_threadpool(self._lookup, token)
+        except OperationalError as exc:
+            return self.busy(exc, "showing an unsubscribe page")
+        if target is None:
+            return self.invalid_link()
+        return self.html(
+            "unsubscribe.html",
+            self._page_lang(target),
+            address=mask_email(target.subscriber.email),
+            list_name=target.list_name,
+            list_done=target.list_done,
+            all_done=target.all_done,
+        )
+
+    async def unsubscribe_post(self, request: Request) -> Response:
+        token = self.signer.verify_unsubscribe(request.path_params["token"])
+        if token is None:
+            return self.invalid_link()
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return self.message("toolarge", 413)
+        fields = parse_form(request.headers.get("content-type", ""), body)
+        one_click = "One-Click" in fields.get("List-Unsubscribe", [])
+        scope: Scope_ = "all" if "all" in fields.get("scope", []) else "list"
+        source = "one-click" if one_click else "web"
+        try:
+            outcome = await run_in_threadpool(self._apply, token, scope, source)
+        except OperationalError as exc:
+            return self.busy(exc, f"unsubscribing subscriber {token.subscriber_id}")
+        if outcome is None:
+            return self.invalid_link()
+        target = outcome.target
+        return self.html(
+            "done.html",
+            self._page_lang(target),
+            address=mask_email(target.subscriber.email),
+            list_name=target.list_name,
+            scope=outcome.scope,
+            changed=outcome.changed,
+        )
+
+    # -- archive, health, static -----------------------------------------------------------
+
+    async def archive_index(self, request: Request) -> Response:
+        body = await run_in_threadpool(self.archive.index_page)
+        return HTMLResponse(body, headers={"Cache-Control": "public, max-age=300"})
+
+    async def archive_redirect(self, request: Request) -> Response:
+        # The index's links are relative to /archive/; the target comes from the config,
+        # never from the request.
+        return RedirectResponse(f"{self.base_url}/archive/", status_code=301)
+
+    async def archive_issue(self, request: Request) -> Response:
+        body = await run_in_threadpool(self.archive.issue_page, request.path_params["slug"])
+        if body is None:
+            return self.message("notfound", 404)
+        headers = {
+            "Cache-Control": "public, max-age=300",
+            "Content-Security-Policy": f"{ISSUE_CSP}; frame-ancestors 'none'",
+        }
+        return HTMLResponse(body, headers=headers)
+
+    async def healthz(self, request: Request) -> Response:
+        def ping() -> None:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except Exception as exc:  # any failure means "not healthy", and the log says why
+            log.error("health check failed: %s", exc)
+            return PlainTextResponse("database unavailable\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    async def css(self, request: Request) -> Response:
+        return Response(
+            stylesheet(),
+            media_type="text/css; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
+    # -- errors ----------------------------------------------------------------------------
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = {404: "notfound", 405: "method"}.get(exc.status_code, "error")
+        return self.message(kind, exc.status_code, dict(exc.headers or {}))
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        # Runs outside the Guard middleware, so this page sets its headers itself.
+        response = self.message("error", 500)
+        for name, value in security_headers(self.https):
+            response.headers[name.decode()] = value.decode()
+        response.headers["Content-Security-Policy"] = PAGE_CSP
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/u/{token}", self.unsubscribe_page, methods=["GET"]),
+            Route("/u/{token}", self.unsubscribe_post, methods=["POST"]),
+            Route("/archive", self.archive_redirect, methods=["GET"]),
+            Route("/archive/", self.archive_index, methods=["GET"]),
+            Route(f"/archive/{STYLESHEET}", self.css, methods=["GET"]),
+            Route("/archive/{slug}", self.archive_issue, methods=["GET"]),
+            Route("/archive/{slug}/", self.archive_issue, methods=["GET"]),
+            Route(f"/static/{STYLESHEET}", self.css, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/", self.archive_redirect, methods=["GET"]),
+        ]
+
+
+def signer_for(workspace: Workspace) -> TokenSigner:
+    """The signer with the keys that signed the mailed links; never makes a new key.
+
+    A server that invented its own key would answer "not valid" to every link already
+    mailed, so a missing key is an error that says where the key should come from.
+    """
+    path = key_file(workspace)
+    if not path.exists() and not os.environ.get(KEY_ENV, "").strip():
+        raise BulletinError(
+            f"No signing key: {workspace.relpath(path)} does not exist and {KEY_ENV} is unset.",
+            hint="bulletin serve must check links with the key that signed them: copy "
+            ".bulletin/secret_key (mode 0600) from the workspace that sends, or set "
+            f"{KEY_ENV} to the same keys there and here.",
+        )
+    return TokenSigner(load_keys(workspace, create=False))
+
+
+def create_public_app(
+    workspace: Workspace,
+    *,
+    engine: Engine | None = None,
+    signer: TokenSigner | None = None,
+    archive: Archive | None = None,
+) -> Starlette:
+    """The public app of ``workspace`` (``app.state.public`` is the :class:`PublicApp`).
+
+    By default it opens the workspace's store (migrating it if needed), uses the workspace's
+    signing keys (see :func:`signer_for`) and publishes its archive.
+    """
+    # The key first: without it nothing is worth opening the database for.
+    signer = signer if signer is not None else signer_for(workspace)
+    public = PublicApp(
+        workspace,
+        engine if engine is not None else open_store(workspace.database_url()),
+        signer,
+        archive if archive is not None else Archive(workspace),
+    )
+    limiter = RateLimiter(workspace.config.serve.rate_per_minute)
+    app = Starlette(
+        routes=public.routes(),
+        middleware=[
+            Middleware(
+                Guard,
+                limiter=limiter,
+                https=public.https,
+                page=lambda kind, status, headers: public.message(kind, status, headers),
+            )
+        ],
+        exception_handlers={HTTPException: public.http_error, Exception: public.server_error},
+    )
+    # Trailing-slash redirects are built from the request's Host; every route that needs
+    # both forms is listed explicitly instead.
+    app.router.redirect_slashes = False
+    app.state.public = public
+    app.state.limiter = limiter
+    return app
+
+
+# --- serving ----------------------------------------------------------------------------
+
+
+_TOKEN_IN_PATH = re.compile(r"/u/[^/?\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """Access-log filter: ``/u/<token>`` is logged as ``/u/…`` (a token unsubscribes whoever
+    holds it, and log files travel further than mail)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], _TOKEN_IN_PATH.sub("/u/…", args[2]), *args[3:])
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging setup plus bulletin's own messages (INFO: each unsubscribe)."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": RedactTokens}}
+    config["handlers"]["access"]["filters"] = ["redact"]
+    config["loggers"]["bulletin"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (IPv4 or IPv6; port 0: any free port)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BulletinError(
+            f"Cannot listen on {host!r}: {exc.strerror}.", hint="Pass an IP address with --host."
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"Port {port} is in use; pass --port N",
+                hint="Another program (maybe another bulletin serve) listens there.",
+            ) from None
+        raise BulletinError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
+            hint="Pass another port with --port N (ports below 1024 need privileges).",
+        ) from None
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, announcing the address once it listens (tests read the port from it)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_started()
+
+
+def _echo(message: str) -> None:
+    print(message, flush=True)
+
+
+def serve_public(
+    workspace: Workspace,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    echo: Callable[[str], None] = _echo,
+) -> None:
+    """Run the public app with uvicorn until Ctrl+C or SIGTERM (blocking).
+
+    One process: the rate limit and the archive cache live in memory. Behind a proxy in
+    ``serve.trusted_proxies``, the client address comes from X-Forwarded-For.
+    """
+    app = create_public_app(workspace)
+    base_url = workspace.config.newsletter.base_url
+    try:
+        sock = bind(host, port)
+    except BaseException:
+        app.state.public.engine.dispose()
+        raise
+    try:
+        bound = sock.getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        url = f"http://{shown}:{bound[1]}/"
+        config = uvicorn.Config(
+            app,
+            proxy_headers=True,
+            forwarded_allow_ips=workspace.config.serve.proxies,
+            server_header=False,
+            access_log=True,
+            log_config=log_config(),
+            lifespan="off",
+            ws="none",
+            # Unsubscribes are short; a stalled client must not hold a connection long.
+            timeout_keep_alive=5,
+            limit_concurrency=512,
+            timeout_graceful_shutdown=10,
+        )
+
+        def started() -> None:
+            # Render the archive now rather than on its first visitor (each issue takes a
+            # fraction of a second; a long archive would make that visitor wait).
+            threading.Thread(target=app.state.public.archive.entries, daemon=True).start()
+            echo(f"Serving unsubscribe pages and the archive at {url} (Ctrl+C to stop)")
+            echo(f"Links in mail point to {base_url} (newsletter.base_url)")
+            if not base_url.startswith("https://"):
+                echo(
+                    "Warning: newsletter.base_url is not https. Mail providers only offer "
+                    "one-click unsubscribe for https links: put bulletin serve behind a "
+                    "reverse proxy with HTTPS and set base_url to its address."
+                )
+
+        def terminate(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the
+        # handler that was there before: this one, so a service manager's stop exits 0
+        # like Ctrl+C instead of dying of the signal.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, terminate) if main else None
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                _Server(config, started).run(sockets=[sock])
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+    finally:
+        sock.close()
+        app.state.public.engine.dispose()
+
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "MAX_BODY_BYTES",
+    "PAGE_CSP",
+    "PublicApp",
+    "RateLimiter",
+    "create_public_app",
+    "parse_form",
+    "serve_public",
+    "signer_for",
+]
