@@ -47,13 +47,32 @@ lint: install-test
 test: install-test system-deps lint
 	$(BIN)/pytest
 
+# The demo sends for real, into the local capture server (`bulletin sink`, started here and
+# stopped at the end): nothing leaves the machine. The ledger lives in subscribers/bulletin.db,
+# so running `make demo` again resumes the same send and reports it is already sent; delete
+# that file to run the whole send again.
 demo: install
 	@mkdir -p $(OUT)
 	$(BIN)/bulletin check $(SAMPLE)
 	$(BIN)/bulletin render $(SAMPLE) -o $(OUT)/$(SAMPLE).html --eml $(OUT)/$(SAMPLE).eml
 	@echo
 	@echo "Rendered: $(OUT)/$(SAMPLE).html, $(OUT)/$(SAMPLE).txt, $(OUT)/$(SAMPLE).eml"
-	@echo "Preview it live in your browser:  $(BIN)/bulletin preview $(SAMPLE)"
+	@echo
+	@echo "Starting the local capture server (bulletin sink) and sending to subscribers/sample.csv..."
+	@$(BIN)/bulletin sink > $(OUT)/sink.log 2>&1 & sink=$$!; \
+	stop_sink() { kill -TERM $$sink 2>/dev/null && wait $$sink 2>/dev/null; tail -n 1 $(OUT)/sink.log; }; \
+	trap stop_sink EXIT; \
+	for i in $$(seq 100); do \
+	  grep -q "Capturing mail" $(OUT)/sink.log 2>/dev/null && break; \
+	  if ! kill -0 $$sink 2>/dev/null; then cat $(OUT)/sink.log; echo "(sending to whatever already listens there)"; break; fi; \
+	  sleep 0.1; \
+	done; \
+	$(BIN)/bulletin subscribers import subscribers/sample.csv --list demo --create-list && \
+	$(BIN)/bulletin send $(SAMPLE) --list demo --yes && \
+	echo && $(BIN)/bulletin status $(SAMPLE) --list demo && \
+	echo "Captured mail, one file per recipient (any mail client opens them): mail/sink/" && \
+	echo "The ledger remembers the send: make demo again sends nothing (delete subscribers/bulletin.db to start over)." && \
+	echo "Preview the issue live in your browser:  $(BIN)/bulletin preview $(SAMPLE)"
 
 # Official MJML (npm, pinned by bench/package-lock.json) is only for comparison: installed into
 # bench/node_modules the first time. Without npm the bench still prints bulletin's own figures.

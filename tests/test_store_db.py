@@ -14,6 +14,10 @@ from bulletin.store import db, schema
 from bulletin.store.migrations import MIGRATIONS, Migration
 from bulletin.store.subscribers import add_subscriber, create_list, details, recipients
 
+V1 = MIGRATIONS[:1]
+"""The first schema: the example migrations below come after it, as version 2."""
+V1_TABLES = ("lists", "subscribers", "subscriptions", "events")
+
 
 def url(path: Path) -> str:
     return f"sqlite:///{path}"
@@ -77,7 +81,7 @@ def _dump(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
         return {
             name: [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.primary_key))]
             for name, t in schema.metadata.tables.items()
-            if name != "schema_version"
+            if name in V1_TABLES
         }
 
 
@@ -110,7 +114,7 @@ def test_upgrade_from_the_first_schema_keeps_every_row_and_keeps_a_backup(
     path = tmp_path / "bulletin.db"
     engine = _v1_with_data(path)
     before = _dump(engine)
-    migrations = (*MIGRATIONS, Migration(2, "deliveries, subscribers.score", _m2_example))
+    migrations = (*V1, Migration(2, "deliveries, subscribers.score", _m2_example))
 
     report = db.migrate(engine, migrations=migrations)
 
@@ -148,7 +152,7 @@ def test_a_failing_migration_leaves_the_database_at_the_previous_version(
         raise RuntimeError("disk on fire half-way through")
 
     with pytest.raises(RuntimeError, match="half-way"):
-        db.migrate(engine, migrations=(*MIGRATIONS, Migration(2, "broken", broken)))
+        db.migrate(engine, migrations=(*V1, Migration(2, "broken", broken)))
     with engine.connect() as conn:
         assert db.schema_version(conn) == 1
         assert not sa.inspect(conn).has_table("deliveries")

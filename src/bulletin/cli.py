@@ -584,6 +584,565 @@ def lists_create_cmd(ctx: Context, slug: str, name: str | None) -> None:
     console.print(f"Created list {created.slug} ({created.name}).", markup=False)
 
 
+# --- sending (bulletin.dispatch) --------------------------------------------------------
+
+
+def _rate(value: str) -> float:
+    """``--rate`` as messages per second: ``10``, ``10/s``, ``2.5`` (0: no limit)."""
+    text = value.strip().lower().removesuffix("/s").strip()
+    try:
+        rate = float(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give messages per second, e.g. 10 or 10/s") from None
+    if rate < 0 or rate != rate:
+        raise click.BadParameter("must be 0 (no limit) or more")
+    return rate
+
+
+def _resume_command(issue: str, lists: tuple[str, ...]) -> str:
+    import shlex
+
+    return "bulletin send " + " ".join(
+        shlex.quote(a) for a in (issue, *(x for s in lists for x in ("--list", s)))
+    )
+
+
+@cli.command(
+    "send",
+    epilog="Examples:\n\n\b\n  bulletin send 2014-10-clusterpolisee-03 --list demo --dry-run\n"
+    "  bulletin send 2014-10-clusterpolisee-03 --list demo --test ana@example.org\n"
+    "  bulletin send 2014-10-clusterpolisee-03 --list demo --rate 10 --yes\n\n"
+    "Exit status: 0 sent (or nothing left to send), 1 error, 75 not finished yet (paused, or "
+    "deferred recipients to retry later: run the same command again), 130 interrupted.",
+)
+@click.argument("issue")
+@click.option(
+    "--list",
+    "list_slugs",
+    multiple=True,
+    required=True,
+    metavar="SLUG",
+    help="List to send to; repeat for several (each person gets one copy).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Build every message and write a few as .eml under out/; send nothing.",
+)
+@click.option(
+    "--test",
+    "test_addresses",
+    multiple=True,
+    metavar="EMAIL",
+    help="Send only to EMAIL (repeatable), subject prefixed [TEST]; the ledger is untouched.",
+)
+@click.option(
+    "--connections", type=click.IntRange(1, 64), metavar="N", help="SMTP connections at once."
+)
+@click.option("--rate", metavar="R/s", help="Most messages per second (0: no limit).")
+@click.option("--rate-hour", type=click.IntRange(0), metavar="R", help="Most messages per hour.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    metavar="N",
+    help="Recipients claimed from the ledger at a time.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def send_cmd(
+    ctx: Context,
+    issue: str,
+    list_slugs: tuple[str, ...],
+    dry_run: bool,
+    test_addresses: tuple[str, ...],
+    connections: int | None,
+    rate: str | None,
+    rate_hour: int | None,
+    batch_size: int | None,
+    yes: bool,
+) -> None:
+    """Send ISSUE to the subscribers of a list, resumably.
+
+    First runs `bulletin check` (errors stop the send), then shows the plan and asks for
+    confirmation. Every recipient's state is kept in a ledger: run the same command again
+    after a crash, Ctrl-C or a pause and it carries on where it stopped; once the send is
+    complete it says so and sends nothing. Defaults for the options come from [send] in
+    bulletin.toml.
+    """
+    import sys
+
+    from bulletin.dispatch.plan import SendOptions, prepare_send
+
+    if dry_run and test_addresses:
+        raise click.UsageError("Give either --dry-run or --test, not both.")
+    workspace = ctx.workspace
+    options = SendOptions.from_config(
+        workspace.config.send,
+        connections=connections,
+        rate=None if rate is None else _rate(rate),
+        rate_hour=rate_hour,
+        batch_size=batch_size,
+    )
+    db = _store(ctx)
+    plan = prepare_send(workspace, db, issue, list_slugs, options, test=bool(test_addresses))
+    for problem in plan.warnings:
+        err_console.print(f"warning: {problem}", markup=False, soft_wrap=True)
+    if test_addresses:
+        _send_test(plan, db, test_addresses)
+        return
+    if plan.done:
+        assert plan.existing is not None
+        _print_already_done(db, plan.existing.id, plan.issue_slug)
+        return
+    if dry_run:
+        _dry_run(plan, db)
+        return
+    transport = _transport(workspace)
+    _print_plan(plan.summary_rows(transport.description))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BulletinError(
+                "Not sending: confirmation is needed and standard input is not a terminal.",
+                hint="Add --yes to send without asking (e.g. in a script or cron job).",
+            )
+        click.confirm(f"Send to {plan.recipients:,} recipients?", abort=True)
+    _run_send(plan, db, transport, issue)
+
+
+def _transport(workspace: ws.Workspace) -> Any:
+    from bulletin.dispatch.smtp import SmtpTransport
+
+    return SmtpTransport(workspace.config.smtp, password=workspace.smtp_password())
+
+
+def _print_plan(rows: list[tuple[str, str]]) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+
+
+def _print_already_done(db: Any, send_id: int, slug: str) -> None:
+    from bulletin.store import ledger
+
+    with db.connect() as conn:
+        counts = ledger.counts(conn, send_id)
+    console.print(
+        f"Already sent: {counts['sent']:,} sent, {counts['failed']:,} failed"
+        + (f", {counts['skipped']:,} skipped" if counts["skipped"] else "")
+        + f"; nothing to do. Details: bulletin status {slug}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _send_test(plan: Any, db: Any, addresses: tuple[str, ...]) -> None:
+    from bulletin.dispatch.plan import send_test
+
+    transport = _transport(plan.workspace)
+    results = send_test(plan, db, transport, list(addresses))
+    failed = 0
+    for r in results:
+        if r.delivery.outcome == "sent":
+            console.print(f"Sent a test to {r.address}: {r.delivery.reply}", markup=False)
+        else:
+            failed += 1
+            console.print(
+                f"Not sent to {r.address} ({r.delivery.outcome}): {r.delivery.reply}",
+                markup=False,
+                soft_wrap=True,
+            )
+    console.print(f"Test messages via {transport.description}; the ledger is unchanged.")
+    if failed:
+        click.get_current_context().exit(1)
+
+
+def _dry_run(plan: Any, db: Any) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from bulletin.dispatch.plan import dry_run
+
+    out_dir = plan.workspace.root / "out" / f"{plan.issue_slug}-dry-run"
+    _print_plan(plan.summary_rows("none (dry run)"))
+    columns = (TextColumn("Building messages"), BarColumn(), MofNCompleteColumn())
+    with Progress(
+        *columns, console=err_console, transient=True, disable=not err_console.is_terminal
+    ) as bar:
+        task = bar.add_task("build", total=plan.recipients)
+        report = dry_run(
+            plan, db, out_dir, on_progress=lambda done, total: bar.update(task, completed=done)
+        )
+    console.print(
+        f"Dry run: built {report.messages:,} messages ({report.bytes / 1e6:,.1f} MB, "
+        f"{report.per_second:,.0f}/s); nothing was sent and the ledger is unchanged.",
+        markup=False,
+        soft_wrap=True,
+    )
+    for path in report.samples:
+        console.print(f"  sample: {plan.workspace.relpath(path)}", markup=False, soft_wrap=True)
+    if report.failed:
+        for email, reason in report.failures:
+            console.print(f"  cannot build for {email}: {reason}", markup=False, soft_wrap=True)
+        more = report.failed - len(report.failures)
+        if more:
+            console.print(f"  ... and {more:,} more", markup=False)
+        click.get_current_context().exit(1)
+
+
+def _run_send(plan: Any, db: Any, transport: Any, issue: str) -> None:
+    import signal
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from bulletin.dispatch.engine import SendEngine
+
+    resume = _resume_command(issue, plan.lists)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(
+        *columns, console=err_console, transient=True, disable=not err_console.is_terminal
+    ) as bar:
+        task = bar.add_task("Sending", total=plan.recipients, detail="")
+
+        def on_progress(p: Any) -> None:
+            detail = f"{p.rate:,.0f}/s  sent {p.sent:,}"
+            if p.deferred:
+                detail += f"  deferred {p.deferred:,}"
+            if p.failed:
+                detail += f"  failed {p.failed:,}"
+            if p.note:
+                detail += f"  ({p.note})"
+            bar.update(task, completed=p.processed, detail=detail)
+
+        engine = SendEngine(plan, db, transport, on_progress=on_progress)
+        presses = 0
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal presses
+            presses += 1
+            if presses > 1:
+                raise KeyboardInterrupt
+            engine.stop("interrupted")
+            err_console.print(
+                "Stopping: finishing the messages on the wire; the rest waits for the next "
+                "run (Ctrl-C again to quit at once)...",
+                markup=False,
+            )
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            result = engine.run()
+        except KeyboardInterrupt:
+            err_console.print(
+                f"Stopped at once. Run `{resume}` to resume; the messages that were on the "
+                "wire will be sent again (same Message-ID).",
+                markup=False,
+                soft_wrap=True,
+            )
+            click.get_current_context().exit(130)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    _print_send_result(result, plan.issue_slug, resume)
+
+
+def _print_send_result(result: Any, slug: str, resume: str) -> None:
+    from rich.table import Table
+
+    c = result.counts
+    table = Table("state", "recipients", box=None, pad_edge=False, header_style="bold")
+    table.columns[1].justify = "right"
+    for state in ("sent", "failed", "skipped", "deferred", "pending", "sending"):
+        if c.get(state) or state == "sent":
+            table.add_row(state, f"{c[state]:,}")
+    table.add_row("total", f"{result.total:,}")
+    console.print(table)
+    console.print(
+        f"This run: {result.sent_this_run:,} sent in {result.elapsed:,.1f} s "
+        f"({result.rate:,.1f} messages/s).",
+        markup=False,
+    )
+    if result.in_doubt:
+        console.print(
+            f"{result.in_doubt:,} recipients were in doubt after an interruption and were sent "
+            "again with the same Message-ID.",
+            markup=False,
+            soft_wrap=True,
+        )
+    if c["failed"]:
+        console.print(
+            f"{c['failed']:,} failed; see why with `bulletin status {slug} --failed`.",
+            markup=False,
+            soft_wrap=True,
+        )
+    ctx = click.get_current_context()
+    if result.state == "done":
+        console.print(f"Done: {slug} is sent.", markup=False)
+    elif result.state == "waiting":
+        when = f"{result.retry_at:%Y-%m-%d %H:%M} UTC" if result.retry_at else "later"
+        console.print(
+            f"{c['deferred']:,} recipients are deferred (their relay said: try later); the "
+            f"next retry falls due at {when}. Run `{resume}` again then.",
+            markup=False,
+            soft_wrap=True,
+        )
+        ctx.exit(75)
+    elif result.state == "paused":
+        err_console.print(f"[bold red]Paused:[/] {result.note}", soft_wrap=True)
+        err_console.print(f"When it is fixed, run `{resume}` to resume.", markup=False)
+        ctx.exit(75)
+    else:
+        console.print(
+            f"Interrupted. Run `{resume}` to resume where it stopped.", markup=False, soft_wrap=True
+        )
+        ctx.exit(130)
+
+
+@cli.command(
+    "status",
+    epilog="Examples:\n\n\b\n  bulletin status 2014-10-clusterpolisee-03\n"
+    "  bulletin status 2014-10-clusterpolisee-03 --list demo --failed\n"
+    "  bulletin status 2014-10-clusterpolisee-03 --csv > recipients.csv",
+)
+@click.argument("issue")
+@click.option("--list", "list_slug", metavar="SLUG", help="Only sends to this list.")
+@click.option(
+    "--failed", "failed_only", is_flag=True, help="List every failed or deferred recipient."
+)
+@click.option(
+    "--csv", "as_csv", is_flag=True, help="Print the recipients as CSV (with --failed: only those)."
+)
+@pass_ctx
+def status_cmd(
+    ctx: Context, issue: str, list_slug: str | None, failed_only: bool, as_csv: bool
+) -> None:
+    """Show how the sends of ISSUE went: counts by state, rate, start and end, problems.
+
+    Each failed or deferred recipient is listed with the relay's reply (the first 20;
+    --failed for all). "In doubt" counts recipients that were being sent when a send was
+    killed: they were sent again with the same Message-ID, so at most that many people
+    may have two copies.
+    """
+    import sys
+
+    from bulletin.dispatch.status import send_status, write_csv
+
+    db = _store(ctx)
+    found = send_status(db, issue, list_slug, limit=None if failed_only else 20)
+    if as_csv:
+        write_csv(db, [s.send for s in found], sys.stdout, problems_only=failed_only)
+        return
+    for s in found:
+        _print_status(s)
+
+
+def _print_status(s: Any) -> None:
+    from rich.table import Table
+
+    send = s.send
+    console.print(
+        f"[bold]{send.issue_slug}[/] to {', '.join(send.lists)}: [bold]{send.state}[/]",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(f"Subject: {send.subject}", markup=False, soft_wrap=True)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for state in ("sent", "failed", "deferred", "skipped", "pending", "sending"):
+        table.add_row(state, f"{s.counts[state]:,}")
+    table.add_row("total", f"{s.total:,}")
+    table.add_row("in doubt", f"{send.in_doubt:,}")
+    console.print(table)
+    started = f"{send.started_at:%Y-%m-%d %H:%M:%S} UTC" if send.started_at else "-"
+    finished = f"{send.finished_at:%Y-%m-%d %H:%M:%S} UTC" if send.finished_at else "-"
+    console.print(
+        f"Started {started}, finished {finished}; {send.runs} run(s), "
+        f"{send.active_seconds:,.1f} s sending, {s.rate:,.1f} messages/s.",
+        markup=False,
+        soft_wrap=True,
+    )
+    if send.in_doubt:
+        console.print(
+            f"In doubt: {send.in_doubt:,} recipients were being sent when a run was killed and "
+            "were sent again with the same Message-ID (at most that many duplicates).",
+            markup=False,
+            soft_wrap=True,
+        )
+    if send.note:
+        console.print(f"Note: {send.note}", markup=False, soft_wrap=True)
+    if send.state == "waiting" and send.retry_at:
+        console.print(
+            f"Next retry due at {send.retry_at:%Y-%m-%d %H:%M} UTC.", markup=False, soft_wrap=True
+        )
+    if s.problems:
+        problems = Table(
+            "email", "state", "tries", "reply", "next try (UTC)", title="Failed and deferred"
+        )
+        problems.title_justify = "left"
+        for r in s.problems:
+            when = f"{r.next_attempt_at:%m-%d %H:%M}" if r.state == "deferred" else ""
+            problems.add_row(r.email, r.state, str(r.attempts), r.last_reply, when)
+        console.print(problems)
+        more = s.problem_count - len(s.problems)
+        if more > 0:
+            console.print(f"... and {more:,} more (--failed lists them all)", markup=False)
+    console.print()
+
+
+# --- bounces and mailto unsubscribes (bulletin.inbound) ---------------------------------
+
+
+class _MailProgress:
+    """A progress bar on stderr (only on a terminal), fed by (done, total) callbacks."""
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        self._bar = Progress(
+            *columns, console=err_console, transient=True, disable=not err_console.is_terminal
+        )
+        self._task = self._bar.add_task(label, total=None)
+
+    def __enter__(self) -> _MailProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def __call__(self, done: int, total: int) -> None:
+        self._bar.update(self._task, completed=done, total=total)
+
+
+def _print_mail_report(report: Any, title: str, lines: list[str]) -> None:
+    """Summary table, then what was done to whom, then unreadable messages (exit 1)."""
+    from rich.table import Table
+
+    if report.dry_run:
+        title += " (dry run: nothing was changed)"
+    console.print(title, markup=False, soft_wrap=True)
+    table = Table(show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, n in report.summary_rows():
+        table.add_row(label, f"{n:,}")
+    console.print(table)
+    shown = 20
+    for line in lines[:shown]:
+        console.print(f"  {line}", markup=False, soft_wrap=True)
+    if len(lines) > shown:
+        console.print(f"  ... and {len(lines) - shown:,} more", markup=False)
+    for problem in report.problems:
+        err_console.print(f"error: {problem}", markup=False, soft_wrap=True)
+    if report.problems:
+        err_console.print(
+            "The other messages were processed; fix or remove the unreadable ones and run "
+            "the import again (what is done already is skipped).",
+            markup=False,
+            soft_wrap=True,
+        )
+        click.get_current_context().exit(1)
+
+
+@cli.group(
+    "bounces",
+    epilog="Example:\n\n\b\n  bulletin bounces import ~/Maildir/.Bounces --dry-run",
+)
+def bounces_group() -> None:
+    """Process bounced mail and spam complaints: stop mailing addresses that fail."""
+
+
+@bounces_group.command(
+    "import",
+    epilog="Examples:\n\n\b\n  bulletin bounces import ~/Maildir/.Bounces\n"
+    "  bulletin bounces import bounces.mbox --dry-run",
+)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Report what would happen; change nothing.")
+@pass_ctx
+def bounces_import_cmd(ctx: Context, path: Path, dry_run: bool) -> None:
+    """Import bounces and complaints from PATH (a Maildir folder, an mbox file or one message).
+
+    Delivery status notifications (Postfix, Exim, Gmail and other formats) and spam
+    complaints (ARF feedback reports) are matched to subscribers by the VERP token of
+    sender.return_path, else by the addresses they name. A hard bounce (5.x.x, e.g. user
+    unknown) or a complaint suppresses the address for every list at once; a soft bounce
+    (4.x.x, e.g. mailbox full) is recorded, and bounces.soft_limit of them within
+    bounces.soft_window_days suppress it. Delays, receipts and auto-replies change nothing.
+    Each event is kept with the server's diagnostic (see `bulletin subscribers show`);
+    importing the same mail again changes nothing. Exits 1 if a message cannot be read.
+    """
+    from bulletin.inbound.bounces import BounceSettings, import_bounces
+
+    workspace = ctx.workspace
+    settings = BounceSettings.from_workspace(workspace)
+    engine = _store(ctx)
+    with _MailProgress(f"Reading {path.name}") as progress:
+        report = import_bounces(engine, path, settings, dry_run=dry_run, progress=progress)
+    lines = []
+    for f in report.findings:
+        what = f"{f.outcome:<9} {f.email or f.where}"
+        if f.detail:
+            what += f": {f.detail}"
+        if f.suppressed:
+            what += " (suppressed)"
+        lines.append(what)
+    _print_mail_report(report, f"Bounces in {report.path} ({report.kind})", lines)
+
+
+@cli.group(
+    "unsubscribes",
+    epilog="Example:\n\n\b\n  bulletin unsubscribes import ~/Maildir/.Unsubscribe",
+)
+def unsubscribes_group() -> None:
+    """Process mail sent to the List-Unsubscribe mailto address."""
+
+
+@unsubscribes_group.command(
+    "import",
+    epilog="Examples:\n\n\b\n  bulletin unsubscribes import ~/Maildir/.Unsubscribe\n"
+    "  bulletin unsubscribes import unsubscribe.mbox --dry-run",
+)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Report what would happen; change nothing.")
+@pass_ctx
+def unsubscribes_import_cmd(ctx: Context, path: Path, dry_run: bool) -> None:
+    """Unsubscribe everyone who wrote to the mailto unsubscribe address, from PATH.
+
+    PATH is a Maildir folder, an mbox file or one message received at sender.unsubscribe_mailto
+    with a token added (unsubscribe+TOKEN@...). A valid token unsubscribes its subscriber
+    from its list (or from every list); other messages are counted as invalid and change
+    nothing. Importing the same mail again changes nothing. Exits 1 if a message cannot be
+    read.
+    """
+    from bulletin.inbound.unsubscribes import UnsubscribeSettings, import_unsubscribes
+
+    workspace = ctx.workspace
+    settings = UnsubscribeSettings.from_workspace(workspace)
+    engine = _store(ctx)
+    with _MailProgress(f"Reading {path.name}") as progress:
+        report = import_unsubscribes(engine, path, settings, dry_run=dry_run, progress=progress)
+    lines = [f"unsubscribed {email} from {where}" for email, where in report.done]
+    _print_mail_report(report, f"Unsubscribe requests in {report.path} ({report.kind})", lines)
+
+
 # --- local mail capture (bulletin.sink) -------------------------------------------------
 
 
@@ -618,12 +1177,12 @@ def sink_cmd(ctx: Context, port: int, host: str, maildir: Path | None) -> None:
     import signal
     import time
 
-    from bulletin.sink import start_sink
+    from bulletin.sink import DEFAULT_MAILDIR, start_sink
 
     configured: str | None = None
     if maildir is None:
         workspace = ctx.workspace
-        maildir = workspace.root / "mail" / "sink"
+        maildir = workspace.root / DEFAULT_MAILDIR
         configured = workspace.config.smtp.url
     handle = start_sink(maildir, host, port)
     console.print(
@@ -666,6 +1225,80 @@ def sink_cmd(ctx: Context, port: int, host: str, maildir: Path | None) -> None:
     noun = "message" if handle.count == 1 else "messages"
     console.print(
         f"Stopped. Captured {handle.count:,} {noun} in {maildir}.", markup=False, soft_wrap=True
+    )
+
+
+# --- the public web service and archive (bulletin.web.public, bulletin.web.archive) ------
+
+
+@cli.command(
+    "serve",
+    epilog="Examples:\n\n\b\n  bulletin serve\n  bulletin serve --host 127.0.0.1 --port 8080",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (keep 127.0.0.1 behind a reverse proxy on the same host).",
+)
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0 picks any free port).",
+)
+@pass_ctx
+def serve_cmd(ctx: Context, host: str, port: int) -> None:
+    """Serve the public pages: one-click unsubscribe and the archive of issues.
+
+    GET /u/TOKEN shows a confirmation page and changes nothing; POST /u/TOKEN (its button,
+    or a mail provider's RFC 8058 one-click request) unsubscribes at once. /archive/ lists
+    the published issues; /healthz answers ok for a proxy. Run it behind a reverse proxy
+    with HTTPS at newsletter.base_url (see README, "Deploying bulletin serve").
+    """
+    from bulletin.web.public import serve_public
+
+    serve_public(ctx.workspace, host=host, port=port)
+
+
+@cli.group(
+    "archive",
+    epilog="Example:\n\n\b\n  bulletin archive build public/archive",
+)
+def archive_group() -> None:
+    """The public archive of issues (also served by `bulletin serve` at /archive/).
+
+    Every issue under issues/ is published from its date on, unless archive.exclude in
+    bulletin.toml lists it. Archive copies hold no personal data.
+    """
+
+
+@archive_group.command(
+    "build",
+    epilog="Example:\n\n\b\n  bulletin archive build public/archive\n"
+    "  rsync -a public/archive/ web:/srv/www/news/archive/",
+)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@pass_ctx
+def archive_build_cmd(ctx: Context, out: Path) -> None:
+    """Write the archive as static files into OUT: index.html and SLUG/index.html.
+
+    The files are the pages `bulletin serve` answers at /archive/ and /archive/SLUG, so
+    OUT can be published at <base_url>/archive/ by any web server instead.
+    """
+    from bulletin.web.archive import build_archive
+
+    report = build_archive(ctx.workspace, out)
+    for slug, reason in report.skipped:
+        console.print(f"  not published: {slug} ({reason})", markup=False, soft_wrap=True)
+    noun = "issue" if len(report.entries) == 1 else "issues"
+    console.print(
+        f"Wrote the archive of {len(report.entries)} {noun} to {out} "
+        f"({len(report.written)} files).",
+        markup=False,
+        soft_wrap=True,
     )
 
 

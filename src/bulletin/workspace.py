@@ -7,6 +7,7 @@ the README's configuration table (``python -m bulletin.workspace`` prints it).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -99,6 +100,55 @@ class SmtpConfig(_Section):
         return v
 
 
+class SendConfig(_Section):
+    """[send]: how fast and how persistently `bulletin send` delivers."""
+
+    connections: int = Field(
+        4, ge=1, le=64, description="SMTP connections used at once (`--connections`)."
+    )
+    rate: float = Field(
+        20.0,
+        ge=0,
+        description="Most messages per second over all connections; 0: no limit (`--rate`).",
+    )
+    rate_hour: int = Field(
+        0, ge=0, description="Most messages in any hour; 0: no limit (`--rate-hour`)."
+    )
+    batch_size: int = Field(
+        200,
+        ge=1,
+        le=10_000,
+        description="Recipients claimed from the ledger at a time (`--batch-size`); a crash "
+        "leaves at most two batches in doubt.",
+    )
+    max_attempts: int = Field(
+        5, ge=1, description="Tries per recipient before a temporary failure becomes final."
+    )
+    max_age_hours: float = Field(
+        48.0,
+        gt=0,
+        description="Hours after the first try when a still-deferred recipient is given up.",
+    )
+    backoff: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds before the first retry of a deferred recipient; doubles each "
+        "time (with jitter).",
+    )
+    backoff_cap: float = Field(3600.0, gt=0, description="Longest wait between two retries.")
+    max_wait: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds a send waits for deferred recipients to fall due before it stops "
+        "and says when to run it again.",
+    )
+    pause_after: int = Field(
+        10,
+        ge=1,
+        description="Failed connection attempts in a row before the send pauses (resumable).",
+    )
+
+
 class DatabaseConfig(_Section):
     """[database]: where subscribers and the delivery ledger live."""
 
@@ -172,14 +222,86 @@ class DkimConfig(_Section):
         return self
 
 
+_LIST_SPLIT = re.compile(r"[\s,]+")
+
+
+def _split_list(value: str) -> list[str]:
+    return [item for item in _LIST_SPLIT.split(value) if item]
+
+
+class ServeConfig(_Section):
+    """[serve]: the public web service (`bulletin serve`: unsubscribe pages and archive)."""
+
+    trusted_proxies: str = Field(
+        "127.0.0.1, ::1",
+        description="Reverse proxies whose X-Forwarded-For names the client: addresses or "
+        "CIDR networks, comma-separated.",
+    )
+    rate_per_minute: int = Field(
+        60,
+        ge=1,
+        le=100_000,
+        description="Requests a minute one client address may make (then 429 Too Many Requests).",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        items = _split_list(v)
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return ", ".join(items)
+
+    @property
+    def proxies(self) -> list[str]:
+        """``trusted_proxies`` as a list."""
+        return _split_list(self.trusted_proxies)
+
+
+class ArchiveConfig(_Section):
+    """[archive]: which issues `bulletin serve` and `bulletin archive build` publish."""
+
+    exclude: str = Field(
+        "",
+        description="Issue slugs left out of the public archive, comma-separated (every "
+        "other issue under issues/ is published from its date on).",
+    )
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        """``exclude`` as a set of slugs."""
+        return frozenset(_split_list(self.exclude))
+
+
+class BouncesConfig(_Section):
+    """[bounces]: when `bulletin bounces import` stops mailing an address."""
+
+    soft_limit: int = Field(
+        3,
+        ge=1,
+        description="Soft bounces (mailbox full, 4.x.x) within soft_window_days that suppress "
+        "an address; a hard bounce or a complaint suppresses at once.",
+    )
+    soft_window_days: int = Field(
+        30, ge=1, description="Days over which soft bounces are counted (by the bounce's date)."
+    )
+
+
 class Config(_Section):
     """The whole bulletin.toml."""
 
     newsletter: NewsletterConfig
     sender: SenderConfig
     smtp: SmtpConfig = SmtpConfig()
+    send: SendConfig = SendConfig()
     database: DatabaseConfig = DatabaseConfig()
     dkim: DkimConfig = DkimConfig()
+    serve: ServeConfig = ServeConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    bounces: BouncesConfig = BouncesConfig()
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,8 @@ class Recipient:
 
     ``values`` holds the slot values (``name``, ``email``, ``first_name``,
     ``unsubscribe_url``, ``view_online_url``, ``attr.<key>``) plus ``unsubscribe_token``, the
-    raw token used for the mailto unsubscribe address and VERP. ``email`` and ``name`` fill
-    the ``email``/``name`` slots when ``values`` lacks them.
+    raw token used for the mailto unsubscribe address, and ``bounce_token`` for VERP.
+    ``email`` and ``name`` fill the ``email``/``name`` slots when ``values`` lacks them.
     """
 
     email: str
@@ -357,6 +357,9 @@ class MessageTemplate:
     def envelope_from(self, recipient: Recipient) -> str:
         """The MAIL FROM address: ``sender.return_path`` with ``{token}`` (VERP), or From.
 
+        ``{token}`` is the ``bounce_token`` value (the send engine always gives one), else
+        the unsubscribe token.
+
         No Return-Path header is written: the delivering server adds it from MAIL FROM.
         """
         rp = self._return_path
@@ -364,8 +367,12 @@ class MessageTemplate:
             return self.from_email
         if "{token}" not in rp:
             return rp
+        values = recipient.values
         try:
-            token = _token(recipient.values)
+            # A bounce token when the caller has one: an unsubscribe token in the envelope
+            # sender would let anyone who sees the bounce address unsubscribe the reader.
+            bounce = values.get("bounce_token")
+            token = h.check_token(bounce) if bounce else _token(values)
         except h.HeaderValueError as exc:
             raise InvalidRecipient(recipient.email, str(exc)) from None
         return rp.replace("{token}", token)

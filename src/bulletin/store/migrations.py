@@ -102,7 +102,66 @@ def _m1_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m2_ledger(conn: Connection) -> None:
+    """The delivery ledger: one ``sends`` row per send, one ``deliveries`` row per recipient."""
+    md = sa.MetaData()
+    sa.Table("subscribers", md, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table(
+        "sends",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("issue_slug", sa.String(200), nullable=False),
+        sa.Column("lists", sa.Text, nullable=False),
+        sa.Column("subject", sa.Text, nullable=False),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+        sa.Column("total", sa.Integer, nullable=False),
+        sa.Column("in_doubt", sa.Integer, nullable=False),
+        sa.Column("runs", sa.Integer, nullable=False),
+        sa.Column("active_seconds", sa.Float, nullable=False),
+        sa.Column("owner", sa.Text, nullable=False),
+        sa.Column("heartbeat_at", UTCDateTime, nullable=True),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("started_at", UTCDateTime, nullable=True),
+        sa.Column("finished_at", UTCDateTime, nullable=True),
+        sa.Column("retry_at", UTCDateTime, nullable=True),
+        sa.UniqueConstraint("issue_slug", "lists", name="uq_sends_issue_lists"),
+    )
+    sa.Table(
+        "deliveries",
+        md,
+        sa.Column(
+            "send_id",
+            sa.Integer,
+            sa.ForeignKey("sends.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("list_id", sa.Integer, nullable=False),
+        sa.Column("email", sa.Text, nullable=False),
+        sa.Column("message_id", sa.Text, nullable=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("first_attempt_at", UTCDateTime, nullable=True),
+        sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+        sa.Column("last_code", sa.Integer, nullable=True),
+        sa.Column("last_reply", sa.Text, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Index("ix_deliveries_state", "send_id", "state", "next_attempt_at"),
+        sa.Index("ix_deliveries_subscriber", "subscriber_id"),
+        sqlite_with_rowid=False,
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lists, subscribers, subscriptions, events", _m1_initial),
+    Migration(2, "delivery ledger: sends, deliveries", _m2_ledger),
 )
 """Every migration in order; versions are 1, 2, 3... without gaps."""

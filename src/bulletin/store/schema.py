@@ -167,3 +167,77 @@ resubscribed, bounced, complained, blocked... The start of a subscription is not
 its ``subscriptions`` row keeps when and from where (``import x.csv``, ``cli``, ``web``), so a
 million-row import does not also write a million events. ``list_id`` is NULL for events
 about the address as a whole."""
+
+SEND_STATES = ("running", "paused", "interrupted", "waiting", "done")
+"""A send's state: ``running`` (a process holds it), ``paused`` (the relay could not be
+reached), ``interrupted`` (Ctrl-C), ``waiting`` (only deferred recipients are left, not yet
+due), ``done``. Every state but ``done`` resumes when the same command runs again."""
+
+DELIVERY_STATES = ("pending", "sending", "sent", "deferred", "failed", "skipped")
+"""A recipient's state in a send: ``pending`` -> ``sending`` -> ``sent``, ``deferred`` (retry
+at ``next_attempt_at``) or ``failed``; ``skipped`` when they unsubscribed during the send."""
+
+sends = sa.Table(
+    "sends",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("issue_slug", sa.String(200), nullable=False),
+    # The list slugs, sorted and comma-separated: with the issue, what names a send.
+    sa.Column("lists", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    # SHA-256 of what the messages are made of; a resume with other content is refused.
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    # Why the send stopped (the relay's reply when it paused), for `bulletin status`.
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.Column("total", sa.Integer, nullable=False, default=0),
+    # Recipients found in `sending` after a crash and sent again (at most that many duplicates).
+    sa.Column("in_doubt", sa.Integer, nullable=False, default=0),
+    sa.Column("runs", sa.Integer, nullable=False, default=0),
+    sa.Column("active_seconds", sa.Float, nullable=False, default=0.0),
+    # "host:pid" of the process running the send; with heartbeat_at it keeps a second
+    # process from resuming a send that is still running.
+    sa.Column("owner", sa.Text, nullable=False, default=""),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    # For a waiting send: when its next deferred recipient falls due.
+    sa.Column("retry_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("issue_slug", "lists", name="uq_sends_issue_lists"),
+)
+"""One row per send of an issue to a set of lists (re-running the command resumes it)."""
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column(
+        "send_id", sa.Integer, sa.ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "subscriber_id",
+        sa.Integer,
+        sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # The list the recipient gets the issue through (its unsubscribe link names it).
+    sa.Column("list_id", sa.Integer, nullable=False),
+    # The address as frozen when the send started; the message goes there.
+    sa.Column("email", sa.Text, nullable=False),
+    # Set when the recipient is first claimed; a resend uses the same one.
+    sa.Column("message_id", sa.Text, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("first_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("last_code", sa.Integer, nullable=True),
+    sa.Column("last_reply", sa.Text, nullable=False, default=""),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Due work is found by state and time; within pending, in subscriber order (the primary
+    # key's trailing column in this WITHOUT ROWID table).
+    sa.Index("ix_deliveries_state", "send_id", "state", "next_attempt_at"),
+    # Erasing a subscriber cascades here; a send also looks up earlier sends of the issue.
+    sa.Index("ix_deliveries_subscriber", "subscriber_id"),
+    sqlite_with_rowid=False,
+)
+"""The ledger: one row per recipient of a send, its state committed at every transition."""

@@ -1,0 +1,117 @@
+"""What ``bulletin status`` reports: each send of an issue, its counts and its problems."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from sqlalchemy.engine import Engine
+
+from bulletin.errors import BulletinError
+from bulletin.store import ledger
+
+PROBLEM_STATES = ("failed", "deferred")
+
+
+@dataclass(frozen=True)
+class SendStatus:
+    """One send: its ledger row, recipients by state, and the failed or deferred ones."""
+
+    send: ledger.SendRow
+    counts: dict[str, int]
+    problems: list[ledger.DeliveryRow]
+    """Failed and deferred recipients (the first ``limit`` of them, by address)."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def problem_count(self) -> int:
+        return sum(self.counts[s] for s in PROBLEM_STATES)
+
+    @property
+    def rate(self) -> float:
+        """Messages accepted per second of sending (all runs together)."""
+        seconds = self.send.active_seconds
+        return self.counts["sent"] / seconds if seconds > 0 else 0.0
+
+
+def issue_slug(issue: str) -> str:
+    """The slug named by an ISSUE argument (a slug, or a path to the issue's folder)."""
+    path = Path(issue.rstrip("/"))
+    if path.name == "issue.yaml":
+        path = path.parent
+    return path.name
+
+
+def send_status(
+    engine: Engine, issue: str, list_slug: str | None = None, *, limit: int | None = 20
+) -> list[SendStatus]:
+    """Every send of ``issue`` (to lists including ``list_slug``, if given), oldest first.
+
+    ``limit`` caps the failed/deferred recipients listed per send (None: all of them).
+    """
+    slug = issue_slug(issue)
+    with engine.connect() as conn:
+        found = ledger.sends_of_issue(conn, slug, list_slug)
+        if not found:
+            where = f" to {list_slug}" if list_slug else ""
+            raise BulletinError(
+                f"Issue {slug} has not been sent{where}.",
+                hint=f"Send it with `bulletin send {slug} --list SLUG`.",
+            )
+        return [
+            SendStatus(
+                s,
+                ledger.counts(conn, s.id),
+                list(ledger.delivery_rows(conn, s.id, PROBLEM_STATES, limit)),
+            )
+            for s in found
+        ]
+
+
+CSV_COLUMNS = (
+    "lists",
+    "email",
+    "state",
+    "attempts",
+    "code",
+    "reply",
+    "next_attempt_utc",
+    "message_id",
+    "updated_utc",
+)
+
+
+def write_csv(
+    engine: Engine, sends: list[ledger.SendRow], out: TextIO, *, problems_only: bool = False
+) -> int:
+    """Write the sends' recipients as CSV (failed and deferred only, if asked); row count."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    n = 0
+    states = PROBLEM_STATES if problems_only else None
+    with engine.connect() as conn:
+        for send in sends:
+            lists = ",".join(send.lists)
+            for r in ledger.delivery_rows(conn, send.id, states):
+                writer.writerow(
+                    (
+                        lists,
+                        r.email,
+                        r.state,
+                        r.attempts,
+                        "" if r.last_code is None else r.last_code,
+                        r.last_reply,
+                        f"{r.next_attempt_at:%Y-%m-%d %H:%M:%S}"
+                        if r.next_attempt_at and r.state == "deferred"
+                        else "",
+                        r.message_id or "",
+                        f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
+                    )
+                )
+                n += 1
+    return n
