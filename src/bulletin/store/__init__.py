@@ -1,4 +1,4 @@
-"""The subscriber store: lists, subscribers, suppression, history (and later the ledger).
+"""The subscriber store: lists, subscribers, suppression, history and the delivery ledger.
 
 ``db`` opens the database and migrates it, ``schema`` holds the current tables and
 ``migrations`` the numbered steps that build them; ``subscribers`` is the domain API,
