@@ -21,3 +21,28 @@ def workspace_dir(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "issues", root / "issues")
     (root / "subscribers").mkdir()
     return root
+
+
+def set_config(root: Path, section: str, **values: str | int | float | bool) -> None:
+    """Set keys of one ``[section]`` in ``root/bulletin.toml``, replacing lines already there.
+
+    Keeps the file as the user would edit it (comments and order stay); values are written as
+    TOML scalars. The section must exist.
+    """
+    import json
+    import re
+
+    path = root / "bulletin.toml"
+    text = path.read_text(encoding="utf-8")
+    header = f"[{section}]\n"
+    start = text.index(header) + len(header)
+    nxt = re.search(r"^\[", text[start:], re.M)
+    end = start + nxt.start() if nxt else len(text)
+    body = text[start:end]
+    for key in values:
+        body = re.sub(rf"^{re.escape(key)}\s*=.*\n", "", body, flags=re.M)
+    lines = "".join(
+        f"{key} = {str(v).lower() if isinstance(v, bool) else json.dumps(v, ensure_ascii=False)}\n"
+        for key, v in values.items()
+    )
+    path.write_text(text[:start] + lines + body + text[end:], encoding="utf-8")

@@ -38,6 +38,7 @@ from bulletin.store.subscribers import (
     recipients,
 )
 from bulletin.tokens import TokenSigner
+from conftest import set_config
 
 DATA = Path(__file__).parent / "data" / "dsn"
 DOMAIN = "clusterpolisee.example.org"
@@ -134,14 +135,12 @@ SOFT = {"cristina.marin@example.org", "elena.dumitru@example.ro", "stefan.raduca
 def workspace(workspace_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ws.Workspace:
     """The sample workspace with VERP and a mailto unsubscribe address configured."""
     monkeypatch.setenv("BULLETIN_SECRET_KEY", KEY)
-    toml = workspace_dir / "bulletin.toml"
-    text = toml.read_text(encoding="utf-8")
-    text = text.replace(
-        "[sender]\n",
-        f'[sender]\nreturn_path = "bounces+{{token}}@{DOMAIN}"\n'
-        f'unsubscribe_mailto = "unsubscribe@{DOMAIN}"\n',
+    set_config(
+        workspace_dir,
+        "sender",
+        return_path=f"bounces+{{token}}@{DOMAIN}",
+        unsubscribe_mailto=f"unsubscribe@{DOMAIN}",
     )
-    toml.write_text(text, encoding="utf-8")
     return ws.load(workspace_dir)
 
 

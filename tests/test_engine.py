@@ -31,7 +31,7 @@ from bulletin.store.importer import import_file
 from bulletin.store.schema import deliveries
 from bulletin.store.subscribers import find_subscriber, get_list, suppress, unsubscribe
 from bulletin.tokens import TokenSigner
-from conftest import SAMPLE_SLUG
+from conftest import SAMPLE_SLUG, set_config
 from smtpfaults import FaultServer, Received
 
 KEY = "engine-tests-signing-key-0123456789"
@@ -82,11 +82,11 @@ def configure(
     path = root / "bulletin.toml"
     text = path.read_text(encoding="utf-8")
     text = re.sub(r'(?m)^url = "smtp://[^"]*"$', f'url = "{url}"\ntimeout = {timeout}', text)
-    if return_path:
-        text = text.replace("[sender]\n", f'[sender]\nreturn_path = "{return_path}"\n', 1)
     if send:
         text += "\n[send]\n" + "".join(f"{k} = {v!r}\n" for k, v in send.items())
     path.write_text(text, encoding="utf-8")
+    if return_path:
+        set_config(root, "sender", return_path=return_path)
     return wsm.load(root)
 
 

@@ -274,7 +274,15 @@ def _assert_wellformed(data: bytes, *, smtputf8: bool = False) -> EmailMessage:
 
 @pytest.fixture
 def config(workspace_dir: Path) -> ws.Config:
-    return ws.load(workspace_dir).config
+    """The sample configuration without mailto unsubscribe or VERP: tests add them explicitly."""
+    loaded = ws.load(workspace_dir).config
+    return loaded.model_copy(
+        update={
+            "sender": loaded.sender.model_copy(
+                update={"unsubscribe_mailto": None, "return_path": None}
+            )
+        }
+    )
 
 
 def _with_sender(config: ws.Config, **update: str | None) -> ws.Config:

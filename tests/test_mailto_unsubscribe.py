@@ -37,6 +37,7 @@ from bulletin.store.subscribers import (
     remove_subscriber,
 )
 from bulletin.tokens import TokenSigner
+from conftest import set_config
 
 DOMAIN = "clusterpolisee.example.org"
 KEY = "mailto-tests-signing-key-4b8d2f6a1c"
@@ -48,11 +49,7 @@ ION = "ion.ionescu@example.net"
 @pytest.fixture
 def workspace(workspace_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ws.Workspace:
     monkeypatch.setenv("BULLETIN_SECRET_KEY", KEY)
-    toml = workspace_dir / "bulletin.toml"
-    text = toml.read_text(encoding="utf-8").replace(
-        "[sender]\n", f'[sender]\nunsubscribe_mailto = "unsubscribe@{DOMAIN}"\n'
-    )
-    toml.write_text(text, encoding="utf-8")
+    set_config(workspace_dir, "sender", unsubscribe_mailto=f"unsubscribe@{DOMAIN}")
     return ws.load(workspace_dir)
 
 
