@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from bulletin.dispatch.transport import Delivery, Envelope, Transport
-from bulletin.errors import BulletinError, Problem, ProblemsError
+from bulletin.errors import BulletinError, Location, Problem, ProblemsError
 from bulletin.mail.compose import (
     InvalidRecipient,
     MessageTemplate,
@@ -292,6 +292,48 @@ class SendPlan:
         return rows
 
 
+def link_warnings(workspace: Workspace) -> list[Problem]:
+    """Warn when mail leaves this machine with links its readers cannot use.
+
+    A base_url on loopback is right for the local sink and the demo, but a real relay would
+    deliver unsubscribe links nobody can open; and mail providers only offer one-click
+    unsubscribe for https links.
+    """
+    from urllib.parse import urlsplit
+
+    from bulletin.dispatch.smtp import is_loopback
+
+    config = workspace.config
+    relay = urlsplit(config.smtp.url).hostname or ""
+    if is_loopback(relay):
+        return []
+    base = config.newsletter.base_url
+    host = urlsplit(base).hostname or ""
+    where = Location("bulletin.toml")
+    if is_loopback(host):
+        return [
+            Problem(
+                f"newsletter.base_url is {base}: readers cannot open unsubscribe or "
+                "view-online links on this machine's loopback address. Set it to the public "
+                "https address of `bulletin serve` before sending through a real relay.",
+                where,
+                "warning",
+                "send.base-url",
+            )
+        ]
+    if not base.startswith("https://"):
+        return [
+            Problem(
+                f"newsletter.base_url is {base}: mail providers only offer one-click "
+                "unsubscribe for https links. Serve it behind HTTPS (README, Deploying).",
+                where,
+                "warning",
+                "send.base-url",
+            )
+        ]
+    return []
+
+
 def prepare_send(
     workspace: Workspace,
     engine: Engine,
@@ -353,7 +395,10 @@ def prepare_send(
         subject=rendered.subject,
         rendered=rendered,
         fingerprint=printed,
-        warnings=tuple(p for p in report.problems if p.severity == "warning"),
+        warnings=(
+            *(p for p in report.problems if p.severity == "warning"),
+            *link_warnings(workspace),
+        ),
     )
     if test:
         return plan
