@@ -721,7 +721,8 @@ def test_cli_reports_a_busy_port_plainly(workspace_dir: Path) -> None:
         port = busy.getsockname()[1]
         with pytest.raises(PortInUse) as caught:
             bind_socket(HOST, port)
-        assert caught.value.message == f"Port {port} is in use; pass --port N"
+        assert caught.value.message == f"Port {port} on {HOST} is already in use."
+        assert caught.value.hint and "--port N" in caught.value.hint
         result = subprocess.run(
             [str(BULLETIN), "-w", str(workspace_dir), "preview", SLUG, "--no-open", f"-p{port}"],
             capture_output=True,
@@ -729,7 +730,8 @@ def test_cli_reports_a_busy_port_plainly(workspace_dir: Path) -> None:
             timeout=20,
         )
     assert result.returncode == 1
-    assert f"Port {port} is in use; pass --port N" in result.stderr
+    assert f"Port {port} on {HOST} is already in use." in result.stderr
+    assert "pass --port N" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -652,4 +652,5 @@ def test_serve_reports_a_port_in_use(site: Site):
         timeout=60,
     )
     assert result.returncode == 1
-    assert f"Port {port} is in use" in result.stderr
+    assert f"Port {port} on 127.0.0.1 is already in use." in result.stderr
+    assert "pass --port N" in result.stderr

@@ -16,7 +16,6 @@ import asyncio
 import email.message
 import email.parser
 import email.policy
-import errno
 import mailbox
 import socket
 import threading
@@ -33,6 +32,7 @@ from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
+from bulletin import listen
 from bulletin.errors import BulletinError
 
 SINK_SIZE_LIMIT = 50 * 1024 * 1024
@@ -45,43 +45,13 @@ _STOP_TIMEOUT = 5.0
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (0: any free port), or a clear BulletinError."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise BulletinError(
-            f"Cannot listen on {host}: {exc.strerror}.",
-            hint="Give an address of this machine with --host, e.g. 127.0.0.1.",
-        ) from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        # Lets a server restarted at once rebind while old connections sit in TIME_WAIT;
-        # on Linux it does not allow two listeners on one port.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        where = f"{host}:{port}"
-        if exc.errno == errno.EADDRINUSE:
-            raise BulletinError(
-                f"Port {port} on {host} is already in use.",
-                hint="Another program (perhaps another `bulletin sink`) is listening there. "
-                "Stop it, or pick another port with --port and set smtp.url to match.",
-            ) from None
-        if exc.errno == errno.EACCES:
-            raise BulletinError(
-                f"Not allowed to listen on {where}.",
-                hint="Ports below 1024 need privileges; use a higher port with --port.",
-            ) from None
-        if exc.errno == errno.EADDRNOTAVAIL:
-            raise BulletinError(
-                f"Cannot listen on {where}: {host} is not an address of this machine.",
-                hint="Give an address of this machine with --host, e.g. 127.0.0.1.",
-            ) from None
-        raise BulletinError(f"Cannot listen on {where}: {exc.strerror or exc}.") from None
-    return sock
+    """A listening socket for the sink, or a clear BulletinError (port in use...)."""
+    return listen.listen_socket(
+        host,
+        port,
+        in_use_hint="Another program (perhaps another `bulletin sink`) is listening there. "
+        "Stop it, or pick another port with --port and set smtp.url to match.",
+    )
 
 
 class SocketController(Controller):

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import email.parser
 import email.policy
-import errno
 import json
 import os
 import re
@@ -63,6 +62,7 @@ from starlette.routing import Route
 from bulletin.content.loader import load_issue
 from bulletin.content.model import LoadedIssue
 from bulletin.errors import BulletinError, Problem
+from bulletin.listen import PortInUse, listen_socket
 from bulletin.render.checks import check_issue
 from bulletin.render.pipeline import render_issue, sample_values
 from bulletin.render.types import RenderedIssue
@@ -617,36 +617,18 @@ def create_preview_app(
     return app
 
 
-class PortInUse(BulletinError):
-    """The requested port is taken by another program."""
-
-
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: any free port).
 
     Binding here rather than in uvicorn turns "address in use" into a clear user error and
     lets ``--port 0`` report the port actually chosen.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # SO_REUSEADDR only allows reuse of sockets in TIME_WAIT (a preview restarted right after
-    # Ctrl+C); on Linux a port with a live listener still fails with EADDRINUSE.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(
-                f"Port {port} is in use; pass --port N",
-                hint="Another program (maybe another preview) listens there; "
-                "--port 0 picks any free port.",
-            ) from None
-        raise BulletinError(
-            f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
-            hint="Pass another port with --port N (ports below 1024 need privileges).",
-        ) from None
-    return sock
+    return listen_socket(
+        host,
+        port,
+        in_use_hint="Another program (maybe another preview) listens there; pass --port N "
+        "(--port 0 picks any free port).",
+    )
 
 
 class PreviewServer(uvicorn.Server):

@@ -25,7 +25,6 @@ import contextlib
 import copy
 import email.parser
 import email.policy
-import errno
 import ipaddress
 import logging
 import math
@@ -54,13 +53,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulletin.errors import BulletinError
+from bulletin.listen import listen_socket
 from bulletin.store.db import open_store, write_transaction
 from bulletin.store.schema import lists, subscriptions
 from bulletin.store.subscribers import Subscriber, get_subscriber_by_id, unsubscribe
 from bulletin.tokens import KEY_ENV, TokenSigner, UnsubscribeToken, key_file, load_keys
 from bulletin.web.archive import ISSUE_CSP, Archive
 from bulletin.web.pages import STYLESHEET, Words, mask_email, render_page, stylesheet
-from bulletin.web.preview import PortInUse
 from bulletin.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -616,30 +615,12 @@ def log_config() -> dict[str, Any]:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (IPv4 or IPv6; port 0: any free port)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise BulletinError(
-            f"Cannot listen on {host!r}: {exc.strerror}.", hint="Pass an IP address with --host."
-        ) from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-        sock.listen(1024)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(
-                f"Port {port} is in use; pass --port N",
-                hint="Another program (maybe another bulletin serve) listens there.",
-            ) from None
-        raise BulletinError(
-            f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
-            hint="Pass another port with --port N (ports below 1024 need privileges).",
-        ) from None
-    return sock
+    return listen_socket(
+        host,
+        port,
+        backlog=1024,
+        in_use_hint="Another program (maybe another bulletin serve) listens there; pass --port N.",
+    )
 
 
 class _Server(uvicorn.Server):
