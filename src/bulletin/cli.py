@@ -460,9 +460,18 @@ def subscribers_show_cmd(ctx: Context, email: str) -> None:
     ):
         card.add_row(label, value)
     console.print(card)
-    lists_table = Table("list", "status", "since", "source", title="Lists", title_justify="left")
+    # "since" is when the status last changed; the History below says who changed it.
+    lists_table = Table(
+        "list", "status", "since", "joined", "joined via", title="Lists", title_justify="left"
+    )
     for m in info.memberships:
-        lists_table.add_row(m.list_slug, m.effective, f"{m.updated_at:%Y-%m-%d}", m.source)
+        lists_table.add_row(
+            m.list_slug,
+            m.effective,
+            f"{m.updated_at:%Y-%m-%d}",
+            f"{m.created_at:%Y-%m-%d}",
+            m.source,
+        )
     console.print(lists_table)
     history = Table("when (UTC)", "event", "list", "detail", "source", title="History")
     history.title_justify = "left"
