@@ -231,9 +231,13 @@ def _eligible(issue_slug: str, ids: Sequence[int], exclude_send: int | None) -> 
     )
     if exclude_send is not None:
         other = other.where(deliveries.c.send_id != exclude_send)
+    # Grouped (and paged, in iter_eligible) by subscriptions.subscriber_id rather than the
+    # equal subscribers.id: SQLite then walks the subscriptions index in order instead of
+    # building a temporary B-tree over every remaining row for each page (0.8 s a page at
+    # a million subscribers, measured by bench/send.py; 3 ms this way).
     return (
         sa.select(
-            subscribers.c.id.label("subscriber_id"),
+            subscriptions.c.subscriber_id.label("subscriber_id"),
             sa.func.min(subscriptions.c.list_id).label("list_id"),
             subscribers.c.email,
         )
@@ -244,7 +248,7 @@ def _eligible(issue_slug: str, ids: Sequence[int], exclude_send: int | None) -> 
             subscribers.c.status == "active",
             ~sa.exists(other),
         )
-        .group_by(subscribers.c.id)
+        .group_by(subscriptions.c.subscriber_id)
     )
 
 
@@ -278,7 +282,9 @@ def iter_eligible(
     )
     while True:
         rows = conn.execute(
-            base.where(subscribers.c.id > after).order_by(subscribers.c.id).limit(page)
+            base.where(subscriptions.c.subscriber_id > after)
+            .order_by(subscriptions.c.subscriber_id)
+            .limit(page)
         ).all()
         if not rows:
             return
