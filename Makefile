@@ -9,7 +9,7 @@ APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 SAMPLE := 2014-10-clusterpolisee-03
 OUT    := out
 
-.PHONY: help install install-test system-deps lint test demo bench clean
+.PHONY: help install install-test system-deps lint test demo bench bench-postfix clean
 
 help:
 	@echo "make demo   - install into .venv and run the sample issue end to end"
@@ -76,7 +76,7 @@ demo: install
 
 # Official MJML (npm, pinned by bench/package-lock.json) is only for comparison: installed into
 # bench/node_modules the first time. Without npm the bench still prints bulletin's own figures.
-bench: install-test
+bench: install-test bench-postfix
 	@if [ ! -f bench/node_modules/mjml/package.json ]; then \
 	  if command -v npm >/dev/null 2>&1; then \
 	    echo "Installing official MJML into bench/node_modules..."; \
@@ -87,6 +87,22 @@ bench: install-test
 	fi
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/import.py
+	$(BIN)/python bench/send.py
+
+# bench/send.py runs Postfix's smtp-sink and smtp-source (Debian package postfix) on loopback.
+# Preseeded "No configuration": no /etc/postfix/main.cf is written, so neither the init script
+# nor postfix.service starts the Postfix daemon; the bench only runs the two test programs.
+# --no-remove: postfix replaces another MTA (exim4...); rather than remove it, skip those runs.
+bench-postfix:
+	@if [ ! -x /usr/sbin/smtp-sink ] || [ ! -x /usr/sbin/smtp-source ]; then \
+	  echo "Installing Debian postfix for smtp-sink and smtp-source (the daemon stays off)..."; \
+	  { echo "postfix postfix/main_mailer_type select No configuration" \
+	      | $(SUDO) debconf-set-selections && \
+	    { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq || true; } && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends --no-remove postfix >/dev/null; } || \
+	  echo "Could not install postfix: bench/send.py will skip its SMTP runs."; \
+	fi
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache
