@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+APT    := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 SAMPLE := 2014-10-clusterpolisee-03
 OUT    := out
 
@@ -98,8 +98,8 @@ bench-postfix:
 	  echo "Installing Debian postfix for smtp-sink and smtp-source (the daemon stays off)..."; \
 	  { echo "postfix postfix/main_mailer_type select No configuration" \
 	      | $(SUDO) debconf-set-selections && \
-	    { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq || true; } && \
-	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    { $(APT) update -qq || true; } && \
+	    $(APT) install -y -qq \
 	      --no-install-recommends --no-remove postfix >/dev/null; } || \
 	  echo "Could not install postfix: bench/send.py will skip its SMTP runs."; \
 	fi
