@@ -64,3 +64,66 @@ def test_render_help_shows_an_example() -> None:
     assert "bulletin render 2014-10-clusterpolisee-03 -o out/nr3.html --eml out/nr3.eml" in (
         result.output
     )
+
+
+def test_render_for_a_stored_subscriber_fills_name_and_attributes(workspace_dir: Path) -> None:
+    """--subscriber looks the reader up in the store: name and attributes, not just the
+    address; an unknown address is filled alone, with a note."""
+    import subprocess
+
+    from conftest import REPO
+
+    bulletin = str(REPO / ".venv" / "bin" / "bulletin")
+    partial = workspace_dir / "templates" / "partials" / "footer.mjml.j2"
+    partial.write_text(
+        partial.read_text(encoding="utf-8").replace(
+            "{{ subscriber.email }}.",
+            "{{ subscriber.email }} ({{ subscriber.name }}, {{ subscriber.attr('city') }}).",
+        ),
+        encoding="utf-8",
+    )
+    csv = workspace_dir / "people.csv"
+    csv.write_text("email,name,city\nana@example.ro,Ana Țăranu,Iași\n", encoding="utf-8")
+    run = [bulletin, "-w", str(workspace_dir)]
+    imported = subprocess.run(
+        [*run, "subscribers", "import", str(csv), "--list", "ro", "--create-list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert imported.returncode == 0, imported.stderr
+    out = workspace_dir / "out" / "ana.html"
+    done = subprocess.run(
+        [
+            *run,
+            "render",
+            "2014-10-clusterpolisee-03",
+            "-o",
+            str(out),
+            "--subscriber",
+            "ana@example.ro",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ana@example.ro (Ana Țăranu, Iași)." in out.read_text(encoding="utf-8")
+
+    other = subprocess.run(
+        [
+            *run,
+            "render",
+            "2014-10-clusterpolisee-03",
+            "-o",
+            str(out),
+            "--subscriber",
+            "nobody@example.ro",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other.returncode == 0, other.stderr
+    assert "not in the subscriber store" in other.stderr
+    assert "nobody@example.ro (, )." in out.read_text(encoding="utf-8")

@@ -193,7 +193,22 @@ def render_cmd(
 
     workspace = ctx.workspace
     loaded = load_issue(workspace, workspace.issue_dir(issue))
-    result = write_rendered(workspace, loaded, output, email=subscriber)
+    name, attributes = "", None
+    if subscriber is not None:
+        from bulletin.store.subscribers import find_subscriber
+
+        with _store(ctx).connect() as conn:
+            found = find_subscriber(conn, subscriber)
+        if found is None:
+            err_console.print(
+                f"note: {subscriber} is not in the subscriber store; only the address is filled.",
+                markup=False,
+            )
+        else:
+            name, attributes = found.name, found.attributes
+    result = write_rendered(
+        workspace, loaded, output, email=subscriber, name=name, attributes=attributes
+    )
     for problem in result.rendered.problems:
         err_console.print(f"{problem.severity}: {problem}", markup=False, soft_wrap=True)
     console.print(

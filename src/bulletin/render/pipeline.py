@@ -15,7 +15,7 @@ wrote it, so MJML errors and lint findings point at a template.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,24 +52,33 @@ def view_online_url(workspace: Workspace, slug: str) -> str:
     return f"{workspace.config.newsletter.base_url}/archive/{slug}"
 
 
+SAMPLE_EMAIL = "cititor@example.org"
+SAMPLE_NAME = "Ana Popescu"
+"""The made-up reader of previews and `bulletin render`."""
+
+
 def sample_values(
     workspace: Workspace,
     loaded: LoadedIssue,
-    email: str = "cititor@example.org",
-    name: str = "Ana Popescu",
+    email: str = SAMPLE_EMAIL,
+    name: str = SAMPLE_NAME,
+    attributes: Mapping[str, object] | None = None,
 ) -> dict[str, str]:
-    """Slot values for previews and ``bulletin render``: a made-up reader.
+    """Slot values for previews and ``bulletin render``: a made-up (or looked-up) reader.
 
     The unsubscribe link is a preview address; real sends get a signed per-recipient token.
     """
     base = workspace.config.newsletter.base_url
-    return {
+    values = {
         "email": email,
         "name": name,
         "first_name": name.split()[0] if name.strip() else "",
         "unsubscribe_url": f"{base}/u/preview",
         "view_online_url": view_online_url(workspace, loaded.slug),
     }
+    for key, value in (attributes or {}).items():
+        values[f"attr.{key}"] = "" if value is None else str(value)
+    return values
 
 
 def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
@@ -317,17 +326,19 @@ def write_rendered(
     html_path: Path | None = None,
     *,
     email: str | None = None,
+    name: str = "",
+    attributes: Mapping[str, object] | None = None,
 ) -> RenderedFiles:
     """Render an issue and write its HTML and text (``.txt`` beside the HTML) for a reader.
 
-    Filled with :func:`sample_values`, or for ``email`` (with no name) when given. The
-    default HTML path is ``out/<slug>.html`` in the workspace.
+    Filled with :func:`sample_values`, or for ``email`` (with ``name`` and ``attributes``,
+    as the caller found them) when given. The default HTML path is ``out/<slug>.html``.
     """
     rendered = render_issue(workspace, loaded)
     values = (
         sample_values(workspace, loaded)
         if email is None
-        else sample_values(workspace, loaded, email=email, name="")
+        else sample_values(workspace, loaded, email=email, name=name, attributes=attributes)
     )
     html_path = html_path or workspace.root / "out" / f"{loaded.slug}.html"
     text_path = html_path.with_suffix(".txt")

@@ -64,7 +64,7 @@ from bulletin.content.model import LoadedIssue
 from bulletin.errors import BulletinError, Problem
 from bulletin.listen import PortInUse, listen_socket
 from bulletin.render.checks import check_issue
-from bulletin.render.pipeline import render_issue, sample_values
+from bulletin.render.pipeline import SAMPLE_EMAIL, SAMPLE_NAME, render_issue, sample_values
 from bulletin.render.types import RenderedIssue
 from bulletin.sink import DEFAULT_MAILDIR, CapturedMessage, list_captured, read_captured
 from bulletin.web.livereload import BuildFailure, BuildState, LiveReloader
@@ -351,7 +351,12 @@ class PreviewApp:
     # -- helpers -------------------------------------------------------------------------
 
     def _values(self, loaded: LoadedIssue, sample: dict[str, str]) -> dict[str, str]:
-        return sample_values(self.workspace, loaded, **sample)
+        return sample_values(
+            self.workspace,
+            loaded,
+            email=sample.get("email", SAMPLE_EMAIL),
+            name=sample.get("name", SAMPLE_NAME),
+        )
 
     def _no_build_response(self, state: BuildState[PreviewBuild], media: str) -> Response:
         """503 while no build has succeeded yet: the page shows the error instead."""
