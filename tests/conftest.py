@@ -46,3 +46,21 @@ def set_config(root: Path, section: str, **values: str | int | float | bool) -> 
         for key, v in values.items()
     )
     path.write_text(text[:start] + lines + body + text[end:], encoding="utf-8")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium (installed by `make system-deps`); Playwright drives it, never downloads."""
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # This machine's network is closed: background fetches would only fail, many at a time.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Remote images in emails fail at once instead of waiting on DNS: browser tests depend
+    # on nothing but servers on 127.0.0.1.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]

@@ -31,6 +31,7 @@ import yaml
 
 from bulletin.mail.headers import fold, text_pieces
 from bulletin.sink import start_sink
+from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -39,19 +40,6 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: 
 
 REPO = Path(__file__).resolve().parent.parent
 SLUG = "2014-10-clusterpolisee-03"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # Remote images in the email fail at once instead of waiting on DNS: the tests depend on
-    # nothing but the preview server on 127.0.0.1.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 BULLETIN = Path(sys.executable).parent / "bulletin"
 RELOAD_MS = 3000
 """A save must show in the open page within 3 s (the preview aims for well under 1 s)."""

@@ -18,7 +18,7 @@ from bulletin import workspace as ws
 from bulletin.store.db import open_store, write_transaction
 from bulletin.store.subscribers import create_list
 from bulletin.tokens import TokenSigner
-from conftest import SAMPLE_SLUG
+from conftest import CHROMIUM, CHROMIUM_ARGS, SAMPLE_SLUG  # noqa: E402
 from test_public import (
     ServeProcess,
     Site,
@@ -32,19 +32,6 @@ pytestmark = pytest.mark.browser
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # Remote images of the archived issue fail at once instead of waiting on DNS.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 
 if not CHROMIUM.exists():  # pragma: no cover - the Makefile installs it
     pytest.skip("Debian chromium is not installed (make system-deps)", allow_module_level=True)

@@ -10,13 +10,13 @@ import pytest
 from bulletin import workspace as ws
 from bulletin.content.loader import load_issue
 from bulletin.render.pipeline import render_issue, sample_values
+from conftest import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
 pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, Page, Route, sync_playwright  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
 SAMPLE_SLUG = "2014-10-clusterpolisee-03"
 
 if not CHROMIUM.exists():  # pragma: no cover - the Makefile installs it
@@ -28,7 +28,7 @@ def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            args=CHROMIUM_ARGS,
         )
         try:
             yield b
