@@ -350,9 +350,7 @@ def prepare_send(
     nobody to send to, and :class:`~bulletin.store.subscribers.UnknownList`. With
     ``test`` (for :func:`send_test`) the ledger is not looked at and nobody is counted.
     """
-    from bulletin.content.loader import load_issue
     from bulletin.render.checks import run_check
-    from bulletin.render.pipeline import render_issue
 
     if not list_slugs:
         raise BulletinError("Name at least one list to send to (--list SLUG).")
@@ -385,9 +383,10 @@ def prepare_send(
             "nothing was sent.",
             hint=f"Fix them (see `bulletin check {issue}`) and run the send again.",
         )
-    loaded = load_issue(workspace, issue_dir)
-    rendered = render_issue(workspace, loaded)
-    slug = loaded.slug
+    # The check loaded and rendered the issue already; its result is what gets sent.
+    rendered = report.rendered
+    assert rendered is not None, "a check without errors has rendered the issue"
+    slug = rendered.loaded.slug
     printed = fingerprint(workspace, rendered)
     plan = replace(
         base,

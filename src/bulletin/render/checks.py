@@ -591,6 +591,8 @@ class CheckReport:
     issue_path: str
     problems: tuple[Problem, ...]
     html_bytes: int | None = None
+    rendered: RenderedIssue | None = None
+    """The issue as checked (None when it failed to load or render): a send reuses it."""
 
     @property
     def errors(self) -> int:
@@ -624,6 +626,7 @@ def run_check(workspace: Workspace, issue_dir: Path, strict: bool = False) -> Ch
 
     issue_path = workspace.relpath(issue_dir / "issue.yaml")
     html_bytes: int | None = None
+    rendered: RenderedIssue | None = None
     try:
         loaded = load_issue(workspace, issue_dir)
     except ContentError as exc:
@@ -638,4 +641,4 @@ def run_check(workspace: Workspace, issue_dir: Path, strict: bool = False) -> Ch
             html_bytes = html_size(workspace, rendered)
     if strict:
         problems = [p.as_error() for p in problems]
-    return CheckReport(issue_path, tuple(problems), html_bytes)
+    return CheckReport(issue_path, tuple(problems), html_bytes, rendered)
