@@ -272,20 +272,17 @@ def count_eligible(conn: Connection, issue_slug: str, ids: Sequence[int]) -> tup
     return n, total - n
 
 
-def iter_eligible(
-    conn: Connection, issue_slug: str, ids: Sequence[int], *, page: int = 1000
+def _pages(
+    conn: Connection, base: sa.Select[Any], key: sa.ColumnElement[int], page: int
 ) -> Iterator[EligibleRecipient]:
-    """The recipients of a new send, by subscriber id, read in pages (flat memory)."""
+    """Rows of ``base`` ordered by ``key`` (a subscriber id), read ``page`` at a time.
+
+    Keyset paging (``key > last``) keeps memory flat and every page an index range scan,
+    however far into a million-recipient list the reader is.
+    """
     after = 0
-    base = _eligible(issue_slug, ids, None).add_columns(
-        subscribers.c.name, subscribers.c.attributes
-    )
     while True:
-        rows = conn.execute(
-            base.where(subscriptions.c.subscriber_id > after)
-            .order_by(subscriptions.c.subscriber_id)
-            .limit(page)
-        ).all()
+        rows = conn.execute(base.where(key > after).order_by(key).limit(page)).all()
         if not rows:
             return
         for r in rows:
@@ -295,9 +292,18 @@ def iter_eligible(
         after = rows[-1].subscriber_id
 
 
+def iter_eligible(
+    conn: Connection, issue_slug: str, ids: Sequence[int], *, page: int = 1000
+) -> Iterator[EligibleRecipient]:
+    """The recipients of a new send, by subscriber id, read in pages (flat memory)."""
+    base = _eligible(issue_slug, ids, None).add_columns(
+        subscribers.c.name, subscribers.c.attributes
+    )
+    return _pages(conn, base, subscriptions.c.subscriber_id, page)
+
+
 def iter_open(conn: Connection, send_id: int, *, page: int = 1000) -> Iterator[EligibleRecipient]:
     """The recipients a send has still to deal with, by subscriber id, read in pages."""
-    after = 0
     base = (
         sa.select(
             deliveries.c.subscriber_id,
@@ -309,19 +315,7 @@ def iter_open(conn: Connection, send_id: int, *, page: int = 1000) -> Iterator[E
         .select_from(deliveries.join(subscribers))
         .where(deliveries.c.send_id == send_id, deliveries.c.state.in_(OPEN_STATES))
     )
-    while True:
-        rows = conn.execute(
-            base.where(deliveries.c.subscriber_id > after)
-            .order_by(deliveries.c.subscriber_id)
-            .limit(page)
-        ).all()
-        if not rows:
-            return
-        for r in rows:
-            yield EligibleRecipient(
-                r.subscriber_id, r.list_id, r.email, r.name, dict(r.attributes or {})
-            )
-        after = rows[-1].subscriber_id
+    return _pages(conn, base, deliveries.c.subscriber_id, page)
 
 
 def create_send(
