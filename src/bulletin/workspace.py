@@ -461,9 +461,15 @@ def load_config(path: Path) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line: int | None = getattr(exc, "lineno", None)
-        msg = str(getattr(exc, "msg", exc))
-        raise ConfigError([Problem(f"invalid TOML: {msg}", Location(name, line))]) from None
+        # Python < 3.14 gives the position only inside the text: "... (at line 3, column 9)".
+        found = re.search(r"^(.*) \(at line (\d+), column (\d+)\)$", str(exc))
+        msg = found.group(1) if found else str(exc)
+        line = int(found.group(2)) if found else None
+        column = int(found.group(3)) if found else None
+        raise ConfigError(
+            [Problem(f"invalid TOML: {msg}", Location(name, line, column))],
+            hint="Fix the syntax there; see README 'Configuration'.",
+        ) from None
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
