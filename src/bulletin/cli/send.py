@@ -1,0 +1,435 @@
+"""``bulletin send`` and ``bulletin status``: delivering an issue and seeing how it went."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from bulletin import workspace as ws
+from bulletin.cli._common import Context, console, err_console, pass_ctx
+from bulletin.errors import BulletinError
+
+
+def _rate(value: str) -> float:
+    """``--rate`` as messages per second: ``10``, ``10/s``, ``2.5`` (0: no limit)."""
+    text = value.strip().lower().removesuffix("/s").strip()
+    try:
+        rate = float(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give messages per second, e.g. 10 or 10/s") from None
+    if rate < 0 or rate != rate:
+        raise click.BadParameter("must be 0 (no limit) or more")
+    return rate
+
+
+def _resume_command(issue: str, lists: tuple[str, ...]) -> str:
+    import shlex
+
+    return "bulletin send " + " ".join(
+        shlex.quote(a) for a in (issue, *(x for s in lists for x in ("--list", s)))
+    )
+
+
+@click.command(
+    "send",
+    epilog="Examples:\n\n\b\n  bulletin send 2014-10-clusterpolisee-03 --list demo --dry-run\n"
+    "  bulletin send 2014-10-clusterpolisee-03 --list demo --test ana@example.org\n"
+    "  bulletin send 2014-10-clusterpolisee-03 --list demo --rate 10 --yes\n\n"
+    "Exit status: 0 sent (or nothing left to send), 1 error, 75 not finished yet (paused, or "
+    "deferred recipients to retry later: run the same command again), 130 interrupted.",
+)
+@click.argument("issue")
+@click.option(
+    "--list",
+    "list_slugs",
+    multiple=True,
+    required=True,
+    metavar="SLUG",
+    help="List to send to; repeat for several (each person gets one copy).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Build every message and write a few as .eml under out/; send nothing.",
+)
+@click.option(
+    "--test",
+    "test_addresses",
+    multiple=True,
+    metavar="EMAIL",
+    help="Send only to EMAIL (repeatable), subject prefixed [TEST]; the ledger is untouched.",
+)
+@click.option(
+    "--connections", type=click.IntRange(1, 64), metavar="N", help="SMTP connections at once."
+)
+@click.option("--rate", metavar="R/s", help="Most messages per second (0: no limit).")
+@click.option("--rate-hour", type=click.IntRange(0), metavar="R", help="Most messages per hour.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    metavar="N",
+    help="Recipients claimed from the ledger at a time.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def send_cmd(
+    ctx: Context,
+    issue: str,
+    list_slugs: tuple[str, ...],
+    dry_run: bool,
+    test_addresses: tuple[str, ...],
+    connections: int | None,
+    rate: str | None,
+    rate_hour: int | None,
+    batch_size: int | None,
+    yes: bool,
+) -> None:
+    """Send ISSUE to the subscribers of a list, resumably.
+
+    First runs `bulletin check` (errors stop the send), then shows the plan and asks for
+    confirmation. Every recipient's state is kept in a ledger: run the same command again
+    after a crash, Ctrl-C or a pause and it carries on where it stopped; once the send is
+    complete it says so and sends nothing. Defaults for the options come from [send] in
+    bulletin.toml.
+    """
+    import sys
+
+    from bulletin.dispatch.plan import SendOptions, prepare_send
+
+    if dry_run and test_addresses:
+        raise click.UsageError("Give either --dry-run or --test, not both.")
+    workspace = ctx.workspace
+    options = SendOptions.from_config(
+        workspace.config.send,
+        connections=connections,
+        rate=None if rate is None else _rate(rate),
+        rate_hour=rate_hour,
+        batch_size=batch_size,
+    )
+    db = ctx.store()
+    plan = prepare_send(workspace, db, issue, list_slugs, options, test=bool(test_addresses))
+    for problem in plan.warnings:
+        err_console.print(f"warning: {problem}", markup=False, soft_wrap=True)
+    if test_addresses:
+        _send_test(plan, db, test_addresses)
+        return
+    if plan.done:
+        assert plan.existing is not None
+        _print_already_done(db, plan.existing.id, plan.issue_slug)
+        return
+    if dry_run:
+        _dry_run(plan, db)
+        return
+    transport = _transport(workspace)
+    _print_plan(plan.summary_rows(transport.description))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BulletinError(
+                "Not sending: confirmation is needed and standard input is not a terminal.",
+                hint="Add --yes to send without asking (e.g. in a script or cron job).",
+            )
+        click.confirm(f"Send to {plan.recipients:,} recipients?", abort=True)
+    _run_send(plan, db, transport, issue)
+
+
+def _transport(workspace: ws.Workspace) -> Any:
+    from bulletin.dispatch.smtp import SmtpTransport
+
+    return SmtpTransport(workspace.config.smtp, password=workspace.smtp_password())
+
+
+def _print_plan(rows: list[tuple[str, str]]) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+
+
+def _print_already_done(db: Any, send_id: int, slug: str) -> None:
+    from bulletin.store import ledger
+
+    with db.connect() as conn:
+        counts = ledger.counts(conn, send_id)
+    console.print(
+        f"Already sent: {counts['sent']:,} sent, {counts['failed']:,} failed"
+        + (f", {counts['skipped']:,} skipped" if counts["skipped"] else "")
+        + f"; nothing to do. Details: bulletin status {slug}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _send_test(plan: Any, db: Any, addresses: tuple[str, ...]) -> None:
+    from bulletin.dispatch.plan import send_test
+
+    transport = _transport(plan.workspace)
+    results = send_test(plan, db, transport, list(addresses))
+    failed = 0
+    for r in results:
+        if r.delivery.outcome == "sent":
+            console.print(f"Sent a test to {r.address}: {r.delivery.reply}", markup=False)
+        else:
+            failed += 1
+            console.print(
+                f"Not sent to {r.address} ({r.delivery.outcome}): {r.delivery.reply}",
+                markup=False,
+                soft_wrap=True,
+            )
+    console.print(f"Test messages via {transport.description}; the ledger is unchanged.")
+    if failed:
+        click.get_current_context().exit(1)
+
+
+def _dry_run(plan: Any, db: Any) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from bulletin.dispatch.plan import dry_run
+
+    out_dir = plan.workspace.root / "out" / f"{plan.issue_slug}-dry-run"
+    _print_plan(plan.summary_rows("none (dry run)"))
+    columns = (TextColumn("Building messages"), BarColumn(), MofNCompleteColumn())
+    with Progress(
+        *columns, console=err_console, transient=True, disable=not err_console.is_terminal
+    ) as bar:
+        task = bar.add_task("build", total=plan.recipients)
+        report = dry_run(
+            plan, db, out_dir, on_progress=lambda done, total: bar.update(task, completed=done)
+        )
+    console.print(
+        f"Dry run: built {report.messages:,} messages ({report.bytes / 1e6:,.1f} MB, "
+        f"{report.per_second:,.0f}/s); nothing was sent and the ledger is unchanged.",
+        markup=False,
+        soft_wrap=True,
+    )
+    for path in report.samples:
+        console.print(f"  sample: {plan.workspace.relpath(path)}", markup=False, soft_wrap=True)
+    if report.failed:
+        for email, reason in report.failures:
+            console.print(f"  cannot build for {email}: {reason}", markup=False, soft_wrap=True)
+        more = report.failed - len(report.failures)
+        if more:
+            console.print(f"  ... and {more:,} more", markup=False)
+        click.get_current_context().exit(1)
+
+
+def _run_send(plan: Any, db: Any, transport: Any, issue: str) -> None:
+    import signal
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from bulletin.dispatch.engine import SendEngine
+
+    resume = _resume_command(issue, plan.lists)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(
+        *columns, console=err_console, transient=True, disable=not err_console.is_terminal
+    ) as bar:
+        task = bar.add_task("Sending", total=plan.recipients, detail="")
+
+        def on_progress(p: Any) -> None:
+            detail = f"{p.rate:,.0f}/s  sent {p.sent:,}"
+            if p.deferred:
+                detail += f"  deferred {p.deferred:,}"
+            if p.failed:
+                detail += f"  failed {p.failed:,}"
+            if p.note:
+                detail += f"  ({p.note})"
+            bar.update(task, completed=p.processed, detail=detail)
+
+        engine = SendEngine(plan, db, transport, on_progress=on_progress)
+        presses = 0
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal presses
+            presses += 1
+            if presses > 1:
+                raise KeyboardInterrupt
+            engine.stop("interrupted")
+            err_console.print(
+                "Stopping: finishing the messages on the wire; the rest waits for the next "
+                "run (Ctrl-C again to quit at once)...",
+                markup=False,
+            )
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            result = engine.run()
+        except KeyboardInterrupt:
+            err_console.print(
+                f"Stopped at once. Run `{resume}` to resume; the messages that were on the "
+                "wire will be sent again (same Message-ID).",
+                markup=False,
+                soft_wrap=True,
+            )
+            click.get_current_context().exit(130)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    _print_send_result(result, plan.issue_slug, resume)
+
+
+def _print_send_result(result: Any, slug: str, resume: str) -> None:
+    from rich.table import Table
+
+    c = result.counts
+    table = Table("state", "recipients", box=None, pad_edge=False, header_style="bold")
+    table.columns[1].justify = "right"
+    for state in ("sent", "failed", "skipped", "deferred", "pending", "sending"):
+        if c.get(state) or state == "sent":
+            table.add_row(state, f"{c[state]:,}")
+    table.add_row("total", f"{result.total:,}")
+    console.print(table)
+    console.print(
+        f"This run: {result.sent_this_run:,} sent in {result.elapsed:,.1f} s "
+        f"({result.rate:,.1f} messages/s).",
+        markup=False,
+    )
+    if result.in_doubt:
+        console.print(
+            f"{result.in_doubt:,} recipients were in doubt after an interruption and were sent "
+            "again with the same Message-ID.",
+            markup=False,
+            soft_wrap=True,
+        )
+    if c["failed"]:
+        console.print(
+            f"{c['failed']:,} failed; see why with `bulletin status {slug} --failed`.",
+            markup=False,
+            soft_wrap=True,
+        )
+    ctx = click.get_current_context()
+    if result.state == "done":
+        console.print(f"Done: {slug} is sent.", markup=False)
+    elif result.state == "waiting":
+        when = f"{result.retry_at:%Y-%m-%d %H:%M} UTC" if result.retry_at else "later"
+        console.print(
+            f"{c['deferred']:,} recipients are deferred (their relay said: try later); the "
+            f"next retry falls due at {when}. Run `{resume}` again then.",
+            markup=False,
+            soft_wrap=True,
+        )
+        ctx.exit(75)
+    elif result.state == "paused":
+        err_console.print(f"[bold red]Paused:[/] {result.note}", soft_wrap=True)
+        err_console.print(f"When it is fixed, run `{resume}` to resume.", markup=False)
+        ctx.exit(75)
+    else:
+        console.print(
+            f"Interrupted. Run `{resume}` to resume where it stopped.", markup=False, soft_wrap=True
+        )
+        ctx.exit(130)
+
+
+@click.command(
+    "status",
+    epilog="Examples:\n\n\b\n  bulletin status 2014-10-clusterpolisee-03\n"
+    "  bulletin status 2014-10-clusterpolisee-03 --list demo --failed\n"
+    "  bulletin status 2014-10-clusterpolisee-03 --csv > recipients.csv",
+)
+@click.argument("issue")
+@click.option("--list", "list_slug", metavar="SLUG", help="Only sends to this list.")
+@click.option(
+    "--failed", "failed_only", is_flag=True, help="List every failed or deferred recipient."
+)
+@click.option(
+    "--csv", "as_csv", is_flag=True, help="Print the recipients as CSV (with --failed: only those)."
+)
+@pass_ctx
+def status_cmd(
+    ctx: Context, issue: str, list_slug: str | None, failed_only: bool, as_csv: bool
+) -> None:
+    """Show how the sends of ISSUE went: counts by state, rate, start and end, problems.
+
+    Each failed or deferred recipient is listed with the relay's reply (the first 20;
+    --failed for all). "In doubt" counts recipients that were being sent when a send was
+    killed: they were sent again with the same Message-ID, so at most that many people
+    may have two copies.
+    """
+    import sys
+
+    from bulletin.dispatch.status import send_status, write_csv
+
+    db = ctx.store()
+    found = send_status(db, issue, list_slug, limit=None if failed_only else 20)
+    if as_csv:
+        write_csv(db, [s.send for s in found], sys.stdout, problems_only=failed_only)
+        return
+    for s in found:
+        _print_status(s)
+
+
+def _print_status(s: Any) -> None:
+    from rich.table import Table
+
+    send = s.send
+    console.print(
+        f"[bold]{send.issue_slug}[/] to {', '.join(send.lists)}: [bold]{send.state}[/]",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(f"Subject: {send.subject}", markup=False, soft_wrap=True)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for state in ("sent", "failed", "deferred", "skipped", "pending", "sending"):
+        table.add_row(state, f"{s.counts[state]:,}")
+    table.add_row("total", f"{s.total:,}")
+    table.add_row("in doubt", f"{send.in_doubt:,}")
+    console.print(table)
+    started = f"{send.started_at:%Y-%m-%d %H:%M:%S} UTC" if send.started_at else "-"
+    finished = f"{send.finished_at:%Y-%m-%d %H:%M:%S} UTC" if send.finished_at else "-"
+    console.print(
+        f"Started {started}, finished {finished}; {send.runs} run(s), "
+        f"{send.active_seconds:,.1f} s sending, {s.rate:,.1f} messages/s.",
+        markup=False,
+        soft_wrap=True,
+    )
+    if send.in_doubt:
+        console.print(
+            f"In doubt: {send.in_doubt:,} recipients were being sent when a run was killed and "
+            "were sent again with the same Message-ID (at most that many duplicates).",
+            markup=False,
+            soft_wrap=True,
+        )
+    if send.note:
+        console.print(f"Note: {send.note}", markup=False, soft_wrap=True)
+    if send.state == "waiting" and send.retry_at:
+        console.print(
+            f"Next retry due at {send.retry_at:%Y-%m-%d %H:%M} UTC.", markup=False, soft_wrap=True
+        )
+    if s.problems:
+        problems = Table(
+            "email", "state", "tries", "reply", "next try (UTC)", title="Failed and deferred"
+        )
+        problems.title_justify = "left"
+        for r in s.problems:
+            when = f"{r.next_attempt_at:%m-%d %H:%M}" if r.state == "deferred" else ""
+            problems.add_row(r.email, r.state, str(r.attempts), r.last_reply, when)
+        console.print(problems)
+        more = s.problem_count - len(s.problems)
+        if more > 0:
+            console.print(f"... and {more:,} more (--failed lists them all)", markup=False)
+    console.print()
+
+
+COMMANDS = (
+    send_cmd,
+    status_cmd,
+)

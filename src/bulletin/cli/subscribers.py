@@ -1,0 +1,334 @@
+"""``bulletin subscribers ...`` and ``bulletin lists ...``: the subscriber store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bulletin.cli._common import Context, console, err_console, pass_ctx
+from bulletin.errors import BulletinError
+
+
+@click.group(
+    "subscribers",
+    epilog="Examples:\n\n\b\n  bulletin subscribers import contacts.csv --list "
+    "newsletter-ro --create-list\n  bulletin subscribers show ion@example.ro",
+)
+def subscribers_group() -> None:
+    """Import, export, add, remove, unsubscribe, show and count subscribers.
+
+    Subscribers live in the database named by database.url in bulletin.toml (by default
+    subscribers/bulletin.db). An address that unsubscribed, bounced or complained is never
+    subscribed again unless --resubscribe is given.
+    """
+
+
+@subscribers_group.command(
+    "import",
+    epilog="Example:\n\n\b\n  bulletin subscribers import contacts.csv --list newsletter-ro "
+    "--create-list --dry-run",
+)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--list", "list_slug", required=True, metavar="SLUG", help="List to import into.")
+@click.option("--dry-run", is_flag=True, help="Report what would happen; change nothing.")
+@click.option("--encoding", metavar="ENC", help="File encoding (default: detected).")
+@click.option("--create-list", is_flag=True, help="Create the list if it does not exist.")
+@click.option(
+    "--resubscribe",
+    is_flag=True,
+    help="Subscribe again addresses that unsubscribed, bounced or complained (only if they "
+    "asked to be).",
+)
+@click.option("--check-dns", is_flag=True, help="Also check that each domain accepts mail.")
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write rejected rows (default: FILE's name + .rejects.csv beside it).",
+)
+@pass_ctx
+def subscribers_import_cmd(
+    ctx: Context,
+    file: Path,
+    list_slug: str,
+    dry_run: bool,
+    encoding: str | None,
+    create_list: bool,
+    resubscribe: bool,
+    check_dns: bool,
+    rejects: Path | None,
+) -> None:
+    """Import subscribers from FILE (CSV, TSV or semicolon-separated) into a list.
+
+    The header names the columns: email (or e-mail, Email Address), name or first name +
+    last name, language; any other column becomes an attribute usable in templates. Rows
+    with an invalid address are written to a rejects file; the rest is imported in one
+    transaction. Exits 1 if the file as a whole cannot be imported (nothing is changed).
+    """
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    from bulletin.store.importer import import_file
+
+    engine = ctx.store()
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
+    with Progress(
+        *columns, console=err_console, transient=True, disable=not err_console.is_terminal
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                label = {"read": f"Reading {file.name}", "save": "Saving"}.get(phase, phase)
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        report = import_file(
+            engine,
+            file,
+            list_slug,
+            dry_run=dry_run,
+            encoding=encoding,
+            create_list_if_missing=create_list,
+            resubscribe=resubscribe,
+            check_dns=check_dns,
+            rejects_path=rejects,
+            progress=on_progress,
+        )
+    _print_import_report(report)
+
+
+def _print_import_report(report: Any) -> None:
+    from rich.table import Table
+
+    title = f"Import of {report.path.name} into {report.list_slug}"
+    if report.dry_run:
+        title += " (dry run: nothing was changed)"
+    console.print(title, markup=False, soft_wrap=True)
+    table = Table(show_header=False)
+    table.add_column("what")
+    table.add_column("rows", justify="right")
+    for label, n in report.summary_rows():
+        table.add_row(label, f"{n:,}")
+    console.print(table)
+    for note in report.notes():
+        console.print(note, markup=False, soft_wrap=True)
+    for r in report.rejected_sample:
+        console.print(f"  rejected line {r.line}: {r.reason}", markup=False, soft_wrap=True)
+    if report.rejects_path is not None:
+        console.print(
+            f"All {report.rejected:,} rejected rows, with reasons: {report.rejects_path}",
+            markup=False,
+            soft_wrap=True,
+        )
+    for email, was in report.suppressed_sample:
+        console.print(f"  skipped {email} ({was})", markup=False, soft_wrap=True)
+    for email, was in report.resubscribed_sample:
+        console.print(f"  re-subscribed {email} (was {was})", markup=False, soft_wrap=True)
+    more = report.resubscribed - len(report.resubscribed_sample)
+    if more > 0:
+        console.print(f"  ... and {more:,} more re-subscribed", markup=False)
+
+
+@subscribers_group.command(
+    "add",
+    epilog='Example:\n\n\b\n  bulletin subscribers add "Ion Popescu <ion@example.ro>" '
+    "--list newsletter-ro",
+)
+@click.argument("email")
+@click.option("--list", "list_slug", required=True, metavar="SLUG", help="List to subscribe to.")
+@click.option("--name", default=None, help="The subscriber's name.")
+@click.option("--language", default=None, help="Language code, e.g. ro or en.")
+@click.option("--resubscribe", is_flag=True, help="Subscribe again after an unsubscribe/bounce.")
+@pass_ctx
+def subscribers_add_cmd(
+    ctx: Context,
+    email: str,
+    list_slug: str,
+    name: str | None,
+    language: str | None,
+    resubscribe: bool,
+) -> None:
+    """Subscribe EMAIL to a list (accepts 'Name <address>')."""
+    from bulletin.store.db import write_transaction
+    from bulletin.store.subscribers import add_subscriber
+
+    with write_transaction(ctx.store()) as conn:
+        result = add_subscriber(
+            conn, email, list_slug, name=name, language=language, resubscribe=resubscribe
+        )
+    what = {"added": "Subscribed", "resubscribed": "Re-subscribed", "already": "Already on"}
+    extra = f" (was {result.was})" if result.was else ""
+    console.print(
+        f"{what[result.outcome]} {result.subscriber.email} to {list_slug}{extra}.", markup=False
+    )
+
+
+@subscribers_group.command(
+    "remove",
+    epilog="Example:\n\n\b\n  bulletin subscribers remove ion@example.ro --yes",
+)
+@click.argument("email")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def subscribers_remove_cmd(ctx: Context, email: str, yes: bool) -> None:
+    """Delete EMAIL with its subscriptions and history (erasure on request).
+
+    The address is forgotten, so a later import may add it again; to keep someone from
+    receiving mail, use `bulletin subscribers unsubscribe EMAIL --all` instead.
+    """
+    from bulletin.store.db import write_transaction
+    from bulletin.store.subscribers import get_subscriber, remove_subscriber
+
+    with write_transaction(ctx.store()) as conn:
+        sub = get_subscriber(conn, email)
+        if not yes:
+            click.confirm(f"Delete {sub.email} and all its history?", abort=True)
+        remove_subscriber(conn, sub.id)
+    console.print(f"Removed {sub.email}.", markup=False)
+
+
+@subscribers_group.command(
+    "unsubscribe",
+    epilog="Example:\n\n\b\n  bulletin subscribers unsubscribe ion@example.ro --list newsletter-ro",
+)
+@click.argument("email")
+@click.option("--list", "list_slug", metavar="SLUG", help="Unsubscribe from this list only.")
+@click.option("--all", "all_lists", is_flag=True, help="Unsubscribe from every list, for good.")
+@pass_ctx
+def subscribers_unsubscribe_cmd(
+    ctx: Context, email: str, list_slug: str | None, all_lists: bool
+) -> None:
+    """Unsubscribe EMAIL from one list (--list SLUG) or from everything (--all)."""
+    from bulletin.store.db import write_transaction
+    from bulletin.store.subscribers import get_subscriber, unsubscribe
+
+    if bool(list_slug) == all_lists:
+        raise click.UsageError("Give either --list SLUG or --all.")
+    with write_transaction(ctx.store()) as conn:
+        sub = get_subscriber(conn, email)
+        changed = unsubscribe(conn, sub.id, None if all_lists else list_slug, "cli")
+    where = "every list" if all_lists else list_slug
+    state = f"Unsubscribed {sub.email} from {where}" if changed or all_lists else "No change"
+    console.print(f"{state} ({changed} subscription(s) changed).", markup=False)
+
+
+@subscribers_group.command(
+    "show",
+    epilog="Example:\n\n\b\n  bulletin subscribers show ion@example.ro",
+)
+@click.argument("email")
+@pass_ctx
+def subscribers_show_cmd(ctx: Context, email: str) -> None:
+    """Show EMAIL's details, lists, statuses and history."""
+    from rich.table import Table
+
+    from bulletin.store.subscribers import details
+
+    with ctx.store().begin() as conn:
+        info = details(conn, email)
+    sub = info.subscriber
+    card = Table(show_header=False, box=None)
+    card.add_column(style="bold")
+    card.add_column()
+    smtputf8 = " (non-ASCII local part: needs SMTPUTF8)" if sub.smtputf8 else ""
+    for label, value in (
+        ("email", sub.email + smtputf8),
+        ("id", str(sub.id)),
+        ("name", sub.name),
+        ("language", sub.language),
+        ("status", sub.status),
+        ("source", sub.source),
+        ("created", f"{sub.created_at:%Y-%m-%d %H:%M} UTC"),
+        ("updated", f"{sub.updated_at:%Y-%m-%d %H:%M} UTC"),
+        *((f"attr.{k}", str(v)) for k, v in sorted(sub.attributes.items())),
+    ):
+        card.add_row(label, value)
+    console.print(card)
+    # "since" is when the status last changed; the History below says who changed it.
+    lists_table = Table(
+        "list", "status", "since", "joined", "joined via", title="Lists", title_justify="left"
+    )
+    for m in info.memberships:
+        lists_table.add_row(
+            m.list_slug,
+            m.effective,
+            f"{m.updated_at:%Y-%m-%d}",
+            f"{m.created_at:%Y-%m-%d}",
+            m.source,
+        )
+    console.print(lists_table)
+    history = Table("when (UTC)", "event", "list", "detail", "source", title="History")
+    history.title_justify = "left"
+    for e in info.history:
+        history.add_row(f"{e.at:%Y-%m-%d %H:%M}", e.kind, e.list_slug or "", e.detail, e.source)
+    console.print(history)
+
+
+@subscribers_group.command(
+    "count",
+    epilog="Example:\n\n\b\n  bulletin subscribers count --list newsletter-ro --status "
+    "unsubscribed",
+)
+@click.option("--list", "list_slug", metavar="SLUG", help="Count the members of this list.")
+@click.option(
+    "--status",
+    default="subscribed",
+    show_default=True,
+    type=click.Choice(["subscribed", "unsubscribed", "bounced", "complained", "blocked", "all"]),
+    help="Which members to count.",
+)
+@pass_ctx
+def subscribers_count_cmd(ctx: Context, list_slug: str | None, status: str) -> None:
+    """Print how many subscribers (on a list) are in a status."""
+    from bulletin.store.subscribers import count
+
+    with ctx.store().begin() as conn:
+        console.print(str(count(conn, list_slug, status)))
+
+
+@subscribers_group.command(
+    "export",
+    epilog="Example:\n\n\b\n  bulletin subscribers export --list newsletter-ro -o "
+    "newsletter-ro.csv",
+)
+@click.option("--list", "list_slug", required=True, metavar="SLUG", help="List to export.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to write (default: standard output).",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["subscribed", "unsubscribed", "bounced", "complained", "blocked", "all"]),
+    help="Members to export; repeat for several (default: subscribed).",
+)
+@pass_ctx
+def subscribers_export_cmd(
+    ctx: Context, list_slug: str, output: Path | None, statuses: tuple[str, ...]
+) -> None:
+    """Export a list as CSV that `subscribers import` reads back unchanged.
+
+    Cells that a spreadsheet would run as a formula get a leading apostrophe.
+    """
+    import sys
+
+    from bulletin.store.export import export_csv
+
+    wanted = statuses or ("subscribed",)
+    with ctx.store().begin() as conn:
+        if output is None:
+            export_csv(conn, list_slug, sys.stdout, statuses=wanted)
+            return
+        try:
+            with open(output, "w", encoding="utf-8-sig", newline="") as f:
+                n = export_csv(conn, list_slug, f, statuses=wanted)
+        except OSError as exc:
+            raise BulletinError(f"Cannot write {output}: {exc.strerror}.") from None
+    err_console.print(f"Exported {n:,} subscribers of {list_slug} to {output}.", markup=False)
+
+
+COMMANDS = (subscribers_group,)

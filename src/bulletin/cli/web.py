@@ -1,0 +1,86 @@
+"""``bulletin serve`` and ``bulletin archive build``: the public pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bulletin.cli._common import Context, console, pass_ctx
+
+
+@click.command(
+    "serve",
+    epilog="Examples:\n\n\b\n  bulletin serve\n  bulletin serve --host 127.0.0.1 --port 8080",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (keep 127.0.0.1 behind a reverse proxy on the same host).",
+)
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0 picks any free port).",
+)
+@pass_ctx
+def serve_cmd(ctx: Context, host: str, port: int) -> None:
+    """Serve the public pages: one-click unsubscribe and the archive of issues.
+
+    GET /u/TOKEN shows a confirmation page and changes nothing; POST /u/TOKEN (its button,
+    or a mail provider's RFC 8058 one-click request) unsubscribes at once. /archive/ lists
+    the published issues; /healthz answers ok for a proxy. Run it behind a reverse proxy
+    with HTTPS at newsletter.base_url (see README, "Deploying bulletin serve").
+    """
+    from bulletin.web.public import serve_public
+
+    serve_public(ctx.workspace, host=host, port=port)
+
+
+@click.group(
+    "archive",
+    epilog="Example:\n\n\b\n  bulletin archive build public/archive",
+)
+def archive_group() -> None:
+    """The public archive of issues (also served by `bulletin serve` at /archive/).
+
+    Every issue under issues/ is published from its date on, unless archive.exclude in
+    bulletin.toml lists it. Archive copies hold no personal data.
+    """
+
+
+@archive_group.command(
+    "build",
+    epilog="Example:\n\n\b\n  bulletin archive build public/archive\n"
+    "  rsync -a public/archive/ web:/srv/www/news/archive/",
+)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@pass_ctx
+def archive_build_cmd(ctx: Context, out: Path) -> None:
+    """Write the archive as static files into OUT: index.html and SLUG/index.html.
+
+    The files are the pages `bulletin serve` answers at /archive/ and /archive/SLUG, so
+    OUT can be published at <base_url>/archive/ by any web server instead.
+    """
+    from bulletin.web.archive import build_archive
+
+    report = build_archive(ctx.workspace, out)
+    for slug, reason in report.skipped:
+        console.print(f"  not published: {slug} ({reason})", markup=False, soft_wrap=True)
+    noun = "issue" if len(report.entries) == 1 else "issues"
+    console.print(
+        f"Wrote the archive of {len(report.entries)} {noun} to {out} "
+        f"({len(report.written)} files).",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+COMMANDS = (
+    serve_cmd,
+    archive_group,
+)
