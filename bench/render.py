@@ -121,7 +121,8 @@ def main() -> int:
 
     try:
         from bulletin.content.loader import load_issue
-        from bulletin.render.pipeline import render_issue, sample_values
+        from bulletin.render.pipeline import render_issue
+        from bulletin.render.values import sample_values
     except ImportError as exc:
         print(f"bench/render.py: the render pipeline is not there yet ({exc}).", file=sys.stderr)
         return 1
@@ -149,7 +150,7 @@ def main() -> int:
 
     official = official_mjml(source, args.mjml_runs)
 
-    values = sample_values(ws, rendered.loaded)
+    values = sample_values(ws, rendered.loaded.slug)
     people = recipients(values, 1000)
     html_t, text_t = rendered.html, rendered.text
 

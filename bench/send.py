@@ -356,7 +356,8 @@ def build_rates(
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
     from bulletin import workspace
-    from bulletin.dispatch.plan import Composer, SendOptions, prepare_send
+    from bulletin.dispatch.composer import Composer
+    from bulletin.dispatch.plan import SendOptions, prepare_send
     from bulletin.mail.compose import Recipient
     from bulletin.mail.dkim import load_dkim_signer
     from bulletin.store import ledger

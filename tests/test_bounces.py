@@ -26,7 +26,8 @@ from bulletin.inbound.bounces import SOFT_BOUNCE, BounceSettings, import_bounces
 from bulletin.inbound.mailboxes import open_mailbox
 from bulletin.inbound.reports import analyse, parse, severity
 from bulletin.mail.compose import Recipient, build_message_template
-from bulletin.render.pipeline import render_issue, sample_values
+from bulletin.render.pipeline import render_issue
+from bulletin.render.values import sample_values
 from bulletin.store import schema
 from bulletin.store.db import open_store, write_transaction
 from bulletin.store.subscribers import (
@@ -231,7 +232,7 @@ def verp_address(workspace: ws.Workspace, engine: sa.Engine, email: str) -> str:
     signer = TokenSigner.from_workspace(workspace)
     sub_id, list_id = subscriber_and_list(engine, email)
     values = {
-        **sample_values(workspace, loaded, email=email),
+        **sample_values(workspace, loaded.slug, email=email),
         "unsubscribe_token": signer.unsubscribe_token(sub_id, list_id),
         "bounce_token": signer.bounce_token(sub_id, list_id),
     }

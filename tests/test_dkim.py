@@ -22,7 +22,8 @@ from bulletin.errors import BulletinError, ConfigError
 from bulletin.mail import MessageTemplate, Recipient, build_message_template
 from bulletin.mail import dkim as bdkim
 from bulletin.mail.dkim import DkimSigner, canonical_body, canonical_header, load_dkim_signer
-from bulletin.render.pipeline import render_issue, sample_values
+from bulletin.render.pipeline import render_issue
+from bulletin.render.values import sample_values
 
 SLUG = "2014-10-clusterpolisee-03"
 DOMAIN = "clusterpolisee.example.org"
@@ -82,7 +83,7 @@ def _sample_template(
     def recipient(i: int, name: str, email: str = "") -> Recipient:
         email = email or f"r{i}@example.ro"
         values = {
-            **sample_values(workspace, loaded, email=email, name=name),
+            **sample_values(workspace, loaded.slug, email=email, name=name),
             "unsubscribe_url": f"http://127.0.0.1:8080/u/tok{i}",
         }
         return Recipient(email, name, values)

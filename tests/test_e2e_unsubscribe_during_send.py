@@ -34,7 +34,8 @@ from sqlalchemy.engine import Engine
 from bulletin import workspace as wsm
 from bulletin.store.db import open_store
 from bulletin.store.schema import deliveries, events, lists, subscribers, subscriptions
-from bulletin.tokens import TokenSigner, unsubscribe_url
+from bulletin.tokens import TokenSigner
+from bulletin.urls import unsubscribe_url
 from conftest import SAMPLE_SLUG
 from smtpfaults import FaultServer
 from test_engine import NAMES, SINGLE, by_recipient, check_message, configure, parse

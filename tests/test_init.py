@@ -166,7 +166,8 @@ def test_config_documents_every_option_and_its_examples_are_valid(tmp_path: Path
 
 def test_new_workspace_renders_its_example_issue(tmp_path: Path) -> None:
     from bulletin.content.loader import load_issue
-    from bulletin.render.pipeline import render_issue, sample_values
+    from bulletin.render.pipeline import render_issue
+    from bulletin.render.values import sample_values
 
     init_workspace(tmp_path / "ws")
     ws = workspace.load(tmp_path / "ws")
@@ -175,7 +176,7 @@ def test_new_workspace_renders_its_example_issue(tmp_path: Path) -> None:
     assert rendered.ok, [str(p) for p in rendered.problems]
     assert rendered.subject == loaded.issue.subject
     assert "știri" in rendered.subject  # comma-below letters survive the copy
-    values = sample_values(ws, loaded)
+    values = sample_values(ws, loaded.slug)
     html = rendered.html.fill(values)
     text = rendered.text.fill(values)
     assert "<html" in html.lower() and "My Newsletter" in html + text

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import mjml
 import pytest
 
 from bulletin.errors import Location
-from bulletin.render.lint import (
-    MJML_PATH,
-    line_column,
-    lint_mjml,
-    mrml_error_location,
-    mrml_error_problem,
-    source_location,
-)
+from bulletin.render.lint import lint_mjml
+from bulletin.render.sourcemap import GENERATED_MJML as MJML_PATH
+from bulletin.render.sourcemap import location
 from bulletin.render.types import SourceSpan
 
 GOOD = """\
@@ -298,48 +291,12 @@ def test_findings_are_located_in_the_template_via_source_spans() -> None:
     )
 
 
-def test_source_location_picks_innermost_span_and_offsets_lines() -> None:
+def test_location_picks_innermost_span_and_offsets_lines() -> None:
     spans = [SourceSpan(1, 100, "outer", 1), SourceSpan(40, 50, "inner", 12)]
-    assert source_location(45, 3, spans) == Location("inner", 17)
-    assert source_location(60, 3, spans) == Location("outer", 60)
-    assert source_location(200, 3, spans) == Location(MJML_PATH, 200, 3)
-
-
-def test_line_column() -> None:
-    text = "ab\ncdé\nf"
-    assert line_column(text, 0) == (1, 1)
-    assert line_column(text, 5) == (2, 3)
-    assert line_column(text, 7) == (3, 1)
-
-
-def test_mrml_byte_offset_becomes_line_and_column_after_romanian_text() -> None:
-    # Multi-byte letters before the error make byte and character offsets differ.
-    src = (
-        "<mjml>\n<mj-head>\n<mj-title>Știri și evenimente ăâîșț</mj-title>\n"
-        "  <mj-html-attributes></mj-html-attributes>\n</mj-head><mj-body></mj-body></mjml>"
-    )
-    with pytest.raises(ValueError) as info:
-        mjml.mjml2html(src)
-    assert re.search(r"at position \d+:\d+", str(info.value))
-    loc = mrml_error_location(src, info.value)
-    assert loc == Location(MJML_PATH, 4, 4)
-    assert src.splitlines()[3][loc.column - 1 :].startswith("mj-html-attributes")  # type: ignore[operator]
-    spans = [SourceSpan(1, 5, "templates/default.mjml.j2", 10)]
-    assert mrml_error_location(src, info.value, spans) == Location("templates/default.mjml.j2", 13)
-    problem = mrml_error_problem(src, info.value, spans)
-    assert problem.code == "mjml.syntax"
-    assert "near 'mj-html-attributes'" in problem.message
-    assert "(generated MJML line 4:4)" in problem.message
-
-
-def test_mrml_error_without_position() -> None:
-    src = "<mjml><mj-body><mj-section>"
-    with pytest.raises(ValueError) as info:
-        mjml.mjml2html(src)
-    assert mrml_error_location(src, info.value) is None
-    problem = mrml_error_problem(src, info.value)
-    assert problem.location is None
-    assert "not closed" in problem.message
+    mjml = "\n" * 300
+    assert location(spans, mjml, 45, 3) == Location("inner", 17)
+    assert location(spans, mjml, 60, 3) == Location("outer", 60)
+    assert location(spans, mjml, 200, 3) == Location(MJML_PATH, 200, 3)
 
 
 def test_source_of_finds_the_exact_template_line_despite_jinja_blocks() -> None:
@@ -371,6 +328,4 @@ def test_source_of_finds_the_exact_template_line_despite_jinja_blocks() -> None:
     (exact,) = lint_mjml(mjml_src, spans, texts.get)
     assert exact.location == Location("templates/sections/x.mjml.j2", 6)
     # A line with {{ }} output is matched on its literal parts.
-    assert source_location(4, 5, spans, mjml=mjml_src, source_of=texts.get) == Location(
-        "templates/sections/x.mjml.j2", 5
-    )
+    assert location(spans, mjml_src, 4, 5, texts.get) == Location("templates/sections/x.mjml.j2", 5)

@@ -25,9 +25,10 @@ from bulletin.content.model import Issue, LoadedIssue
 from bulletin.errors import ConfigError
 from bulletin.mail import InvalidRecipient, MessageTemplate, Recipient, build_message_template
 from bulletin.mail.headers import sanitise_display_name
-from bulletin.render.pipeline import render_issue, sample_values
+from bulletin.render.pipeline import render_issue
 from bulletin.render.slots import CompiledTemplate, SlotRegistry
 from bulletin.render.types import RenderedIssue
+from bulletin.render.values import sample_values
 
 SUBJECT = "e-newsletter nr. 3: grupuri de lucru și evenimente"
 SLUG = "2014-10-clusterpolisee-03"
@@ -684,7 +685,7 @@ def test_real_sample_issue(workspace_dir: Path) -> None:
     for i in range(40):
         name = "Ana Popescu" if i == 0 else _random_text(rng)
         values: Mapping[str, str] = {
-            **sample_values(workspace, loaded, email=f"r{i}@example.ro", name=name),
+            **sample_values(workspace, loaded.slug, email=f"r{i}@example.ro", name=name),
             "unsubscribe_url": f"http://127.0.0.1:8080/u/t{i}",
         }
         data = template.personalise(Recipient(f"r{i}@example.ro", name, values))

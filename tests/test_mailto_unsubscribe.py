@@ -24,7 +24,8 @@ from bulletin.dispatch.maildir import MaildirTransport
 from bulletin.dispatch.transport import Envelope
 from bulletin.inbound.unsubscribes import UnsubscribeSettings, import_unsubscribes
 from bulletin.mail.compose import Recipient, build_message_template
-from bulletin.render.pipeline import render_issue, sample_values
+from bulletin.render.pipeline import render_issue
+from bulletin.render.values import sample_values
 from bulletin.store import schema
 from bulletin.store.db import open_store, write_transaction
 from bulletin.store.subscribers import (
@@ -81,7 +82,7 @@ def mailto_of_a_real_message(
     template = build_message_template(workspace.config, render_issue(workspace, loaded))
     token = TokenSigner.from_workspace(workspace).unsubscribe_token(*ids(engine, email, slug))
     values = {
-        **sample_values(workspace, loaded, email=email),
+        **sample_values(workspace, loaded.slug, email=email),
         "unsubscribe_url": f"{workspace.config.newsletter.base_url}/u/{token}",
         "unsubscribe_token": token,
     }

@@ -9,7 +9,8 @@ import pytest
 
 from bulletin import workspace as ws
 from bulletin.content.loader import load_issue
-from bulletin.render.pipeline import render_issue, sample_values
+from bulletin.render.pipeline import render_issue
+from bulletin.render.values import sample_values
 from conftest import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
@@ -42,7 +43,7 @@ def sample_html(workspace_dir: Path) -> Path:
     loaded = load_issue(workspace, workspace.issue_dir(SAMPLE_SLUG))
     rendered = render_issue(workspace, loaded)
     path = workspace_dir / "sample.html"
-    path.write_text(rendered.html.fill(sample_values(workspace, loaded)), encoding="utf-8")
+    path.write_text(rendered.html.fill(sample_values(workspace, loaded.slug)), encoding="utf-8")
     return path
 
 

@@ -6,6 +6,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bulletin.cli import cli
@@ -127,3 +128,96 @@ def test_render_for_a_stored_subscriber_fills_name_and_attributes(workspace_dir:
     assert other.returncode == 0, other.stderr
     assert "not in the subscriber store" in other.stderr
     assert "nobody@example.ro (, )." in out.read_text(encoding="utf-8")
+
+
+# --- what the officer renders is what the send delivers (issue 8, defect 5) --------------
+
+
+def _without_date(message: bytes) -> bytes:
+    """The message with its Date line removed: the one header a proof cannot share."""
+    head, sep, body = message.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")]
+    return b"\r\n".join(lines) + sep + body
+
+
+def test_render_for_a_subscriber_is_byte_for_byte_what_the_send_delivers(
+    workspace_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscriber's name, first_name attribute, To header and signed links match the send.
+
+    Before: render filled first_name with the first word of the name ("Ana") while the send
+    used the first_name attribute ("Ana Maria"), and --eml left the display name out of To.
+    """
+    from bulletin.sink import start_sink
+    from conftest import set_config
+
+    monkeypatch.setenv("BULLETIN_SECRET_KEY", "k" * 32)
+    footer = workspace_dir / "templates" / "partials" / "footer.mjml.j2"
+    footer.write_text(
+        footer.read_text(encoding="utf-8").replace(
+            '<p>{{ _("This email was sent to") }}',
+            '<p>Dragă {{ subscriber.first_name }},</p>\n      <p>{{ _("This email was sent to") }}',
+        ),
+        encoding="utf-8",
+    )
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(
+        "email,name,first_name,city\n"
+        "ana@example.ro,Ana Maria Popescu,Ana Maria,Iași\n"
+        "ion@example.ro,Ion Ionescu,,Cluj\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+
+    def bulletin(*args: str) -> str:
+        result = runner.invoke(cli, ["-w", str(workspace_dir), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    bulletin("subscribers", "import", str(contacts), "--list", "demo", "--create-list")
+    with start_sink(tmp_path / "sink", "127.0.0.1", 0) as sink:
+        set_config(workspace_dir, "smtp", url=sink.url)
+        bulletin("send", SAMPLE_SLUG, "--list", "demo", "--yes")
+    captured = {}
+    for path in (tmp_path / "sink" / "new").iterdir():
+        data = path.read_bytes()
+        # The sink puts two lines of its own in front: X-Bulletin-Envelope-From, Delivered-To.
+        first, second, rest = data.split(b"\r\n", 2)
+        assert first.startswith(b"X-Bulletin-Envelope-From:") and second.startswith(b"Delivered")
+        captured[second.split(b": ", 1)[1].decode()] = rest
+
+    eml = tmp_path / "proof" / "ana.eml"
+    html = tmp_path / "proof" / "ana.html"
+    out = bulletin(
+        "render", SAMPLE_SLUG, "--subscriber", "ana@example.ro", "--eml", str(eml), "-o", str(html)
+    )
+    assert "For ana@example.ro (list demo)" in out
+    proof = eml.read_bytes()
+    assert _without_date(proof) == _without_date(captured["ana@example.ro"])
+    msg = message_from_bytes(proof, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    assert msg["To"] == "Ana Maria Popescu <ana@example.ro>"
+    body = msg.get_body(("html",))
+    assert body is not None
+    assert body.get_content().replace("\r\n", "\n") == html.read_text(encoding="utf-8")
+    assert "Dragă Ana Maria," in html.read_text(encoding="utf-8")
+    # Without a first_name attribute the first word of the name is used, by both.
+    ion = tmp_path / "proof" / "ion.eml"
+    bulletin("render", SAMPLE_SLUG, "--subscriber", "ion@example.ro", "--list", "demo",
+             "--eml", str(ion), "-o", str(tmp_path / "proof" / "ion.html"))  # fmt: skip
+    assert _without_date(ion.read_bytes()) == _without_date(captured["ion@example.ro"])
+    assert "Dragă Ion," in (tmp_path / "proof" / "ion.html").read_text(encoding="utf-8")
+
+
+def test_render_sample_eml_names_the_sample_reader_and_signs_nothing(
+    workspace_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BULLETIN_SECRET_KEY", raising=False)
+    eml = tmp_path / "sample.eml"
+    code, out, _ = run(workspace_dir, SAMPLE_SLUG, "--eml", str(eml))
+    assert code == 0, out
+    msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert msg["To"] == "Ana Popescu <cititor@example.org>"
+    assert "/u/preview" in msg["List-Unsubscribe"]
+    # A sample proof needs no signing key, so rendering creates none.
+    assert not (workspace_dir / ".bulletin" / "secret_key").exists()

@@ -150,3 +150,18 @@ def test_romanian_text_with_markup_characters_is_escaped_not_an_mjml_error(
     html = rendered.html.fill({})
     assert "Cercetare &amp; inovare &lt;2014&gt;" in html
     assert "a &lt; b &amp; c" in html
+
+
+def test_mrml_byte_offsets_become_line_and_column_after_romanian_text() -> None:
+    """MRML reports UTF-8 byte offsets; multi-byte letters before the error shift them."""
+    from bulletin.render.compiler import MjmlFailure, compile_mjml
+
+    src = (
+        "<mjml>\n<mj-head>\n<mj-title>Știri și evenimente ăâîșț</mj-title>\n"
+        "  <mj-html-attributes></mj-html-attributes>\n</mj-head><mj-body></mj-body></mjml>"
+    )
+    with pytest.raises(MjmlFailure) as info:
+        compile_mjml(src)
+    assert (info.value.line, info.value.column) == (4, 4)
+    line = src.splitlines()[3]
+    assert line[info.value.column - 1 :].startswith("mj-html-attributes")

@@ -15,8 +15,10 @@ import pytest
 from bulletin import workspace as ws
 from bulletin.content.loader import load_issue
 from bulletin.content.model import SECTION_TYPES, Issue, LoadedIssue
-from bulletin.render.pipeline import render_issue, sample_values, view_online_url
+from bulletin.render.pipeline import render_issue
 from bulletin.render.types import RenderedIssue
+from bulletin.render.values import sample_values
+from bulletin.urls import view_online_url
 
 SAMPLE_SLUG = "2014-10-clusterpolisee-03"
 
@@ -107,7 +109,7 @@ def workspace(workspace_dir: Path) -> ws.Workspace:
 
 
 def filled_html(w: ws.Workspace, rendered: RenderedIssue, **values: str) -> str:
-    return rendered.html.fill({**sample_values(w, rendered.loaded), **values})
+    return rendered.html.fill({**sample_values(w, rendered.loaded.slug), **values})
 
 
 def test_every_section_type_renders(workspace: ws.Workspace) -> None:
@@ -243,7 +245,7 @@ def test_placeholders_compile_into_slots_and_fill_escapes(workspace: ws.Workspac
     assert rendered.text.slot_names == {"email", "unsubscribe_url", "view_online_url"}
     assert "BULLETINSLOT" not in "".join(rendered.html.chunks)
 
-    values = sample_values(workspace, loaded)
+    values = sample_values(workspace, loaded.slug)
     values.update(
         name="<script>alert(1)</script>",
         first_name="",
@@ -257,7 +259,7 @@ def test_placeholders_compile_into_slots_and_fill_escapes(workspace: ws.Workspac
     # The placeholder survived lxml inside an href, next to a query string.
     assert 'href="https://example.org/profil?e=a&amp;b@example.org"' in out
     assert 'href="https://news.example.org/u/tok?x=1&amp;y=2"' in out
-    view = view_online_url(workspace, loaded.slug)
+    view = view_online_url(workspace.config.newsletter.base_url, loaded.slug)
     assert view == "http://127.0.0.1:8080/archive/test-issue"
     assert out.count(f'href="{view}"') == 2  # header and footer
     text = rendered.text.fill(values)
@@ -265,7 +267,7 @@ def test_placeholders_compile_into_slots_and_fill_escapes(workspace: ws.Workspac
 
 
 def test_sample_values(workspace: ws.Workspace) -> None:
-    values = sample_values(workspace, make_issue(slug="nr-3"))
+    values = sample_values(workspace, make_issue(slug="nr-3").slug)
     assert values == {
         "email": "cititor@example.org",
         "name": "Ana Popescu",
@@ -278,7 +280,7 @@ def test_sample_values(workspace: ws.Workspace) -> None:
 def test_romanian_diacritics_survive_into_html_and_text(workspace: ws.Workspace) -> None:
     rendered = render_issue(workspace, make_issue())
     out = filled_html(workspace, rendered)
-    text = rendered.text.fill(sample_values(workspace, rendered.loaded))
+    text = rendered.text.fill(sample_values(workspace, rendered.loaded.slug))
     for word in ("Articolul ș ț", "Știri", "conferințe", "Alăturați-vă", "Înscriere"):
         assert word in out, word
         assert word in text or word == "conferințe", word
@@ -360,7 +362,7 @@ def test_text_override_is_used_and_keeps_an_unsubscribe_link(workspace: ws.Works
     override = "Bună, {{ subscriber.get('first_name', 'cititorule') }}!\n\nTextul scris de mână.\n"
     loaded = make_issue(text_override=override)
     rendered = render_issue(workspace, loaded)
-    values = sample_values(workspace, loaded)
+    values = sample_values(workspace, loaded.slug)
     text = rendered.text.fill(values)
     assert text.startswith("Bună, Ana!\n\nTextul scris de mână.\n")
     assert "Dezabonare:\n<http://127.0.0.1:8080/u/preview>" in text
@@ -374,14 +376,14 @@ def test_sample_issue_is_small_enough_for_gmail(workspace: ws.Workspace) -> None
     size = len(out.encode("utf-8"))
     assert size < 90 * 1024, f"{size} bytes"
     assert rendered.ok, rendered.problems
-    words = len(rendered.text.fill(sample_values(workspace, loaded)).split())
+    words = len(rendered.text.fill(sample_values(workspace, loaded.slug)).split())
     assert words > 2000  # it is the long sample, not an empty render
 
 
 def test_every_link_of_the_sample_is_in_the_text_version(workspace: ws.Workspace) -> None:
     loaded = load_issue(workspace, workspace.issue_dir(SAMPLE_SLUG))
     rendered = render_issue(workspace, loaded)
-    values = sample_values(workspace, loaded)
+    values = sample_values(workspace, loaded.slug)
     out = rendered.html.fill(values)
     text = rendered.text.fill(values)
     hrefs = {html_lib.unescape(h) for h in re.findall(r'href="(https?://[^"]+)"', out)}

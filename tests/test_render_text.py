@@ -13,7 +13,8 @@ from bulletin.content.loader import load_issue
 from bulletin.content.model import Issue, LoadedIssue
 from bulletin.render import i18n
 from bulletin.render import markdown as md
-from bulletin.render.pipeline import render_issue, sample_values
+from bulletin.render.pipeline import render_issue
+from bulletin.render.values import sample_values
 
 SAMPLE_SLUG = "2014-10-clusterpolisee-03"
 LONG_URL = "https://example.org/" + "a" * 90
@@ -37,7 +38,7 @@ def assert_wrapped(text: str) -> None:
 def test_sample_text_is_wrapped_at_72_and_readable(workspace: ws.Workspace) -> None:
     loaded = load_issue(workspace, workspace.issue_dir(SAMPLE_SLUG))
     rendered = render_issue(workspace, loaded)
-    text = rendered.text.fill(sample_values(workspace, loaded))
+    text = rendered.text.fill(sample_values(workspace, loaded.slug))
     assert_wrapped(text)
     assert text.startswith("ClusterPoliSEE e-newsletter nr. 3\n=================================\n")
     assert "\nIntroducere\n-----------\n" in text
@@ -177,7 +178,7 @@ def test_text_of_every_section_type_shows_each_link(workspace: ws.Workspace) -> 
     )
     loaded = LoadedIssue(slug="s", path="issues/s/issue.yaml", issue=issue)
     rendered = render_issue(workspace, loaded)
-    text = rendered.text.fill(sample_values(workspace, loaded))
+    text = rendered.text.fill(sample_values(workspace, loaded.slug))
     for url in ("text", "img", "article", "list", "event", "news", "cta", "map"):
         assert f"<https://e.org/{url}>" in text, url
     assert "Register: <https://e.org/article>" in text

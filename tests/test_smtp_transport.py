@@ -136,13 +136,14 @@ def test_a_composed_issue_arrives_unchanged(workspace_dir: Path, server: FaultSe
     from bulletin import workspace as ws
     from bulletin.content.loader import load_issue
     from bulletin.mail.compose import Recipient, build_message_template
-    from bulletin.render.pipeline import render_issue, sample_values
+    from bulletin.render.pipeline import render_issue
+    from bulletin.render.values import sample_values
 
     workspace = ws.load(workspace_dir)
     loaded = load_issue(workspace, workspace.issue_dir("2014-10-clusterpolisee-03"))
     template = build_message_template(workspace.config, render_issue(workspace, loaded))
     values = {
-        **sample_values(workspace, loaded, email="ana@example.ro", name="Ana Ștefănescu"),
+        **sample_values(workspace, loaded.slug, email="ana@example.ro", name="Ana Ștefănescu"),
         "unsubscribe_url": "http://127.0.0.1:8080/u/tok-1",
     }
     recipient = Recipient("ana@example.ro", "Ana Ștefănescu", values)

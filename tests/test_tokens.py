@@ -23,8 +23,8 @@ from bulletin.tokens import (
     key_file,
     load_keys,
     rotate_key,
-    unsubscribe_url,
 )
+from bulletin.urls import unsubscribe_url
 
 KEY = "k3y-for-tests-only-aaaaaaaaaaaaaaaaaaaaaaa"
 OTHER = "another-key-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -253,7 +253,8 @@ def test_rotation_is_refused_when_keys_come_from_the_environment(
 
 def test_tokens_fit_the_composer_headers_and_verp(workspace: ws.Workspace) -> None:
     from bulletin.content.loader import load_issue
-    from bulletin.render.pipeline import render_issue, sample_values
+    from bulletin.render.pipeline import render_issue
+    from bulletin.render.values import sample_values
 
     config = workspace.config.model_copy(
         update={
@@ -270,7 +271,7 @@ def test_tokens_fit_the_composer_headers_and_verp(workspace: ws.Workspace) -> No
     signer = TokenSigner.from_workspace(workspace)
     token = signer.unsubscribe_token(2**40, 2**40)
     url = unsubscribe_url(workspace.config.newsletter.base_url, token)
-    values = {**sample_values(workspace, loaded), "unsubscribe_url": url}
+    values = {**sample_values(workspace, loaded.slug), "unsubscribe_url": url}
     recipient = Recipient("ana@example.ro", "Ana Popescu", values)
     data = template.personalise(recipient)
     assert f"<{url}>".encode() in data

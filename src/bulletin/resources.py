@@ -84,22 +84,3 @@ def bundled_files(name: str) -> dict[str, Traversable]:
     if root.is_file():
         return {root.name: root}
     return dict(sorted(_walk(root, "")))
-
-
-def copy_bundled(name: str, dest: Path) -> list[Path]:
-    """Copy a bundled folder into ``dest`` (or a bundled file to ``dest``); return what it wrote.
-
-    Works on any :class:`Traversable` (a folder on disk or inside a zip) and copies bytes
-    unchanged, so templates and Romanian text arrive exactly as shipped.
-    """
-    root = bundled(name)
-    if root.is_file():
-        targets = [(dest, root)]
-    else:
-        targets = [(dest.joinpath(*rel.split("/")), t) for rel, t in bundled_files(name).items()]
-    for target, src in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(src.read_bytes())
-    if not targets:
-        dest.mkdir(parents=True, exist_ok=True)
-    return [t for t, _ in targets]

@@ -253,11 +253,6 @@ class TokenSigner:
         return data if isinstance(data, BounceToken) else None
 
 
-def unsubscribe_url(base_url: str, token: str) -> str:
-    """The unsubscribe page of a token: ``<base_url>/u/<token>``."""
-    return f"{base_url.rstrip('/')}/u/{token}"
-
-
 def key_file(workspace: Workspace) -> Path:
     """Where the workspace keeps its signing keys when BULLETIN_SECRET_KEY is unset."""
     return workspace.secrets_dir / KEY_FILE

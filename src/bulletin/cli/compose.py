@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from bulletin.cli._common import Context, console, err_console, pass_ctx
-from bulletin.errors import BulletinError
 
 
 @click.command(
@@ -108,7 +107,15 @@ def check_cmd(ctx: Context, issue: str, strict: bool) -> None:
     "--subscriber",
     metavar="EMAIL",
     default=None,
-    help="Fill the per-reader values for this address (default: a sample reader).",
+    help="Render what this stored subscriber gets, signed links included (default: a "
+    "sample reader).",
+)
+@click.option(
+    "--list",
+    "list_slug",
+    metavar="SLUG",
+    default=None,
+    help="With --subscriber: the list the message goes through (default: their first list).",
 )
 @click.option(
     "--eml",
@@ -118,53 +125,45 @@ def check_cmd(ctx: Context, issue: str, strict: bool) -> None:
 )
 @pass_ctx
 def render_cmd(
-    ctx: Context, issue: str, output: Path | None, subscriber: str | None, eml: Path | None
+    ctx: Context,
+    issue: str,
+    output: Path | None,
+    subscriber: str | None,
+    list_slug: str | None,
+    eml: Path | None,
 ) -> None:
     """Render ISSUE (a slug under issues/ or a folder) to HTML and plain text files.
 
-    The files are what one reader receives, filled with sample values or for --subscriber.
+    The files are what one reader receives: a sample reader, or with --subscriber a stored
+    subscriber exactly as the send builds their message (the .eml differs only in its Date).
     """
-    from bulletin.content.loader import load_issue
-    from bulletin.render.pipeline import write_rendered
+    from bulletin.dispatch.proof import write_proof
 
+    if list_slug is not None and subscriber is None:
+        raise click.UsageError("--list goes with --subscriber.")
     workspace = ctx.workspace
-    loaded = load_issue(workspace, workspace.issue_dir(issue))
-    name, attributes = "", None
-    if subscriber is not None:
-        from bulletin.store.subscribers import find_subscriber
-
-        with ctx.store().connect() as conn:
-            found = find_subscriber(conn, subscriber)
-        if found is None:
-            err_console.print(
-                f"note: {subscriber} is not in the subscriber store; only the address is filled.",
-                markup=False,
-            )
-        else:
-            name, attributes = found.name, found.attributes
-    result = write_rendered(
-        workspace, loaded, output, email=subscriber, name=name, attributes=attributes
+    proof = write_proof(
+        workspace,
+        workspace.issue_dir(issue),
+        output=output,
+        eml=eml,
+        subscriber=subscriber,
+        list_slug=list_slug,
+        store=ctx.store,
     )
-    for problem in result.rendered.problems:
+    for problem in proof.rendered.problems:
         err_console.print(f"{problem.severity}: {problem}", markup=False, soft_wrap=True)
-    console.print(
-        f"HTML {result.html_bytes / 1024:.1f} KB -> {result.html_path}\n"
-        f"Text {result.text_bytes / 1024:.1f} KB -> {result.text_path}",
-        markup=False,
-        soft_wrap=True,
-    )
-    if eml is not None:
-        from bulletin.mail.compose import Recipient, build_message_template
-
-        message = build_message_template(workspace.config, result.rendered)
-        to_email = subscriber or result.values["email"]
-        data = message.personalise(Recipient(to_email, "", result.values))
-        try:
-            eml.parent.mkdir(parents=True, exist_ok=True)
-            eml.write_bytes(data)
-        except OSError as exc:
-            raise BulletinError(f"Cannot write {eml}: {exc.strerror}.") from None
-        console.print(f"Message {len(data) / 1024:.1f} KB -> {eml}", markup=False, soft_wrap=True)
+    for note in proof.notes:
+        err_console.print(f"note: {note}", markup=False, soft_wrap=True)
+    who = proof.recipient.email + (f" (list {proof.list_slug})" if proof.list_slug else "")
+    lines = [
+        f"For {who}",
+        f"HTML {proof.html_bytes / 1024:.1f} KB -> {proof.html_path}",
+        f"Text {proof.text_bytes / 1024:.1f} KB -> {proof.text_path}",
+    ]
+    if proof.eml_path is not None:
+        lines.append(f"Message {proof.eml_bytes / 1024:.1f} KB -> {proof.eml_path}")
+    console.print("\n".join(lines), markup=False, soft_wrap=True)
 
 
 COMMANDS = (

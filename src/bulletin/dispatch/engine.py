@@ -45,7 +45,8 @@ from typing import Literal
 
 from sqlalchemy.engine import Engine
 
-from bulletin.dispatch.plan import Composer, IssueChanged, SendOptions, SendPlan
+from bulletin.dispatch.composer import Composer
+from bulletin.dispatch.plan import IssueChanged, SendOptions, SendPlan
 from bulletin.dispatch.ratelimit import RateLimiter
 from bulletin.dispatch.transport import ConnectFailed, Connection, Delivery, Transport
 from bulletin.errors import BulletinError

@@ -6,10 +6,7 @@ resume it, or to say it is done) and counts the recipients. The :class:`SendPlan
 returns is what the command shows and asks about, and what :mod:`bulletin.dispatch.engine`
 runs.
 
-:class:`Composer` turns one recipient into an :class:`~bulletin.dispatch.transport.Envelope`:
-the issue's message template filled with their values (name, attributes, a signed
-unsubscribe link naming them and the list, a separate bounce token for VERP). It is shared
-by the engine's worker threads.
+Each recipient's message is made by :class:`~bulletin.dispatch.composer.Composer`.
 """
 
 from __future__ import annotations
@@ -25,17 +22,13 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from bulletin.dispatch.transport import Delivery, Envelope, Transport
+from bulletin.dispatch.composer import Composer, composer_for
+from bulletin.dispatch.transport import Delivery, Transport
 from bulletin.errors import BulletinError, Location, Problem, ProblemsError
-from bulletin.mail.compose import (
-    InvalidRecipient,
-    MessageTemplate,
-    Recipient,
-    build_message_template,
-)
+from bulletin.mail.compose import InvalidRecipient, Recipient
 from bulletin.render.types import RenderedIssue
+from bulletin.render.values import sample_values
 from bulletin.store import ledger
-from bulletin.tokens import TokenSigner, unsubscribe_url
 from bulletin.workspace import SendConfig, Workspace
 
 TEST_PREFIX = "[TEST] "
@@ -113,73 +106,6 @@ class SendOptions:
         return ", ".join(parts) or "no limit"
 
 
-def _first_name(name: str, attributes: Mapping[str, Any]) -> str:
-    given = attributes.get("first_name")
-    if given:
-        return str(given)
-    parts = name.split()
-    return parts[0] if parts else ""
-
-
-class Composer:
-    """Builds each recipient's envelope from the issue's message template (thread-safe)."""
-
-    def __init__(
-        self,
-        template: MessageTemplate,
-        signer: TokenSigner,
-        *,
-        base_url: str,
-        view_online_url: str,
-        slot_names: frozenset[str],
-    ) -> None:
-        self.template = template
-        self.signer = signer
-        self.base_url = base_url
-        self.view_online_url = view_online_url
-        self._first_name = "first_name" in slot_names
-        self._attrs = tuple(sorted(n[5:] for n in slot_names if n.startswith("attr.")))
-
-    def values(
-        self,
-        subscriber_id: int,
-        list_id: int,
-        email: str,
-        name: str,
-        attributes: Mapping[str, Any],
-    ) -> dict[str, str]:
-        """The slot values of one recipient (only the attributes the templates use)."""
-        token = self.signer.unsubscribe_token(subscriber_id, list_id)
-        values = {
-            "email": email,
-            "name": name,
-            "unsubscribe_token": token,
-            "unsubscribe_url": unsubscribe_url(self.base_url, token),
-            "view_online_url": self.view_online_url,
-            "bounce_token": self.signer.bounce_token(subscriber_id, list_id),
-        }
-        if self._first_name:
-            values["first_name"] = _first_name(name, attributes)
-        for key in self._attrs:
-            value = attributes.get(key)
-            values[f"attr.{key}"] = "" if value is None else str(value)
-        return values
-
-    def envelope(self, recipient: Recipient, message_id: str) -> Envelope:
-        """The message for one recipient; :class:`InvalidRecipient` if it cannot be built."""
-        template = self.template
-        return Envelope(
-            mail_from=template.envelope_from(recipient),
-            rcpt_to=template.envelope_to(recipient),
-            data=template.personalise(recipient, message_id=message_id),
-            message_id=message_id,
-            smtputf8=template.needs_smtputf8(recipient),
-        )
-
-    def message_id_for(self, email: str) -> str:
-        return self.template.message_id_for(email)
-
-
 def fingerprint(workspace: Workspace, rendered: RenderedIssue) -> str:
     """What a send's messages are made of, hashed: a resume must send the same thing.
 
@@ -242,25 +168,8 @@ class SendPlan:
 
     def composer(self, subject_prefix: str = "") -> Composer:
         """A composer for this issue (``subject_prefix`` e.g. for test messages)."""
-        from bulletin.mail.dkim import load_dkim_signer
-        from bulletin.render.pipeline import view_online_url
-
         assert self.rendered is not None, "a finished send has nothing to compose"
-        ws = self.workspace
-        template = build_message_template(
-            ws.config,
-            self.rendered,
-            subject_prefix=subject_prefix,
-            list_name=None,
-            sign=load_dkim_signer(ws),
-        )
-        return Composer(
-            template,
-            TokenSigner.from_workspace(ws),
-            base_url=ws.config.newsletter.base_url,
-            view_online_url=view_online_url(ws, self.issue_slug),
-            slot_names=self.rendered.html.slot_names | self.rendered.text.slot_names,
-        )
+        return composer_for(self.workspace, self.rendered, subject_prefix=subject_prefix)
 
     def summary_rows(self, smtp: str) -> list[tuple[str, str]]:
         """The plan as label/value rows; ``smtp`` describes the relay."""
@@ -544,13 +453,7 @@ def send_test(
                 )
                 recipients.append((address, Recipient(sub.email, sub.name, values)))
                 continue
-            values = {
-                "email": address,
-                "name": "",
-                "first_name": "",
-                "unsubscribe_url": f"{composer.base_url}/u/preview",
-                "view_online_url": composer.view_online_url,
-            }
+            values = sample_values(plan.workspace, plan.issue_slug, email=address, name="")
             recipients.append((address, Recipient(address, "", values)))
     try:
         connection = transport.connect()

@@ -32,9 +32,11 @@ from bulletin.content.model import (
     TextSection,
 )
 from bulletin.errors import ContentError, Location, Problem, Severity, TemplateError
-from bulletin.render.lint import MJML_PATH, lint_mjml, source_location
+from bulletin.render import sourcemap
+from bulletin.render.lint import lint_mjml
 from bulletin.render.slots import PREFIX, CompiledTemplate
 from bulletin.render.types import RenderedIssue
+from bulletin.render.values import sample_values
 from bulletin.workspace import Workspace
 
 KB = 1024
@@ -55,20 +57,6 @@ CEDILLA_FIXES = {
 }
 
 _SLOT_TOKEN = re.compile(PREFIX + r"([0-9]+)X")
-
-
-def sample_values(workspace: Workspace, loaded: LoadedIssue) -> dict[str, str]:
-    """Per-recipient values of a plausible reader, to measure and inspect one real message.
-
-    Those of the preview, except that the unsubscribe URL is as long as a signed token makes
-    it, so that the measured size is the size subscribers get.
-    """
-    from bulletin.render.pipeline import sample_values as preview_values
-
-    values = preview_values(workspace, loaded)
-    base = workspace.config.newsletter.base_url
-    values["unsubscribe_url"] = f"{base}/u/{'t' * 88}"
-    return values
 
 
 def _with_tokens(template: CompiledTemplate) -> str:
@@ -158,14 +146,9 @@ class _Sources:
             pos = mjml.find(needle) if needle else -1
             if pos >= 0:
                 line = mjml.count("\n", 0, pos) + 1
-                loc = source_location(
-                    line,
-                    None,
-                    self.rendered.mjml_sources,
-                    mjml=mjml,
-                    source_of=self.template_text,
+                return sourcemap.location(
+                    self.rendered.mjml_sources, mjml, line, source_of=self.template_text
                 )
-                return loc if loc.path != MJML_PATH else Location(MJML_PATH, line)
         return None
 
     def key_line(self, key: str) -> Location:
@@ -560,7 +543,7 @@ def check_cedilla(sources: _Sources, language: str) -> list[Problem]:
 
 def html_size(workspace: Workspace, rendered: RenderedIssue) -> int:
     """Bytes of one message's HTML, filled for a sample reader."""
-    values = sample_values(workspace, rendered.loaded)
+    values = sample_values(workspace, rendered.loaded.slug, measured=True)
     return len(rendered.html.fill(values).encode("utf-8"))
 
 

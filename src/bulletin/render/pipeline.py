@@ -15,15 +15,14 @@ wrote it, so MJML errors and lint findings point at a template.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import jinja2
 
 from bulletin.content.model import LoadedIssue
-from bulletin.errors import BulletinError, Location, Problem, TemplateError
+from bulletin.errors import Location, Problem, TemplateError
 from bulletin.render import compiler, sourcemap, templating
 from bulletin.render import i18n as i18n_
 from bulletin.render.slots import CompiledTemplate, SlotRegistry, SubscriberProxy
@@ -43,42 +42,6 @@ TEMPLATE_VARIABLES = (
     "lang",
 )
 """Names every layout can use (plus the filters markdown, date, month and ``_()``)."""
-
-GENERATED_MJML = "generated MJML"
-
-
-def view_online_url(workspace: Workspace, slug: str) -> str:
-    """The public archive address of an issue (the same for every recipient)."""
-    return f"{workspace.config.newsletter.base_url}/archive/{slug}"
-
-
-SAMPLE_EMAIL = "cititor@example.org"
-SAMPLE_NAME = "Ana Popescu"
-"""The made-up reader of previews and `bulletin render`."""
-
-
-def sample_values(
-    workspace: Workspace,
-    loaded: LoadedIssue,
-    email: str = SAMPLE_EMAIL,
-    name: str = SAMPLE_NAME,
-    attributes: Mapping[str, object] | None = None,
-) -> dict[str, str]:
-    """Slot values for previews and ``bulletin render``: a made-up (or looked-up) reader.
-
-    The unsubscribe link is a preview address; real sends get a signed per-recipient token.
-    """
-    base = workspace.config.newsletter.base_url
-    values = {
-        "email": email,
-        "name": name,
-        "first_name": name.split()[0] if name.strip() else "",
-        "unsubscribe_url": f"{base}/u/preview",
-        "view_online_url": view_online_url(workspace, loaded.slug),
-    }
-    for key, value in (attributes or {}).items():
-        values[f"attr.{key}"] = "" if value is None else str(value)
-    return values
 
 
 def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
@@ -247,7 +210,7 @@ def _mjml_error(
     where_mjml = f"generated MJML line {failure.line}, column {failure.column}"
     origin = sourcemap.locate(spans, mjml, failure.line, source_of)
     if origin is None:
-        location = Location(GENERATED_MJML, failure.line, failure.column)
+        location = Location(sourcemap.GENERATED_MJML, failure.line, failure.column)
         message = f"invalid MJML: {failure.message}: {excerpt}"
     else:
         location = Location(files.relpath(files.templates_dir / origin.template), origin.line)
@@ -306,51 +269,3 @@ def _render_override(
             f"{i18n_.translate(lang, 'Unsubscribe')}:\n<{unsubscribe}>\n"
         )
     return text
-
-
-@dataclass(frozen=True)
-class RenderedFiles:
-    """What :func:`write_rendered` wrote: the paths, sizes and the values used."""
-
-    rendered: RenderedIssue
-    values: dict[str, str]
-    html_path: Path
-    text_path: Path
-    html_bytes: int
-    text_bytes: int
-
-
-def write_rendered(
-    workspace: Workspace,
-    loaded: LoadedIssue,
-    html_path: Path | None = None,
-    *,
-    email: str | None = None,
-    name: str = "",
-    attributes: Mapping[str, object] | None = None,
-) -> RenderedFiles:
-    """Render an issue and write its HTML and text (``.txt`` beside the HTML) for a reader.
-
-    Filled with :func:`sample_values`, or for ``email`` (with ``name`` and ``attributes``,
-    as the caller found them) when given. The default HTML path is ``out/<slug>.html``.
-    """
-    rendered = render_issue(workspace, loaded)
-    values = (
-        sample_values(workspace, loaded)
-        if email is None
-        else sample_values(workspace, loaded, email=email, name=name, attributes=attributes)
-    )
-    html_path = html_path or workspace.root / "out" / f"{loaded.slug}.html"
-    text_path = html_path.with_suffix(".txt")
-    html = rendered.html.fill(values).encode("utf-8")
-    text = rendered.text.fill(values).encode("utf-8")
-    try:
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_bytes(html)
-        text_path.write_bytes(text)
-    except OSError as exc:
-        raise BulletinError(
-            f"Cannot write {exc.filename}: {exc.strerror}.",
-            hint="Choose another output path with -o.",
-        ) from None
-    return RenderedFiles(rendered, values, html_path, text_path, len(html), len(text))

@@ -8,9 +8,11 @@ not change either, since markers hold no newline) and records, for each stretch 
 the innermost template that was executing. MRML errors and lint findings at an MJML line can
 then be reported at the template that wrote it (:func:`locate`).
 
-The mapping to a *line* of the template is a best effort: a template line that contains no
-Jinja expression appears verbatim in the output, so the MJML line is looked up among the
-template's lines; failing that, the template's first line of that stretch is given.
+The mapping to a *line* of the template is a best effort: a template line appears in the
+output verbatim, or with its ``{{ ... }}`` replaced, so the MJML line is looked up among the
+template's lines; failing that, it is estimated from the stretch's first line. This module is
+the one place that maps a generated-MJML line to a template line: MJML compile errors, lint
+findings and check findings all go through :func:`locate`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from bulletin.errors import Location
 from bulletin.render.types import SourceSpan
+
+GENERATED_MJML = "generated MJML"
+"""Location path of a finding that no template line can be found for."""
 
 OPEN = "<!--bulletin:src {}-->"
 CLOSE = "<!--bulletin:end {}-->"
@@ -111,7 +117,43 @@ class Origin:
     template: str
     line: int
     exact: bool
-    """True when the MJML line was found verbatim in the template."""
+    """True when the template line was found printing the MJML line (verbatim, or with
+    ``{{ ... }}`` matching anything); False for an estimate from the span's start."""
+
+
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}")
+
+
+def _template_pattern(template_line: str) -> re.Pattern[str] | None:
+    """A template line as a pattern over its output: each ``{{ ... }}`` matches anything."""
+    text = template_line.strip()
+    if not text or "{{" not in text:
+        return None
+    parts = _JINJA.split(text)
+    if not "".join(parts).strip():
+        return None  # nothing but Jinja: it would match any line
+    return re.compile(".*?".join(re.escape(p) for p in parts), re.DOTALL)
+
+
+def _find_printing_line(template: str, wanted: str, first: int, estimate: int) -> int | None:
+    """The template line that prints ``wanted``: verbatim first, else around ``{{ }}``."""
+    exact: list[int] = []
+    fuzzy: list[int] = []
+    for number, text in enumerate(template.split("\n"), 1):
+        if text.strip() == wanted:
+            exact.append(number)
+        else:
+            pattern = _template_pattern(text)
+            if pattern is not None and pattern.fullmatch(wanted):
+                fuzzy.append(number)
+    for candidates in (exact, fuzzy):
+        if candidates:
+            # The same line may occur several times (two <mj-column>s), and lines before the
+            # span's start belong to earlier output: prefer those after it, nearest to where
+            # the line would be if template and output advanced line by line.
+            after = [n for n in candidates if n >= first] or candidates
+            return min(after, key=lambda n: (abs(n - estimate), n))
+    return None
 
 
 def locate(
@@ -120,23 +162,41 @@ def locate(
     mjml_line: int,
     source_of: Callable[[str], str | None] | None = None,
 ) -> Origin | None:
-    """The template (and best-guess line) that wrote line ``mjml_line`` of ``mjml``."""
-    span = None
-    for s in spans:
-        if s.mjml_start <= mjml_line <= s.mjml_end:
-            span = s  # later (inner) spans win over the enclosing layout's
-    if span is None:
+    """The template (and line) that wrote line ``mjml_line`` of ``mjml``, if any did.
+
+    The innermost span covering the line names the template. Its line is the one printing
+    the MJML line, found with ``source_of`` (a template's text by span name); failing that,
+    an estimate from the span's first line (Jinja block lines print nothing, so it drifts).
+    """
+    best: SourceSpan | None = None
+    for span in spans:
+        if span.mjml_start <= mjml_line <= span.mjml_end:
+            size = span.mjml_end - span.mjml_start
+            if best is None or size < best.mjml_end - best.mjml_start:
+                best = span
+    if best is None:
         return None
-    lines = mjml.split("\n")
-    text = lines[mjml_line - 1] if 0 < mjml_line <= len(lines) else ""
-    source = source_of(span.template) if source_of else None
-    if source is not None and text.strip():
-        wanted = text.strip()
-        matches = [i for i, s in enumerate(source.split("\n"), 1) if s.strip() == wanted]
-        if matches:
-            # The same line may occur several times (two <mj-column>s): take the one nearest
-            # to where it would be if template and output advanced line by line.
-            expected = span.template_line + (mjml_line - span.mjml_start)
-            best = min(matches, key=lambda i: (abs(i - expected), i))
-            return Origin(span.template, best, exact=True)
-    return Origin(span.template, span.template_line, exact=False)
+    estimate = best.template_line + (mjml_line - best.mjml_start)
+    source = source_of(best.template) if source_of is not None else None
+    if source is not None:
+        lines = mjml.split("\n")
+        wanted = lines[mjml_line - 1].strip() if 0 < mjml_line <= len(lines) else ""
+        if wanted:
+            found = _find_printing_line(source, wanted, best.template_line, estimate)
+            if found is not None:
+                return Origin(best.template, found, exact=True)
+    return Origin(best.template, estimate, exact=False)
+
+
+def location(
+    spans: Sequence[SourceSpan],
+    mjml: str,
+    mjml_line: int,
+    column: int | None = None,
+    source_of: Callable[[str], str | None] | None = None,
+) -> Location:
+    """:func:`locate` as a :class:`Location`: the template line, else the generated MJML."""
+    origin = locate(spans, mjml, mjml_line, source_of)
+    if origin is None:
+        return Location(GENERATED_MJML, mjml_line, column)
+    return Location(origin.template, origin.line)

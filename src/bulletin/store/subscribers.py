@@ -719,3 +719,17 @@ def recipients(conn: Connection, list_slug: str, *, after_id: int = 0) -> Iterat
                 dict(r.attributes or {}),
             )
         after = rows[-1].id
+
+
+def subscribed_lists(conn: Connection, subscriber_id: int) -> list[MailingList]:
+    """The lists a subscriber is subscribed to (whatever their global status), by list id."""
+    rows = conn.execute(
+        sa.select(lists)
+        .select_from(lists.join(subscriptions))
+        .where(
+            subscriptions.c.subscriber_id == subscriber_id,
+            subscriptions.c.status == "subscribed",
+        )
+        .order_by(lists.c.id)
+    )
+    return [_list_from_row(r) for r in rows]

@@ -35,7 +35,8 @@ from pathlib import Path
 from bulletin.content.loader import list_issues, load_issue
 from bulletin.errors import BulletinError, Location, Problem, ProblemsError
 from bulletin.render.i18n import format_date
-from bulletin.render.pipeline import render_issue, view_online_url
+from bulletin.render.pipeline import render_issue
+from bulletin.render.values import archive_values
 from bulletin.web.pages import STYLESHEET, Words, render_page, stylesheet
 from bulletin.workspace import Workspace
 
@@ -94,19 +95,6 @@ class ArchiveBuild:
     written: list[Path] = field(default_factory=list)
     entries: list[ArchiveEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def archive_values(workspace: Workspace, slug: str, language: str) -> dict[str, str]:
-    """Slot values of an archive copy: no address, no name, no token (see module docs)."""
-    base = workspace.config.newsletter.base_url
-    recipients = Words(language)("archive.recipients", newsletter=workspace.config.newsletter.name)
-    return {
-        "email": recipients,
-        "name": "",
-        "first_name": "",
-        "unsubscribe_url": f"{base}/archive/#unsubscribe",
-        "view_online_url": view_online_url(workspace, slug),
-    }
 
 
 def _with_head_extra(html: str) -> str:
@@ -173,7 +161,10 @@ class Archive:
             else:
                 issue = loaded.issue
                 entry = ArchiveEntry(slug, issue.subject, issue.date, issue.number, issue.language)
-                values = archive_values(self.workspace, slug, issue.language)
+                recipients = Words(issue.language)(
+                    "archive.recipients", newsletter=self.workspace.config.newsletter.name
+                )
+                values = archive_values(self.workspace, slug, recipients)
                 html = _with_head_extra(rendered.html.fill(values)).encode("utf-8")
                 result = _Render(fingerprint, entry, html, None)
             self._cache[slug] = result

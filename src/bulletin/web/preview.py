@@ -64,8 +64,9 @@ from bulletin.content.model import LoadedIssue
 from bulletin.errors import BulletinError, Problem
 from bulletin.listen import PortInUse, listen_socket
 from bulletin.render.checks import check_issue
-from bulletin.render.pipeline import SAMPLE_EMAIL, SAMPLE_NAME, render_issue, sample_values
+from bulletin.render.pipeline import render_issue
 from bulletin.render.types import RenderedIssue
+from bulletin.render.values import SAMPLE_EMAIL, SAMPLE_NAME, sample_values
 from bulletin.sink import DEFAULT_MAILDIR, CapturedMessage, list_captured, read_captured
 from bulletin.web.livereload import BuildFailure, BuildState, LiveReloader
 from bulletin.workspace import Workspace
@@ -353,7 +354,7 @@ class PreviewApp:
     def _values(self, loaded: LoadedIssue, sample: dict[str, str]) -> dict[str, str]:
         return sample_values(
             self.workspace,
-            loaded,
+            loaded.slug,
             email=sample.get("email", SAMPLE_EMAIL),
             name=sample.get("name", SAMPLE_NAME),
         )

@@ -52,6 +52,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bulletin import urls
 from bulletin.errors import BulletinError
 from bulletin.listen import listen_socket
 from bulletin.store.db import open_store, write_transaction
@@ -81,7 +82,13 @@ PAGE_CSP = (
 )
 """Content-Security-Policy of our own pages: our stylesheet, forms to ourselves, nothing else."""
 
-_UNLIMITED_PATHS = frozenset({"/healthz", f"/static/{STYLESHEET}", f"/archive/{STYLESHEET}"})
+_ARCHIVE_STYLESHEET = urls.ARCHIVE.path() + STYLESHEET
+"""The stylesheet beside the archive pages, which link it relatively (so a static copy of
+the archive works anywhere)."""
+
+_UNLIMITED_PATHS = frozenset(
+    {urls.HEALTH.path(), urls.STATIC.path(name=STYLESHEET), _ARCHIVE_STYLESHEET}
+)
 """Paths outside the rate limit: the proxy's health checks and the stylesheet of a page that
 was itself counted."""
 
@@ -337,7 +344,7 @@ class PublicApp:
         self.newsletter = config.newsletter.name
         self.contact = config.sender.reply_to or ""
         # An absolute path from base_url, right at any depth and behind a path prefix.
-        self.css_href = f"{urlsplit(self.base_url).path.rstrip('/')}/static/{STYLESHEET}"
+        self.css_href = urlsplit(self.base_url).path.rstrip("/") + urls.STATIC.path(name=STYLESHEET)
 
     # -- pages -----------------------------------------------------------------------------
 
@@ -467,7 +474,7 @@ class PublicApp:
     async def archive_redirect(self, request: Request) -> Response:
         # The index's links are relative to /archive/; the target comes from the config,
         # never from the request.
-        return RedirectResponse(f"{self.base_url}/archive/", status_code=301)
+        return RedirectResponse(urls.archive_url(self.base_url), status_code=301)
 
     async def archive_issue(self, request: Request) -> Response:
         body = await run_in_threadpool(self.archive.issue_page, request.path_params["slug"])
@@ -515,16 +522,19 @@ class PublicApp:
         return response
 
     def routes(self) -> list[Route]:
+        """The routes, declared from the URL scheme in :mod:`bulletin.urls`."""
+        archive = urls.ARCHIVE.path()
+        issue = urls.ARCHIVE_ISSUE.pattern
         return [
-            Route("/u/{token}", self.unsubscribe_page, methods=["GET"]),
-            Route("/u/{token}", self.unsubscribe_post, methods=["POST"]),
-            Route("/archive", self.archive_redirect, methods=["GET"]),
-            Route("/archive/", self.archive_index, methods=["GET"]),
-            Route(f"/archive/{STYLESHEET}", self.css, methods=["GET"]),
-            Route("/archive/{slug}", self.archive_issue, methods=["GET"]),
-            Route("/archive/{slug}/", self.archive_issue, methods=["GET"]),
-            Route(f"/static/{STYLESHEET}", self.css, methods=["GET"]),
-            Route("/healthz", self.healthz, methods=["GET"]),
+            Route(urls.UNSUBSCRIBE.pattern, self.unsubscribe_page, methods=["GET"]),
+            Route(urls.UNSUBSCRIBE.pattern, self.unsubscribe_post, methods=["POST"]),
+            Route(archive.rstrip("/"), self.archive_redirect, methods=["GET"]),
+            Route(archive, self.archive_index, methods=["GET"]),
+            Route(_ARCHIVE_STYLESHEET, self.css, methods=["GET"]),
+            Route(issue, self.archive_issue, methods=["GET"]),
+            Route(issue + "/", self.archive_issue, methods=["GET"]),
+            Route(urls.STATIC.path(name=STYLESHEET), self.css, methods=["GET"]),
+            Route(urls.HEALTH.pattern, self.healthz, methods=["GET"]),
             Route("/", self.archive_redirect, methods=["GET"]),
         ]
 
@@ -590,7 +600,8 @@ def create_public_app(
 # --- serving ----------------------------------------------------------------------------
 
 
-_TOKEN_IN_PATH = re.compile(r"/u/[^/?\s\"]+")
+_TOKEN_PREFIX = urls.UNSUBSCRIBE.pattern.split("{", 1)[0]
+_TOKEN_IN_PATH = re.compile(re.escape(_TOKEN_PREFIX) + r"[^/?\s\"]+")
 
 
 class RedactTokens(logging.Filter):
@@ -600,7 +611,7 @@ class RedactTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            record.args = (*args[:2], _TOKEN_IN_PATH.sub("/u/…", args[2]), *args[3:])
+            record.args = (*args[:2], _TOKEN_IN_PATH.sub(_TOKEN_PREFIX + "…", args[2]), *args[3:])
         return True
 
 
