@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from bulletin.cli._common import Context, console, err_console, pass_ctx
+
+if TYPE_CHECKING:
+    from bulletin.inbound.bounces import BounceReport
+    from bulletin.inbound.unsubscribes import UnsubscribeReport
 
 
 class _MailProgress:
@@ -33,7 +37,9 @@ class _MailProgress:
         self._bar.update(self._task, completed=done, total=total)
 
 
-def _print_mail_report(report: Any, title: str, lines: list[str]) -> None:
+def _print_mail_report(
+    report: BounceReport | UnsubscribeReport, title: str, lines: list[str]
+) -> None:
     """Summary table, then what was done to whom, then unreadable messages (exit 1)."""
     from rich.table import Table
 
