@@ -47,6 +47,7 @@ from bulletin.store.addresses import (
 )
 
 __all__ = [
+    "CONTROL_CHARACTERS",
     "MAX_ATTRIBUTE",
     "MAX_ATTRIBUTE_KEY",
     "MAX_LANGUAGE",
@@ -91,7 +92,12 @@ _VALUE_CONTROL = re.compile(
     r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
 _VALUE_BREAKS = re.compile(r"[\v\f\x1c-\x1e\x85\u2028\u2029]")
-_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+CONTROL_CHARACTERS = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+"""Characters that have no place in one line of text: C0 and C1 controls (CR, LF, tab, ESC,
+NUL...), DEL, the Unicode line separators and the invisible bidi controls that reorder text
+around them. Names lose them, our configuration refuses them, the CLI shows them escaped."""
 _NOT_WORD = re.compile(r"\W+")
 
 _TOKEN_ROOM = 39
@@ -127,7 +133,7 @@ def clean_name(text: str) -> tuple[str, bool]:
     """
     text = text.strip()
     cleaned = False
-    if _ANY_CONTROL.search(text):
+    if CONTROL_CHARACTERS.search(text):
         text = " ".join(_CONTROLS.sub("", _BREAKS.sub(" ", text)).split())
         cleaned = True
     if len(text) > MAX_NAME:
@@ -147,7 +153,7 @@ def clean_value(text: str, key: str) -> tuple[str, bool]:
     """
     text = text.strip()
     cleaned = False
-    if _ANY_CONTROL.search(text):
+    if CONTROL_CHARACTERS.search(text):
         text = text.replace("\r\n", "\n").replace("\r", "\n")
         if _VALUE_CONTROL.search(text):  # more than line breaks, which a value may hold
             text = _CONTROLS.sub("", _VALUE_BREAKS.sub("\n", text)).replace("\t", " ").strip()
@@ -206,7 +212,7 @@ def control_character(text: str) -> str | None:
     Line breaks, tabs, other control characters and the invisible bidi controls; None when
     there is none. For texts that are refused rather than cleaned (our own configuration).
     """
-    m = _ANY_CONTROL.search(text)
+    m = CONTROL_CHARACTERS.search(text)
     if m is None:
         return None
     ch = m.group()
