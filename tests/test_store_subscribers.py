@@ -54,6 +54,15 @@ def test_lists_have_slugs_and_names(engine: sa.Engine) -> None:
         assert "events, newsletter-ro" in str(excinfo.value)
 
 
+def test_list_names_follow_the_name_rule(engine: sa.Engine) -> None:
+    with db.write_transaction(engine) as conn:
+        created = create_list(conn, "news", "Știri\r\n\x1b[2J\u202eIași")
+        assert created.name == get_list(conn, "news").name == "Știri [2JIași"
+        assert create_list(conn, "blank", " \x1b ").name == "blank"
+        with pytest.raises(BulletinError, match="longer than 300 characters"):
+            create_list(conn, "long", "N" * 301)
+
+
 def test_add_normalises_and_is_case_insensitive(engine: sa.Engine) -> None:
     with db.write_transaction(engine) as conn:
         first = add_subscriber(conn, "Ion.Popescu@Example.RO", "newsletter-ro", name="Ion")

@@ -25,7 +25,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from bulletin.errors import BulletinError
-from bulletin.store.normalise import AddressValidator, address_key, normalise_subscriber
+from bulletin.store.normalise import (
+    AddressValidator,
+    InvalidField,
+    address_key,
+    clean_name,
+    normalise_subscriber,
+)
 from bulletin.store.schema import (
     GLOBAL_STATUSES,
     SUPPRESSED_STATUSES,
@@ -188,12 +194,17 @@ def create_list(conn: Connection, slug: str, name: str | None = None) -> Mailing
     check_slug(slug)
     if find_list(conn, slug) is not None:
         raise BulletinError(f"List {slug!r} already exists.", hint="See `bulletin lists`.")
+    try:
+        # A list's name is shown like a subscriber's: the same rule for what it may hold.
+        clean, _ = clean_name(name or slug)
+    except InvalidField as exc:
+        raise BulletinError(f"List {slug!r}: {exc}.", hint=exc.hint) from None
     now = utcnow()
     new_id = conn.execute(
-        lists.insert().values(slug=slug, name=(name or slug).strip(), created_at=now)
+        lists.insert().values(slug=slug, name=clean or slug, created_at=now)
     ).inserted_primary_key
     assert new_id is not None
-    return MailingList(int(new_id[0]), slug, (name or slug).strip(), now)
+    return MailingList(int(new_id[0]), slug, clean or slug, now)
 
 
 def _effective(list_status: sa.ColumnElement[Any], global_status: sa.ColumnElement[Any]) -> Any:
