@@ -231,24 +231,23 @@ def own_address(text: str, *, token: str | None = None) -> Address:
 
     With ``token`` (``"{token}"`` or ``"+"``), the address must still be valid once a token
     is put in: in place of ``{token}`` (a VERP return path), or after a ``+`` added to the
-    local part (the mailto unsubscribe address). Raises :class:`InvalidAddress`.
+    local part (the mailto unsubscribe address). Raises :class:`InvalidAddress` whose text
+    continues a sentence that starts with the address ("... is not an email address (...)").
     """
-    if text != text.strip() or any(c.isspace() for c in text):
-        raise InvalidAddress("it has spaces; write the address alone, like news@example.org")
+    if text != text.strip():
+        raise InvalidAddress("has spaces around it")
     if "<" in text or text[:7].lower() == "mailto:":
         raise InvalidAddress(
-            "write the address alone, like news@example.org (the name has a key of its own)"
+            "must be the address alone, like news@example.org (the name has a key of its own)"
         )
     if token == "{token}" and text.count("{token}") != 1:
-        raise InvalidAddress("it must contain {token} once, before the @")
-    address = AddressValidator()(text)
-    local = address.email.rpartition("@")[0]
+        raise InvalidAddress("must contain {token} once, before the @")
+    try:
+        address = AddressValidator()(text)
+    except InvalidAddress as exc:
+        raise InvalidAddress(f"is not an email address ({exc})") from None
     if address.smtputf8 or address.ascii_email is None:
-        raise InvalidAddress(
-            "the part before the @ must be plain ASCII: bulletin sends without SMTPUTF8"
-        )
-    if local.startswith('"'):
-        raise InvalidAddress("the part before the @ cannot be in quotes")
+        raise InvalidAddress("must be plain ASCII before the @: bulletin sends without SMTPUTF8")
     if token is not None:
         filled = (
             text.replace("{token}", "t" * _TOKEN_ROOM)
@@ -258,27 +257,29 @@ def own_address(text: str, *, token: str | None = None) -> Address:
         room = len(filled.rpartition("@")[0])
         if room > MAX_LOCAL_OCTETS:
             raise InvalidAddress(
-                f"the part before the @ is too long: with a token of up to {_TOKEN_ROOM} "
-                f"characters it has {room}, at most {MAX_LOCAL_OCTETS}"
+                f"is too long before the @ once a token of up to {_TOKEN_ROOM} characters is "
+                f"put in ({room} characters, at most {MAX_LOCAL_OCTETS})"
             )
         try:
             AddressValidator()(filled)
         except InvalidAddress as exc:
-            raise InvalidAddress(f"with a token of {_TOKEN_ROOM} characters: {exc}") from None
+            raise InvalidAddress(
+                f"is not an email address once a token is put in ({exc})"
+            ) from None
     return address
 
 
 def domain_name(text: str) -> str:
-    """A domain name (IDN allowed) by the same rules as an address's; its ASCII form.
+    """A domain name (IDN allowed) by the same rules as an address's, in ASCII (``xn--``).
 
-    Raises :class:`InvalidAddress` with the reason.
+    Raises :class:`InvalidAddress` whose text continues a sentence that starts with the name.
     """
-    if not text or text != text.strip() or "@" in text:
-        raise InvalidAddress("it is not a domain name like news.example.org")
+    if "@" in text or text != text.strip():
+        raise InvalidAddress("is not a domain name like news.example.org")
     try:
         address = AddressValidator()("x@" + text)
     except InvalidAddress as exc:
-        raise InvalidAddress(f"it is not a domain name like news.example.org ({exc})") from None
+        raise InvalidAddress(f"is not a domain name like news.example.org ({exc})") from None
     assert address.ascii_email is not None  # an ASCII local part always has one
     return address.ascii_email.partition("@")[2]
 
