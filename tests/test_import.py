@@ -422,6 +422,31 @@ def test_import_and_add_give_the_same_verdicts(tmp_path: Path) -> None:
         added.dispose()
 
 
+def test_import_and_add_name_attributes_alike(tmp_path: Path) -> None:
+    long_header = "Please tell us in a few words why you read this newsletter every month"
+    headers = ["Organisation Name", " Organizație\u202e ", long_header]
+    out = io.StringIO()
+    csv.writer(out).writerows([["email", *headers], ["ana@example.ro", "A", "B", "C"]])
+    imported = db.open_store(f"sqlite:///{tmp_path / 'imported.db'}")
+    added = db.open_store(f"sqlite:///{tmp_path / 'added.db'}")
+    try:
+        run(imported, write(tmp_path, "keys.csv", out.getvalue()))
+        with db.write_transaction(added) as conn:
+            create_list(conn, "news")
+            attributes = dict(zip(headers, "ABC", strict=True))
+            via_add = add_subscriber(conn, "ana@example.ro", "news", attributes=attributes)
+        via_import = people(imported)["ana@example.ro"].attributes
+    finally:
+        imported.dispose()
+        added.dispose()
+    assert via_import == via_add.subscriber.attributes
+    assert via_import == {
+        "organisation_name": "A",
+        "organizație": "B",
+        "please_tell_us_in_a_few_words_why_you_read_this_newsletter_every": "C",
+    }
+
+
 def test_add_cleans_a_nul_like_every_other_control_character(engine: sa.Engine) -> None:
     # A CSV file holding NUL is refused as binary data, so only `add` can meet one.
     with db.write_transaction(engine) as conn:
