@@ -240,3 +240,61 @@ def test_send_refuses_a_bad_from_email_before_doing_anything(workspace_dir: Path
         "address"
     ) in result.stderr
     assert result.stdout == ""  # no plan, no progress: nothing was started
+
+
+TRICKY_TOML = """\
+# [not.a.table] in a comment
+[newsletter]  # a comment after a header
+name = "A [b] = c"
+reason = \"\"\"
+[fake]
+organisation = "inside a string"
+\"\"\"\"
+'postal address' = 'has # no comment'
+"quoted \\"key\\"" = 1
+list.of = [
+  { x = "]" },  # ] in a comment
+  '[',
+]
+
+[[servers]]
+host = "a"
+[ dkim ]
+selector = 'x'
+"""
+
+
+def _leaves(table: dict[str, object], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out += _leaves(value, (*prefix, key))
+        else:
+            out.append((*prefix, key))
+    return out
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_key_lines_locate_every_key_and_nothing_inside_strings(newline: str) -> None:
+    import tomllib
+
+    from bulletin.scaffold import config_text
+
+    repo_toml = (Path(__file__).resolve().parent.parent / "bulletin.toml").read_text("utf-8")
+    for text in (repo_toml, config_text(), TRICKY_TOML):
+        text = text.replace("\n", newline)
+        found = ws.key_lines(text)
+        lines = text.split(newline)
+        data = tomllib.loads(text)
+        for path in _leaves({k: v for k, v in data.items() if k != "servers"}):
+            assert path in found, path
+            assert path[-1].split()[0] in lines[found[path] - 1], (path, found[path])
+    found = ws.key_lines(TRICKY_TOML)
+    assert found[("newsletter",)] == 2 and found[("dkim",)] == 17
+    assert found[("newsletter", "reason")] == 4
+    assert found[("newsletter", "postal address")] == 8
+    assert found[("newsletter", 'quoted "key"')] == 9
+    assert found[("newsletter", "list", "of")] == 10
+    assert found[("servers", "host")] == 16 and found[("dkim", "selector")] == 18
+    assert ("fake",) not in found and ("not", "a", "table") not in found
+    assert ("newsletter", "organisation") not in found and ("newsletter", "x") not in found
