@@ -19,6 +19,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
+from bulletin.errors import BulletinError
 from bulletin.store import db, importer, schema
 from bulletin.store.csvfile import ImportFileError
 from bulletin.store.export import export_csv
@@ -339,6 +340,119 @@ def test_languages_are_normalised_or_rejected(engine: sa.Engine, tmp_path: Path)
     assert people(engine)["a@example.ro"].language == "ro-RO"
     assert report.rejected_sample[0].line == 3
     assert "language 'Română' is not a language code" in report.rejected_sample[0].reason
+
+
+# --- one rule for every entry point -----------------------------------------------------------
+
+_D185 = ".".join(["d" * 60] * 3) + ".ro"
+REJECTED = "rejected"
+# (address cell, name, language, city attribute) -> what the store holds afterwards, or REJECTED.
+HOSTILE: list[tuple[tuple[str, str, str, str], tuple[str, str, dict[str, str]] | str]] = [
+    (("crlf@example.ro", "Ion\r\nPopescu", "", ""), ("Ion Popescu", "", {})),
+    (("esc@example.ro", "Ion\x1b[2J Popescu", "", ""), ("Ion[2J Popescu", "", {})),
+    (("rlo@example.ro", "\u202eevil Name", "", ""), ("evil Name", "", {})),
+    (("tab@example.ro", "Ana\tMaria", "", ""), ("Ana Maria", "", {})),
+    (("del@example.ro", "Ana\x7fMaria\x9b", "", ""), ("AnaMaria", "", {})),
+    (("isolate@example.ro", "\u2067Ana\u2069 \u200fPop", "", ""), ("Ana Pop", "", {})),
+    (("l" * 64 + "@example.ro", "Max", "", ""), ("Max", "", {})),
+    (("l" * 65 + "@example.ro", "Long", "", ""), REJECTED),
+    (("ș" * 33 + "@example.ro", "Long", "", ""), REJECTED),
+    (("l" * 64 + "@" + _D185 + "d" * 5, "Long", "", ""), REJECTED),  # 255 octets
+    (("Ion\x1b]0;x\x07Pop <display@example.ro>", "", "", ""), ("Ion]0;xPop", "", {})),
+    (("gb@example.ro", "Ana", "en_gb", ""), ("Ana", "en-GB", {})),
+    (("padded@example.ro", "  Ana  ", " RO ", ""), ("Ana", "ro", {})),
+    (("badlang@example.ro", "Ana", "xx-!!", ""), REJECTED),
+    (("longlang@example.ro", "Ana", "en" + "-abc" * 2500, ""), REJECTED),
+    (("name300@example.ro", "N" * 300, "", ""), ("N" * 300, "", {})),
+    (("name10k@example.ro", "N" * 10_000, "", ""), REJECTED),
+    (
+        ("attr@example.ro", "", "", "Iași\r\nBd.\x1b Carol\u202e I"),
+        ("", "", {"city": "Iași\nBd. Carol I"}),
+    ),
+    (("longattr@example.ro", "Ana", "", "v" * 2001), REJECTED),
+]
+
+
+def test_import_and_add_give_the_same_verdicts(tmp_path: Path) -> None:
+    """The same hostile input gives the same outcome through a CSV import and `add`."""
+    cases = [case for case, _ in HOSTILE]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["email", "name", "language", "city"])
+    writer.writerow(["good@example.ro", "Good", "", ""])  # a file with no valid row is refused
+    writer.writerows(cases)
+    path = write(tmp_path, "hostile.csv", out.getvalue())
+    imported = db.open_store(f"sqlite:///{tmp_path / 'imported.db'}")
+    added = db.open_store(f"sqlite:///{tmp_path / 'added.db'}")
+    try:
+        report = run(imported, path)
+        assert report.rejects_path is not None
+        rejects = list(csv.reader(io.StringIO(report.rejects_path.read_text("utf-8-sig"))))
+        rejected = {row[2] for row in rejects[1:]}  # by address: a quoted CR/LF spans two lines
+        with db.write_transaction(added) as conn:
+            create_list(conn, "news")
+        for (email, name, language, city), expected in HOSTILE:
+            try:
+                with db.write_transaction(added) as conn:
+                    result = add_subscriber(
+                        conn,
+                        email,
+                        "news",
+                        name=name or None,
+                        language=language or None,
+                        attributes={"city": city} if city else None,
+                    )
+                sub = result.subscriber
+                via_add: tuple[str, str, dict[str, Any]] | str = (
+                    sub.name,
+                    sub.language,
+                    sub.attributes,
+                )
+            except BulletinError:
+                via_add = REJECTED
+            if email in rejected:
+                via_import: tuple[str, str, dict[str, Any]] | str = REJECTED
+            else:
+                with imported.begin() as conn:
+                    stored = details(conn, email).subscriber
+                via_import = (stored.name, stored.language, stored.attributes)
+            assert via_import == via_add == expected, (email[:40], name[:40])
+    finally:
+        imported.dispose()
+        added.dispose()
+
+
+def test_import_and_add_name_attributes_alike(tmp_path: Path) -> None:
+    long_header = "Please tell us in a few words why you read this newsletter every month"
+    headers = ["Organisation Name", " Organizație\u202e ", long_header]
+    out = io.StringIO()
+    csv.writer(out).writerows([["email", *headers], ["ana@example.ro", "A", "B", "C"]])
+    imported = db.open_store(f"sqlite:///{tmp_path / 'imported.db'}")
+    added = db.open_store(f"sqlite:///{tmp_path / 'added.db'}")
+    try:
+        run(imported, write(tmp_path, "keys.csv", out.getvalue()))
+        with db.write_transaction(added) as conn:
+            create_list(conn, "news")
+            attributes = dict(zip(headers, "ABC", strict=True))
+            via_add = add_subscriber(conn, "ana@example.ro", "news", attributes=attributes)
+        via_import = people(imported)["ana@example.ro"].attributes
+    finally:
+        imported.dispose()
+        added.dispose()
+    assert via_import == via_add.subscriber.attributes
+    assert via_import == {
+        "organisation_name": "A",
+        "organizație": "B",
+        "please_tell_us_in_a_few_words_why_you_read_this_newsletter_every": "C",
+    }
+
+
+def test_add_cleans_a_nul_like_every_other_control_character(engine: sa.Engine) -> None:
+    # A CSV file holding NUL is refused as binary data, so only `add` can meet one.
+    with db.write_transaction(engine) as conn:
+        create_list(conn, "news")
+        sub = add_subscriber(conn, "nul@example.ro", "news", name="Ana\x00 Pop").subscriber
+    assert sub.name == "Ana Pop"
 
 
 # --- duplicates, rejects, updates ------------------------------------------------------------

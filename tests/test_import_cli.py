@@ -7,7 +7,7 @@ import io
 import shutil
 from pathlib import Path
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from bulletin.cli import cli
 
@@ -177,3 +177,75 @@ def test_sample_csv_imports_cleanly(workspace_dir: Path) -> None:
     assert summary(out)["added"] == 30 and summary(out)["rejected"] == 0
     code, out, _ = bulletin(workspace_dir, "subscribers", "count", "--list", "demo")
     assert int(out) == 30
+
+
+def _invoke(workspace_dir: Path, *args: str) -> Result:
+    # Wide enough that rich does not wrap a table cell in the middle of what a test looks for.
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["-w", str(workspace_dir), *args])
+    # A user error exits through SystemExit; anything else escaping is a bug with a traceback.
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def test_add_cleans_a_name_like_the_import_and_says_so(workspace_dir: Path) -> None:
+    assert _invoke(workspace_dir, "lists", "create", "news").exit_code == 0
+    hostile = "Ion\r\nPopescu\x1b[2J\u202e"
+    result = _invoke(workspace_dir, "subscribers", "add", "ion@example.ro", "--list", "news",
+                     "--name", hostile, "--language", "en_gb")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "Subscribed ion@example.ro to news." in result.stdout
+    assert "line breaks or control characters in the name were removed" in result.stdout
+    shown = _invoke(workspace_dir, "subscribers", "show", "ion@example.ro").stdout
+    assert "Ion Popescu[2J" in shown and "en-GB" in shown
+
+    result = _invoke(workspace_dir, "subscribers", "add", "ana@example.ro", "--list", "news",
+                     "--language", "xx-!!")  # fmt: skip
+    assert result.exit_code == 1
+    assert "Language 'xx-!!' is not a language code like 'ro' or 'en-GB'." in result.stderr
+    assert "Use a language code such as ro, en or en-GB." in result.stderr
+    result = _invoke(workspace_dir, "subscribers", "add", "l" * 65 + "@example.ro",
+                     "--list", "news")  # fmt: skip
+    assert result.exit_code == 1 and "too long before the @-sign" in result.stderr
+    counted = _invoke(workspace_dir, "subscribers", "count", "--list", "news", "--status", "all")
+    assert counted.stdout.strip() == "1"
+
+
+def test_show_and_lists_make_stored_control_characters_visible(workspace_dir: Path) -> None:
+    """Text stored by an older version, or received in a bounce, cannot drive the terminal."""
+    import sqlalchemy as sa
+
+    from bulletin import workspace as ws
+    from bulletin.store import db, schema
+    from bulletin.store.subscribers import add_subscriber, create_list, record_event
+
+    engine = db.open_store(ws.load(workspace_dir).database_url())
+    try:
+        with db.write_transaction(engine) as conn:
+            create_list(conn, "news")
+            sub = add_subscriber(conn, "ion@example.ro", "news").subscriber
+            conn.execute(
+                sa.update(schema.subscribers)
+                .where(schema.subscribers.c.id == sub.id)
+                .values(name="\x1b[2J\u202eevil [/]", attributes={"city": "[bold]Iași\x07"})
+            )
+            conn.execute(sa.update(schema.lists).values(name="Știri\x1b]0;pwned\x07 [/]"))
+            record_event(conn, sub.id, "bounced", detail="550 \x1b[31mno such user\r\n[/]")
+    finally:
+        engine.dispose()
+
+    shown = _invoke(workspace_dir, "subscribers", "show", "ion@example.ro")
+    assert shown.exit_code == 0
+    assert "\\x1b[2J\\u202eevil [/]" in shown.stdout
+    assert "[bold]Iași\\x07" in shown.stdout
+    assert "550 \\x1b[31mno such user\\r\\n[/]" in shown.stdout
+    listed = _invoke(workspace_dir, "lists")
+    assert listed.exit_code == 0 and "Știri\\x1b]0;pwned\\x07 [/]" in listed.stdout
+    for out in (shown.stdout, listed.stdout):
+        assert not any(c in out for c in "\x1b\x07\r\u202e"), repr(out)
+
+
+def test_error_messages_print_user_text_literally(workspace_dir: Path) -> None:
+    assert _invoke(workspace_dir, "lists", "create", "news").exit_code == 0
+    result = _invoke(workspace_dir, "subscribers", "add", "[/]@x", "--list", "news")
+    assert result.exit_code == 1
+    assert "Error: '[/]@x' is not a valid email address" in result.stderr

@@ -22,7 +22,6 @@ import pytest
 from bulletin import workspace as ws
 from bulletin.content.loader import load_issue
 from bulletin.content.model import Issue, LoadedIssue
-from bulletin.errors import ConfigError
 from bulletin.mail import InvalidRecipient, MessageTemplate, Recipient, build_message_template
 from bulletin.mail.headers import sanitise_display_name
 from bulletin.render.pipeline import render_issue
@@ -660,15 +659,6 @@ def test_sign_hook_gets_the_finished_message(config: ws.Config) -> None:
     data = template.personalise(_recipient(), date=DATE)
     assert data == b"X-Signed: yes\r\n" + seen[0]
     assert _parse(seen[0])["To"].addresses[0].addr_spec == "ana.popescu@example.ro"
-
-
-def test_config_addresses_must_be_ascii(config: ws.Config) -> None:
-    with pytest.raises(ConfigError, match="sender.from_email"):
-        build_message_template(
-            _with_sender(config, from_email="știri@example.ro"), _hand_rendered()
-        )
-    with pytest.raises(ConfigError, match="sender.reply_to"):
-        build_message_template(_with_sender(config, reply_to="not an address"), _hand_rendered())
 
 
 def _sample(workspace_dir: Path) -> tuple[ws.Workspace, LoadedIssue, RenderedIssue]:

@@ -68,6 +68,16 @@ TRICKY = [
     "ion\u0301@example.ro",
     "ion@xn--.ro",
     "ion@xn--zz.ro",
+    # RFC 5321 limits: 64 octets before the @, 254 in all.
+    "l" * 64 + "@example.ro",
+    "ș" * 32 + "@example.ro",
+    "ș" * 33 + "@example.ro",
+    "ș" * 40 + "@example.ro",
+    '"' + "q" * 62 + '"@example.ro',
+    '"' + "q" * 63 + '"@example.ro',
+    "Postmaster" + "x" * 60 + "@example.ro",
+    "l" * 60 + "@" + ".".join(["d" * 63] * 2) + "." + "d" * 63 + ".ro",
+    "l" * 61 + "@" + ".".join(["d" * 63] * 2) + "." + "d" * 62 + ".ro",
 ]
 
 
@@ -77,9 +87,16 @@ def reference(text: str) -> tuple[str, str | None, bool] | str:
     if not text:
         return "no email address"
     try:
-        r = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+        # strict: RFC 5321's 64 characters before the @, which bulletin enforces...
+        r = validate_email(text, check_deliverability=False, allow_smtputf8=True, strict=True)
     except EmailNotValidError as exc:
         return str(exc)
+    octets = len(r.local_part.encode())
+    if octets > 64:  # ... in octets, also for a non-ASCII local part (RFC 6531)
+        return (
+            f"The email address is too long before the @-sign ({octets} bytes once encoded, "
+            "at most 64)."
+        )
     return (r.normalized, r.ascii_email, bool(r.smtputf8))
 
 
@@ -165,6 +182,41 @@ def test_invalid_addresses_say_why() -> None:
         AddressValidator()("ion.example.ro")
     with pytest.raises(InvalidAddress, match="no email address"):
         AddressValidator()("   ")
+
+
+LOCAL_64 = "l" * 64 + "@example.ro"
+LOCAL_65 = "l" * 65 + "@example.ro"
+UTF8_LOCAL_64 = "ș" * 32 + "@example.ro"  # 32 characters, 64 octets
+UTF8_LOCAL_66 = "ș" * 33 + "@example.ro"  # 33 characters, 66 octets
+_DOMAIN_185 = ".".join(["d" * 60] * 3) + ".ro"
+ADDRESS_254 = "l" * 64 + "@" + _DOMAIN_185 + "d" * 4
+ADDRESS_255 = "l" * 64 + "@" + _DOMAIN_185 + "d" * 5
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        (LOCAL_64, True),
+        (LOCAL_65, False),
+        ("Ion <" + LOCAL_65 + ">", False),
+        ("mailto:" + LOCAL_65, False),
+        ("POSTMASTER" + "l" * 55 + "@example.ro", False),  # a role name: email-validator's path
+        (UTF8_LOCAL_64, True),
+        (UTF8_LOCAL_66, False),
+        (ADDRESS_254, True),
+        (ADDRESS_255, False),
+        ("Ion <" + ADDRESS_255 + ">", False),
+    ],
+)
+def test_rfc5321_length_limits_hold_on_every_path(text: str, valid: bool) -> None:
+    assert len(ADDRESS_254.encode()) == 254 and len(ADDRESS_255.encode()) == 255
+    validator = AddressValidator()
+    for _ in range(2):  # the second call is answered from the domain cache
+        if valid:
+            assert len(validator(text).email.encode()) <= 254
+        else:
+            with pytest.raises(InvalidAddress, match="too long"):
+                validator(text)
 
 
 def test_address_key_for_lookups() -> None:

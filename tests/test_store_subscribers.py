@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from bulletin.errors import BulletinError
 from bulletin.store import db, schema
+from bulletin.store.normalise import InvalidSubscriber
 from bulletin.store.subscribers import (
     SubscriptionRefused,
     UnknownList,
@@ -51,6 +52,15 @@ def test_lists_have_slugs_and_names(engine: sa.Engine) -> None:
             get_list(conn, "nope")
         assert "bulletin lists create nope" in str(excinfo.value)
         assert "events, newsletter-ro" in str(excinfo.value)
+
+
+def test_list_names_follow_the_name_rule(engine: sa.Engine) -> None:
+    with db.write_transaction(engine) as conn:
+        created = create_list(conn, "news", "Știri\r\n\x1b[2J\u202eIași")
+        assert created.name == get_list(conn, "news").name == "Știri [2JIași"
+        assert create_list(conn, "blank", " \x1b ").name == "blank"
+        with pytest.raises(BulletinError, match="longer than 300 characters"):
+            create_list(conn, "long", "N" * 301)
 
 
 def test_add_normalises_and_is_case_insensitive(engine: sa.Engine) -> None:
@@ -109,6 +119,63 @@ def test_invalid_address_is_a_user_error(engine: sa.Engine) -> None:
     with pytest.raises(BulletinError, match="not a valid email address"):
         with db.write_transaction(engine) as conn:
             add_subscriber(conn, "ion@@example.ro", "events")
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "l" * 65 + "@example.ro",
+        "ș" * 33 + "@example.ro",
+        "l" * 64 + "@" + ".".join(["d" * 61] * 3) + ".roma",  # 255 octets
+    ],
+)
+def test_every_way_in_refuses_addresses_over_rfc_5321_limits(engine: sa.Engine, email: str) -> None:
+    with db.write_transaction(engine) as conn:
+        with pytest.raises(BulletinError, match="too long"):
+            add_subscriber(conn, email, "events")
+        with pytest.raises(BulletinError, match="too long"):
+            suppress_address(conn, email, "blocked", "admin")
+    with engine.begin() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(schema.subscribers)) == 0
+
+
+def test_add_cleans_and_refuses_fields_like_the_import(engine: sa.Engine) -> None:
+    with db.write_transaction(engine) as conn:
+        added = add_subscriber(
+            conn,
+            "ion@example.ro",
+            "events",
+            name="Ion\r\nPopescu\x1b[2J\u202e",
+            language="en_gb",
+            attributes={"City": "Iași\x1b"},
+        )
+        assert added.cleaned == ("name", "attributes.city")
+        sub = added.subscriber
+        assert (sub.name, sub.language, sub.attributes) == (
+            "Ion Popescu[2J",
+            "en-GB",
+            {"city": "Iași"},
+        )
+        again = add_subscriber(conn, "ion@example.ro", "events", name="Ion Popescu")
+        assert (again.outcome, again.cleaned) == ("already", ())
+    for fields, message in (
+        ({"language": "xx-!!"}, "Language 'xx-!!' is not a language code like 'ro' or 'en-GB'."),
+        ({"name": "N" * 301}, "The name is longer than 300 characters (301)."),
+        (
+            {"attributes": {"city": "v" * 2001}},
+            "The value of 'city' is longer than 2000 characters",
+        ),
+        ({"attributes": {"email": "x"}}, "'email' cannot name an attribute"),
+    ):
+        with pytest.raises(InvalidSubscriber) as caught:
+            with db.write_transaction(engine) as conn:
+                add_subscriber(conn, "ana@example.ro", "events", **fields)  # type: ignore[arg-type]
+        assert caught.value.message.startswith(message)
+        assert caught.value.hint
+    with engine.begin() as conn:
+        assert find_subscriber(conn, "ana@example.ro") is None
+        stored = find_subscriber(conn, "ion@example.ro")
+        assert stored is not None and stored.name == "Ion Popescu"
 
 
 def test_unsubscribe_from_one_list_is_idempotent_and_never_silently_undone(

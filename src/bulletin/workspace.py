@@ -13,13 +13,40 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bulletin.errors import BulletinError, ConfigError, Location, Problem, WorkspaceNotFound
+from bulletin.store import normalise
 
 CONFIG_NAME = "bulletin.toml"
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 80 else value[:80] + "...")
+
+
+def _one_line(value: str) -> str:
+    # Names go into mail headers (CR/LF there would add header lines), the rest into pages
+    # and footers, where an ESC or a U+202E has no business either.
+    what = normalise.control_character(value)
+    if what is not None:
+        raise ValueError(f"{_shown(value)} contains {what}; write it on one line")
+    return value
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]
+"""Text that must hold on one line: no line breaks, tabs or other control characters."""
 
 
 class _Section(BaseModel):
@@ -29,17 +56,19 @@ class _Section(BaseModel):
 class NewsletterConfig(_Section):
     """[newsletter]: who the newsletter is and where its public pages live."""
 
-    name: str = Field(description="Newsletter name shown in the header and in List-Id.")
-    base_url: str = Field(
+    name: OneLine = Field(description="Newsletter name shown in the header and in List-Id.")
+    base_url: OneLine = Field(
         "http://127.0.0.1:8080",
         description="Public address of `bulletin serve` (unsubscribe and view-online links).",
     )
-    language: str = Field("en", description="Default language of issues (BCP 47, e.g. `ro`).")
-    organisation: str = Field("", description="Organisation line for the footer.")
-    postal_address: str = Field("", description="Postal address for the footer (anti-spam laws).")
-    logo_url: str | None = Field(None, description="Optional https URL of a header logo.")
-    logo_alt: str = Field("", description="Alt text of the logo (defaults to the name).")
-    reason: str = Field(
+    language: OneLine = Field("en", description="Default language of issues (BCP 47, e.g. `ro`).")
+    organisation: OneLine = Field("", description="Organisation line for the footer.")
+    postal_address: OneLine = Field(
+        "", description="Postal address for the footer (anti-spam laws)."
+    )
+    logo_url: OneLine | None = Field(None, description="Optional https URL of a header logo.")
+    logo_alt: OneLine = Field("", description="Alt text of the logo (defaults to the name).")
+    reason: OneLine = Field(
         "",
         description="Footer sentence saying why the reader receives the newsletter.",
     )
@@ -55,11 +84,21 @@ class NewsletterConfig(_Section):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
 
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return normalise.domain_name(v)
+        except normalise.InvalidAddress as exc:
+            raise ValueError(f"{_shown(v)} {exc}") from None
+
 
 class SenderConfig(_Section):
     """[sender]: the From identity and addresses for replies and bounces."""
 
-    from_name: str = Field(description="Display name in From.")
+    from_name: OneLine = Field(description="Display name in From.")
     from_email: str = Field(description="Address in From; its domain also names Message-IDs.")
     reply_to: str | None = Field(None, description="Optional Reply-To address.")
     return_path: str | None = Field(
@@ -71,18 +110,35 @@ class SenderConfig(_Section):
         description="Mailbox for mailto unsubscribes; `+token` is added to the local part.",
     )
 
+    @field_validator("from_email", "reply_to", "return_path", "unsubscribe_mailto")
+    @classmethod
+    def _address(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # The store's address rules, plus what sending needs (see normalise.own_address).
+        if v is None:
+            return v
+        token = None
+        if info.field_name == "unsubscribe_mailto":
+            token = "+"
+        elif info.field_name == "return_path" and "{token}" in v:
+            token = "{token}"
+        try:
+            normalise.own_address(v, token=token)
+        except normalise.InvalidAddress as exc:
+            raise ValueError(f"{_shown(v)} {exc}") from None
+        return v
+
 
 class SmtpConfig(_Section):
     """[smtp]: the relay that delivers messages."""
 
-    url: str = Field(
+    url: OneLine = Field(
         "smtp://127.0.0.1:2525",
         description="`smtp://host:port` (STARTTLS) or `smtps://host:port` (implicit TLS).",
     )
-    username: str | None = Field(
+    username: OneLine | None = Field(
         None, description="AUTH user; the password comes from BULLETIN_SMTP_PASSWORD."
     )
-    password_file: str | None = Field(
+    password_file: OneLine | None = Field(
         None, description="File (mode 0600, outside git) holding the SMTP password."
     )
     starttls: Literal["auto", "required", "off"] = Field(
@@ -90,7 +146,7 @@ class SmtpConfig(_Section):
         description="`auto`: required for non-loopback hosts, used when offered on loopback.",
     )
     timeout: float = Field(30.0, gt=0, description="Seconds before an SMTP reply times out.")
-    helo_name: str | None = Field(None, description="Name sent in EHLO (default: local FQDN).")
+    helo_name: OneLine | None = Field(None, description="Name sent in EHLO (default: local FQDN).")
 
     @field_validator("url")
     @classmethod
@@ -152,7 +208,7 @@ class SendConfig(_Section):
 class DatabaseConfig(_Section):
     """[database]: where subscribers and the delivery ledger live."""
 
-    url: str = Field(
+    url: OneLine = Field(
         "sqlite:///subscribers/bulletin.db",
         description="SQLAlchemy URL; a relative SQLite path is relative to the workspace.",
     )
@@ -174,7 +230,7 @@ class DkimConfig(_Section):
     domain: str = Field(
         "", description="Signing domain (d=); empty: the domain of sender.from_email."
     )
-    key_file: str = Field(
+    key_file: OneLine = Field(
         "",
         description="RSA private key, PEM (mode 0600, outside git); set it to sign messages.",
     )
@@ -397,6 +453,131 @@ def find_root(start: Path | None = None) -> Path:
     )
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(line: str, i: int) -> tuple[tuple[str, ...], int] | None:
+    """The dotted key starting at ``line[i]`` (bare or quoted parts) and where it ends."""
+    parts: list[str] = []
+    n = len(line)
+    while True:
+        while i < n and line[i] in " \t":
+            i += 1
+        if i >= n:
+            return None
+        if line[i] == '"':
+            end = i + 1
+            while end < n and line[end] != '"':
+                end += 2 if line[end] == "\\" else 1
+            if end >= n:
+                return None
+            try:  # tomllib decodes the escapes exactly as it did when loading
+                parts.append(tomllib.loads(f"k = {line[i : end + 1]}")["k"])
+            except tomllib.TOMLDecodeError:
+                return None
+            i = end + 1
+        elif line[i] == "'":
+            end = line.find("'", i + 1)
+            if end < 0:
+                return None
+            parts.append(line[i + 1 : end])
+            i = end + 1
+        else:
+            m = _BARE_KEY.match(line, i)
+            if m is None:
+                return None
+            parts.append(m.group())
+            i = m.end()
+        while i < n and line[i] in " \t":
+            i += 1
+        if i < n and line[i] == ".":
+            i += 1
+            continue
+        return tuple(parts), i
+
+
+def _value_end(text: str, i: int) -> int:
+    """Index of the line break that ends the value starting at ``text[i]`` (or the end).
+
+    A value goes on over several lines inside a multi-line string, an array or an inline
+    table; strings and comments are skipped so that their brackets and quotes do not count.
+    """
+    depth, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            if depth <= 0:
+                return i
+        elif ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif text.startswith(('"""', "'''"), i):
+            end = _string_end(text, i + 3, text[i : i + 3])
+            i = n if end < 0 else end
+            continue
+        elif ch in "\"'":
+            end = _string_end(text, i + 1, ch)
+            i = n if end < 0 else end
+            continue
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        i += 1
+    return n
+
+
+def _string_end(text: str, i: int, delim: str) -> int:
+    """Index just past the ``delim`` that closes a string whose body starts at ``i``."""
+    n = len(text)
+    while i < n:
+        if text.startswith(delim, i):
+            end = i + len(delim)
+            while delim[0] == text[end : end + 1] and len(delim) == 3:  # """a"""" ends later
+                end += 1
+            return end
+        if text[i] == "\\" and delim[0] == '"':
+            i += 2
+            continue
+        i += 1
+    return -1
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """The line (1-based) of every table header and key in a TOML text.
+
+    tomllib gives values but not positions. This small scanner follows ``[table]`` and
+    ``[[array]]`` headers, ``key = value`` lines with dotted and quoted keys, and skips
+    what is inside strings (multi-line ones too), arrays and inline tables, whose keys are
+    placed at the line of the key that holds them.
+    """
+    found: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    pos, line_no, n = 0, 1, len(text)
+    while pos < n:
+        end = text.find("\n", pos)
+        end = n if end < 0 else end
+        line = text[pos:end]
+        stripped = line.lstrip(" \t")
+        indent = len(line) - len(stripped)
+        next_pos = end + 1
+        if stripped.startswith("["):
+            double = stripped.startswith("[[")
+            parsed = _toml_key(line, indent + (2 if double else 1))
+            if parsed is not None:
+                table = parsed[0]
+                found.setdefault(table, line_no)
+        elif stripped and not stripped.startswith("#"):
+            parsed = _toml_key(line, indent)
+            if parsed is not None and line[parsed[1] : parsed[1] + 1] == "=":
+                found.setdefault(table + parsed[0], line_no)
+                next_pos = _value_end(text, pos + parsed[1] + 1) + 1
+        line_no += text.count("\n", pos, min(next_pos, n))
+        pos = next_pos
+    return found
+
+
 def _describe_input(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
@@ -473,11 +654,26 @@ def load_config(path: Path) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
+        lines = key_lines(text)
         problems = [
-            Problem(f"{'.'.join(str(p) for p in loc)}: {msg}", Location(name), code="config")
+            Problem(
+                f"{'.'.join(str(p) for p in loc)}: {msg}",
+                Location(name, _line_of(lines, loc)),
+                code="config",
+            )
             for loc, msg in format_validation_errors(exc)
         ]
         raise ConfigError(problems, hint="Fix bulletin.toml; see README 'Configuration'.") from None
+
+
+def _line_of(lines: dict[tuple[str, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    """The line of a key, else of the nearest table holding it (a missing key's section)."""
+    path = tuple(str(p) for p in loc)
+    for size in range(len(path), 0, -1):
+        line = lines.get(path[:size])
+        if line is not None:
+            return line
+    return None
 
 
 def load(root: Path | None = None) -> Workspace:

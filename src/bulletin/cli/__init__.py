@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from bulletin import __version__
 from bulletin.cli import compose, inbound, lists, send, sink, subscribers, web
-from bulletin.cli._common import Context, err_console, examples
+from bulletin.cli._common import Context, err_console, examples, visible
 from bulletin.errors import BulletinError
 
 
@@ -26,9 +27,10 @@ class BulletinGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BulletinError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc.message}", markup=True, highlight=False)
+            message = visible(exc.message, lines=True)
+            err_console.print(Text.assemble(("Error:", "bold red"), " ", message), soft_wrap=True)
             if exc.hint:
-                err_console.print(exc.hint, markup=False)
+                err_console.print(visible(exc.hint, lines=True), soft_wrap=True)
             ctx.exit(exc.exit_code)
 
 

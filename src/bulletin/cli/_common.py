@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from bulletin import workspace as ws
+from bulletin.store.normalise import CONTROL_CHARACTERS
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -38,6 +41,31 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    ch = m.group()
+    code = ord(ch)
+    return _ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def visible(text: object, *, lines: bool = False) -> Text:
+    """Stored or received text, safe to print: shown, never obeyed.
+
+    A name, a list name or a bounce's diagnostic may hold ESC sequences that move the cursor
+    or retitle the terminal, or U+202E that reverses what follows; they are shown as escapes
+    (``\\x1b``, ``\\u202e``). ``[`` is never rich markup. With ``lines``, line breaks are
+    kept (a multi-line error message).
+    """
+    s = str(text)
+    if CONTROL_CHARACTERS.search(s) is not None:
+        if lines:
+            s = "\n".join(CONTROL_CHARACTERS.sub(_escape, part) for part in s.split("\n"))
+        else:
+            s = CONTROL_CHARACTERS.sub(_escape, s)
+    return Text(s)
 
 
 def examples(*lines: str) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bulletin.cli._common import Context, console, err_console, pass_ctx
+from bulletin.cli._common import Context, console, err_console, pass_ctx, visible
 
 if TYPE_CHECKING:
     from bulletin.inbound.bounces import BounceReport
@@ -53,12 +53,12 @@ def _print_mail_report(
         table.add_row(label, f"{n:,}")
     console.print(table)
     shown = 20
-    for line in lines[:shown]:
-        console.print(f"  {line}", markup=False, soft_wrap=True)
+    for line in lines[:shown]:  # they quote the diagnostics of other people's servers
+        console.print(visible(f"  {line}"), soft_wrap=True)
     if len(lines) > shown:
         console.print(f"  ... and {len(lines) - shown:,} more", markup=False)
     for problem in report.problems:
-        err_console.print(f"error: {problem}", markup=False, soft_wrap=True)
+        err_console.print(visible(f"error: {problem}"), soft_wrap=True)
     if report.problems:
         err_console.print(
             "The other messages were processed; fix or remove the unreadable ones and run "

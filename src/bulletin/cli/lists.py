@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bulletin.cli._common import Context, console, pass_ctx
+from bulletin.cli._common import Context, console, pass_ctx, visible
 
 
 @click.group(
@@ -33,7 +33,7 @@ def lists_group(click_ctx: click.Context) -> None:
         table.add_column(status, justify="right", min_width=len(status))
     for c in rows:
         counts = (f"{c.counts[s]:,}" for s in EFFECTIVE_STATUSES)
-        table.add_row(c.slug, c.name, *counts, f"{c.total:,}")
+        table.add_row(c.slug, visible(c.name), *counts, f"{c.total:,}")
     console.print(table)
 
 
@@ -51,7 +51,7 @@ def lists_create_cmd(ctx: Context, slug: str, name: str | None) -> None:
 
     with write_transaction(ctx.store()) as conn:
         created = create_list(conn, slug, name)
-    console.print(f"Created list {created.slug} ({created.name}).", markup=False)
+    console.print(visible(f"Created list {created.slug} ({created.name})."))
 
 
 COMMANDS = (lists_group,)

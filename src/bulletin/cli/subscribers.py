@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from bulletin.cli._common import Context, console, err_console, pass_ctx
+from bulletin.cli._common import Context, console, err_console, pass_ctx, visible
 from bulletin.errors import BulletinError
 
 
@@ -104,15 +104,15 @@ def _print_import_report(report: Any) -> None:
     title = f"Import of {report.path.name} into {report.list_slug}"
     if report.dry_run:
         title += " (dry run: nothing was changed)"
-    console.print(title, markup=False, soft_wrap=True)
+    console.print(visible(title), soft_wrap=True)
     table = Table(show_header=False)
     table.add_column("what")
     table.add_column("rows", justify="right")
     for label, n in report.summary_rows():
         table.add_row(label, f"{n:,}")
     console.print(table)
-    for note in report.notes():
-        console.print(note, markup=False, soft_wrap=True)
+    for note in report.notes():  # they quote the file's name and column names
+        console.print(visible(note), soft_wrap=True)
     for r in report.rejected_sample:
         console.print(f"  rejected line {r.line}: {r.reason}", markup=False, soft_wrap=True)
     if report.rejects_path is not None:
@@ -162,6 +162,14 @@ def subscribers_add_cmd(
     console.print(
         f"{what[result.outcome]} {result.subscriber.email} to {list_slug}{extra}.", markup=False
     )
+    if result.cleaned:
+        fields = " and ".join(f.replace("attributes.", "attribute ") for f in result.cleaned)
+        console.print(
+            f"Note: line breaks or control characters in the {fields} were removed, as an "
+            "import removes them.",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @subscribers_group.command(
@@ -243,7 +251,7 @@ def subscribers_show_cmd(ctx: Context, email: str) -> None:
         ("updated", f"{sub.updated_at:%Y-%m-%d %H:%M} UTC"),
         *((f"attr.{k}", str(v)) for k, v in sorted(sub.attributes.items())),
     ):
-        card.add_row(label, value)
+        card.add_row(label, visible(value))
     console.print(card)
     # "since" is when the status last changed; the History below says who changed it.
     lists_table = Table(
@@ -255,13 +263,20 @@ def subscribers_show_cmd(ctx: Context, email: str) -> None:
             m.effective,
             f"{m.updated_at:%Y-%m-%d}",
             f"{m.created_at:%Y-%m-%d}",
-            m.source,
+            visible(m.source),
         )
     console.print(lists_table)
     history = Table("when (UTC)", "event", "list", "detail", "source", title="History")
     history.title_justify = "left"
     for e in info.history:
-        history.add_row(f"{e.at:%Y-%m-%d %H:%M}", e.kind, e.list_slug or "", e.detail, e.source)
+        # A bounce's detail is the receiving server's text: anyone's words.
+        history.add_row(
+            f"{e.at:%Y-%m-%d %H:%M}",
+            e.kind,
+            e.list_slug or "",
+            visible(e.detail),
+            visible(e.source),
+        )
     console.print(history)
 
 

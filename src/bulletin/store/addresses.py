@@ -13,6 +13,13 @@ answer: the local part is matched against the same dot-atom grammar, and each di
 domain, IDN or not, is validated once by email-validator itself and cached. Everything else
 (a Unicode local part, quotes, display names, odd lengths, the RFC 2142 role names it
 lower-cases) goes through email-validator directly. A test compares the two paths.
+
+RFC 5321's limits hold on both paths: at most 254 octets for the address (email-validator
+always checks it) and at most 64 octets before the @. email-validator checks the second only
+in its ``strict`` mode and counts characters, so the slow path asks for ``strict`` and then
+counts the UTF-8 octets of a non-ASCII local part itself (RFC 6531 keeps the limits in
+octets); the fast path hands any local part over 64 characters to the slow path, so both
+give the same answer in the same words.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ _FAST = re.compile(rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@([^\s@<>()\[\]\\,;:\"]+)\Z
 _ROLE_NAMES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 _DISPLAY = re.compile(r"(.*?)<([^<>]*)>\Z", re.DOTALL)
 _MAX_BYTES = 254  # RFC 5321 path limit as email-validator applies it
+MAX_LOCAL_OCTETS = 64
+"""RFC 5321 section 4.5.3.1.1: the longest local part (the part before the @), in octets."""
 # Whitespace a spreadsheet cell may carry around an address: NBSP, zero-width space, BOM.
 _STRIP = " \t\r\n\v\f\u00a0\u200b\u2060\ufeff"
 _DOMAIN_CACHE_MAX = 50_000
@@ -73,7 +82,7 @@ class AddressValidator:
         m = _FAST.match(text)
         if m is not None and len(text.encode()) <= _MAX_BYTES:
             local, domain_in = m.groups()
-            if local.lower() not in _ROLE_NAMES:
+            if len(local) <= MAX_LOCAL_OCTETS and local.lower() not in _ROLE_NAMES:
                 info = self._domain(domain_in)
                 if isinstance(info, str):
                     raise InvalidAddress(info)
@@ -99,9 +108,18 @@ class AddressValidator:
 
     def _slow(self, text: str) -> Address:
         try:
-            result = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+            result = validate_email(
+                text, check_deliverability=False, allow_smtputf8=True, strict=True
+            )
         except EmailNotValidError as exc:
             raise InvalidAddress(str(exc)) from None
+        octets = len(result.local_part.encode())
+        if octets > MAX_LOCAL_OCTETS:
+            # Only a non-ASCII or quoted local part gets here: strict mode counted characters.
+            raise InvalidAddress(
+                f"The email address is too long before the @-sign ({octets} bytes once "
+                f"encoded, at most {MAX_LOCAL_OCTETS})."
+            )
         self._check_dns(result.ascii_domain)
         return Address(
             result.normalized,

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import IO
 
 from bulletin.errors import BulletinError
+from bulletin.store import normalise
 
 CHUNK_BYTES = 1 << 20
 MAX_LINE_CHARS = 1_000_000
@@ -133,8 +134,7 @@ REJECT_COLUMNS = ("rejected_line", "rejected_reason")
 
 def attribute_key(header: str) -> str:
     """The attribute name a column becomes: ``Organisation Name`` -> ``organisation_name``."""
-    text = unicodedata.normalize("NFC", header.replace("\ufeff", "")).strip().lower()
-    return re.sub(r"\W+", "_", text).strip("_")
+    return normalise.attribute_key(header)  # the rule every entry point shares
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ The import runs in two phases on one connection, in constant memory:
 
 Decisions, stated once:
 
+* Every cell is cleaned or refused by :mod:`bulletin.store.normalise`, the rules every entry
+  point shares (control characters removed and counted, over-long names and values, bad
+  language codes and addresses rejected with the reason).
 * ``Name <address>`` cells are accepted: the address is taken, the name is used when the row
   has no name of its own.
-* Control characters (CR, LF, tabs, bidi overrides...) are removed from names (replaced by a
-  space where they separated words) and counted; attribute values keep their line breaks.
-  HTML in a name is kept as text: templates escape it.
 * A row with more values than the header is rejected (a delimiter inside an unquoted value
   would shift every column); a row with fewer values gets empty values and is counted.
 * An address that unsubscribed (from the list or from everything), bounced, complained or
@@ -30,9 +30,7 @@ Decisions, stated once:
 from __future__ import annotations
 
 import csv
-import functools
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,10 +41,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bulletin.store import csvfile
-from bulletin.store.addresses import AddressValidator, InvalidAddress
 from bulletin.store.bulk import BulkInsert
 from bulletin.store.csvfile import ColumnMap, CsvReader, ImportFileError, unneutralise
 from bulletin.store.db import begin_write
+from bulletin.store.normalise import (
+    AddressValidator,
+    InvalidAddress,
+    InvalidField,
+    clean_language,
+    clean_name,
+    clean_value,
+)
 from bulletin.store.schema import events, subscribers, subscriptions, utcnow
 from bulletin.store.subscribers import (
     MailingList,
@@ -61,54 +66,7 @@ ProgressCallback = Callable[[str, int, int], None]
 
 BATCH = 5000
 IMPORT_CACHE_KIB = 49152
-MAX_NAME = 300
-MAX_ATTRIBUTE = 2000
 SAMPLE = 10  # rejected/skipped rows kept for the summary; the rest are in the rejects file
-
-_LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*\Z")
-# Line separators become a space; other control and bidi-override characters are dropped.
-_BREAKS = re.compile(r"[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]+")
-_CONTROLS = re.compile(
-    r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
-_VALUE_CONTROL = re.compile(
-    r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
-_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def clean_name(text: str) -> tuple[str, bool]:
-    """A name on one line without control characters; and whether anything was removed."""
-    text = text.strip()
-    if not _ANY_CONTROL.search(text):
-        return text, False
-    text = _CONTROLS.sub("", _BREAKS.sub(" ", text))
-    return " ".join(text.split()), True
-
-
-def clean_value(text: str) -> tuple[str, bool]:
-    """An attribute value with line breaks kept (as LF) and other control characters removed."""
-    text = text.strip()
-    if not _ANY_CONTROL.search(text):
-        return text, False
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not _VALUE_CONTROL.search(text):
-        return text, False  # only line breaks, which an attribute may hold
-    text = _CONTROLS.sub("", re.sub(r"[\v\f\x1c-\x1e\x85\u2028\u2029]", "\n", text))
-    return text.replace("\t", " ").strip(), True
-
-
-@functools.lru_cache(maxsize=1024)
-def normalise_language(text: str) -> str | None:
-    """``ro``, ``RO_ro`` -> ``ro``, ``ro-RO``; None if it is not a language tag."""
-    tag = text.strip().replace("_", "-").lower()
-    if not _LANGUAGE.match(tag):
-        return None
-    parts = tag.split("-")
-    out = [parts[0]]
-    for p in parts[1:]:
-        out.append(p.upper() if len(p) == 2 else p.title() if len(p) == 4 else p)
-    return "-".join(out)
 
 
 @dataclass(frozen=True)
@@ -461,48 +419,34 @@ def _stage(
             reason = f"invalid email address {shown!r}: {exc}" if shown else "no email address"
             reject(line, reason, fields)
             continue
-        cleaned = False
-        name = ""
-        if name_i is not None:
-            name, cleaned = clean_name(unneutralise(fields[name_i]))
-        values: list[str] = []
-        too_long = False
-        for index, _key in attr_cols:
-            value = fields[index]
-            if value:
-                value, was_cleaned = clean_value(unneutralise(value))
-                cleaned = cleaned or was_cleaned
-                if len(value) > MAX_ATTRIBUTE:
-                    too_long = True
-            values.append(value)
-        if too_long:
-            reject(line, f"a value is longer than {MAX_ATTRIBUTE} characters", fields)
-            continue
-        if name_i is None and (first_slot is not None or last_slot is not None):
-            parts = (
-                values[first_slot] if first_slot is not None else "",
-                values[last_slot] if last_slot is not None else "",
-            )
-            name, _ = clean_name(" ".join(p for p in parts if p))
-        if not name and address.display_name:
-            name, was_cleaned = clean_name(address.display_name)
-            cleaned = cleaned or was_cleaned
-            report.display_names += 1
-        if len(name) > MAX_NAME:
-            reject(line, f"the name is longer than {MAX_NAME} characters", fields)
-            continue
-        language = ""
-        if lang_i is not None and fields[lang_i].strip():
-            lang = normalise_language(unneutralise(fields[lang_i]))
-            if lang is None:
-                reject(
-                    line,
-                    f"language {fields[lang_i].strip()!r} is not a language code like "
-                    "'ro' or 'en-GB'",
-                    fields,
+        try:
+            cleaned = False
+            name = ""
+            if name_i is not None:
+                name, cleaned = clean_name(unneutralise(fields[name_i]))
+            values: list[str] = []
+            for index, key in attr_cols:
+                value = fields[index]
+                if value:
+                    value, was_cleaned = clean_value(unneutralise(value), key)
+                    cleaned = cleaned or was_cleaned
+                values.append(value)
+            if name_i is None and (first_slot is not None or last_slot is not None):
+                parts = (
+                    values[first_slot] if first_slot is not None else "",
+                    values[last_slot] if last_slot is not None else "",
                 )
-                continue
-            language = lang
+                name, _ = clean_name(" ".join(p for p in parts if p))
+            if not name and address.display_name:
+                name, was_cleaned = clean_name(address.display_name)
+                cleaned = cleaned or was_cleaned
+                report.display_names += 1
+            language = ""
+            if lang_i is not None and fields[lang_i]:
+                language = clean_language(unneutralise(fields[lang_i]))
+        except InvalidField as exc:
+            reject(line, str(exc), fields)
+            continue
         if cleaned:
             report.cleaned += 1
         if address.smtputf8:

@@ -25,7 +25,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from bulletin.errors import BulletinError
-from bulletin.store.addresses import AddressValidator, InvalidAddress, address_key
+from bulletin.store.normalise import (
+    AddressValidator,
+    InvalidField,
+    address_key,
+    clean_name,
+    normalise_subscriber,
+)
 from bulletin.store.schema import (
     GLOBAL_STATUSES,
     SUPPRESSED_STATUSES,
@@ -188,12 +194,17 @@ def create_list(conn: Connection, slug: str, name: str | None = None) -> Mailing
     check_slug(slug)
     if find_list(conn, slug) is not None:
         raise BulletinError(f"List {slug!r} already exists.", hint="See `bulletin lists`.")
+    try:
+        # A list's name is shown like a subscriber's: the same rule for what it may hold.
+        clean, _ = clean_name(name or slug)
+    except InvalidField as exc:
+        raise BulletinError(f"List {slug!r}: {exc}.", hint=exc.hint) from None
     now = utcnow()
     new_id = conn.execute(
-        lists.insert().values(slug=slug, name=(name or slug).strip(), created_at=now)
+        lists.insert().values(slug=slug, name=clean or slug, created_at=now)
     ).inserted_primary_key
     assert new_id is not None
-    return MailingList(int(new_id[0]), slug, (name or slug).strip(), now)
+    return MailingList(int(new_id[0]), slug, clean or slug, now)
 
 
 def _effective(list_status: sa.ColumnElement[Any], global_status: sa.ColumnElement[Any]) -> Any:
@@ -301,6 +312,8 @@ class AddResult:
     outcome: Literal["added", "resubscribed", "already"]
     was: str | None = None
     """For ``resubscribed``: the status that was lifted."""
+    cleaned: tuple[str, ...] = ()
+    """Fields whose control characters were removed (``name``, ``attributes.city``)."""
 
 
 def add_subscriber(
@@ -310,24 +323,25 @@ def add_subscriber(
     *,
     name: str | None = None,
     language: str | None = None,
-    attributes: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, str] | None = None,
     source: str = "cli",
     resubscribe: bool = False,
     validator: AddressValidator | None = None,
 ) -> AddResult:
     """Subscribe one address to a list, creating the subscriber if needed.
 
+    The address and fields follow the import's rules (:mod:`bulletin.store.normalise`):
+    control characters are removed (``AddResult.cleaned`` says from which fields), anything
+    else the import rejects is refused (:class:`~bulletin.store.normalise.InvalidSubscriber`).
     An unsubscribed, bounced or complained address is refused (:class:`SubscriptionRefused`)
     unless ``resubscribe`` is true; a blocked address is always refused. Given fields replace
     the stored ones.
     """
     the_list = get_list(conn, list_slug)
-    try:
-        address = (validator or AddressValidator())(email)
-    except InvalidAddress as exc:
-        raise BulletinError(f"{email!r} is not a valid email address: {exc}") from None
-    if name is None and address.display_name:
-        name = address.display_name
+    entry = normalise_subscriber(
+        email, name=name, language=language, attributes=attributes, validator=validator
+    )
+    address, name, language = entry.address, entry.name, entry.language
     now = utcnow()
     row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == address.key)).first()
     if row is None:
@@ -337,9 +351,9 @@ def add_subscriber(
                 email_key=address.key,
                 ascii_email=address.ascii_email,
                 smtputf8=address.smtputf8,
-                name=(name or "").strip(),
-                language=(language or "").strip(),
-                attributes=dict(attributes or {}),
+                name=name or "",
+                language=language or "",
+                attributes=entry.attributes,
                 status="active",
                 source=source,
                 created_at=now,
@@ -351,7 +365,7 @@ def add_subscriber(
         _subscribe(conn, subscriber_id, the_list.id, None, source, now)
         created = get_subscriber_by_id(conn, subscriber_id)
         assert created is not None
-        return AddResult(created, "added")
+        return AddResult(created, "added", cleaned=entry.cleaned)
 
     subscriber_id = row.id
     list_status = conn.scalar(
@@ -372,12 +386,12 @@ def add_subscriber(
             else "Blocked addresses are never subscribed.",
         )
     values: dict[str, Any] = {}
-    if name is not None and name.strip() != row.name:
-        values["name"] = name.strip()
-    if language is not None and language.strip() != row.language:
-        values["language"] = language.strip()
-    if attributes:
-        merged = {**(row.attributes or {}), **attributes}
+    if name is not None and name != row.name:
+        values["name"] = name
+    if language is not None and language != row.language:
+        values["language"] = language
+    if entry.attributes:
+        merged = {**(row.attributes or {}), **entry.attributes}
         if merged != row.attributes:
             values["attributes"] = merged
     if was is not None and row.status != "active":
@@ -408,7 +422,7 @@ def add_subscriber(
         outcome = "added"
     updated = get_subscriber_by_id(conn, subscriber_id)
     assert updated is not None
-    return AddResult(updated, outcome, was)
+    return AddResult(updated, outcome, was, entry.cleaned)
 
 
 def _describe_status(global_status: str, list_status: str | None, list_slug: str) -> str:
@@ -534,10 +548,7 @@ def suppress_address(
     """Suppress an address, adding it to the store first if it is not there (a blocklist)."""
     found = find_subscriber(conn, email)
     if found is None:
-        try:
-            address = AddressValidator()(email)
-        except InvalidAddress as exc:
-            raise BulletinError(f"{email!r} is not a valid email address: {exc}") from None
+        address = normalise_subscriber(email).address
         now = utcnow()
         pk = conn.execute(
             subscribers.insert().values(
