@@ -116,6 +116,50 @@ def test_bulletin_transport_sends_to_the_sink(sink: SinkHandle) -> None:
     }
 
 
+def test_an_existing_empty_folder_becomes_the_maildir(tmp_path: Path) -> None:
+    # A user who made the folder first (mkdir captured; bulletin sink --maildir captured).
+    folder = tmp_path / "captured"
+    folder.mkdir()
+    with start_sink(folder, port=0) as handle:
+        with smtplib.SMTP(handle.host, handle.port, timeout=5) as client:
+            refused = client.sendmail(SENDER, ["ana@example.ro"], message("ana@example.ro"))
+        assert refused == {}
+        assert handle.count == 1
+    (captured,) = list_captured(folder)
+    assert captured.delivered_to == "ana@example.ro" and captured.subject == SUBJECT
+    assert sorted(p.name for p in folder.iterdir()) == ["cur", "new", "tmp"]
+
+
+def test_a_maildir_missing_a_subfolder_gets_it(tmp_path: Path) -> None:
+    folder = tmp_path / "box"
+    (folder / "cur").mkdir(parents=True)
+    (folder / "new").mkdir()
+    with start_sink(folder, port=0) as handle:
+        with smtplib.SMTP(handle.host, handle.port, timeout=5) as client:
+            client.sendmail(SENDER, ["ana@example.ro"], message("ana@example.ro"))
+    assert [c.delivered_to for c in list_captured(folder)] == ["ana@example.ro"]
+
+
+def test_a_folder_holding_other_files_is_refused_at_the_start(tmp_path: Path) -> None:
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x", encoding="utf-8")
+    (folder / "photos").mkdir()
+    with pytest.raises(BulletinError) as info:
+        start_sink(folder, port=0)
+    assert info.value.message == (
+        f"{folder} is not a Maildir: it holds other files (notes.txt, photos) and no "
+        "cur, new or tmp folder."
+    )
+    assert "--maildir" in (info.value.hint or "")
+    # Nothing was written into it.
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "photos"]
+    a_file = tmp_path / "file"
+    a_file.write_text("x", encoding="utf-8")
+    with pytest.raises(BulletinError, match="is a file, not a folder"):
+        start_sink(a_file, port=0)
+
+
 def test_port_in_use_is_a_clear_error_at_once(sink: SinkHandle, tmp_path: Path) -> None:
     start = time.monotonic()
     with pytest.raises(BulletinError) as info:
@@ -302,3 +346,16 @@ def test_bulletin_sink_port_in_use(sink: SinkHandle, tmp_path: Path) -> None:
     assert f"Error: Port {sink.port} on 127.0.0.1 is already in use." in err
     assert "--port" in err
     assert "Traceback" not in err
+
+
+def test_bulletin_sink_refuses_a_folder_that_is_not_a_maildir(tmp_path: Path) -> None:
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "report.pdf").write_bytes(b"%PDF")
+    proc = Process(["sink", "--port", str(_free_port()), "--maildir", str(folder)], cwd=tmp_path)
+    code, err = proc.finish()
+    assert code == 1
+    assert f"Error: {folder} is not a Maildir: it holds other files (report.pdf)" in err
+    assert "Traceback" not in err
+    # Refused before listening: it never said it was capturing.
+    assert proc.lines.qsize() == 0

@@ -36,10 +36,10 @@ from bulletin import listen
 from bulletin.errors import BulletinError
 
 SINK_SIZE_LIMIT = 50 * 1024 * 1024
+"""Largest message the sink takes (bytes); bigger ones get 552 like at a real relay."""
 
 DEFAULT_MAILDIR = Path("mail", "sink")
 """Where captured mail goes, relative to the workspace (git ignores ``/mail/``)."""
-"""Largest message the sink takes (bytes); bigger ones get 552 like at a real relay."""
 
 _STOP_TIMEOUT = 5.0
 
@@ -208,22 +208,51 @@ class SinkHandle:
         self.stop()
 
 
+_MAILDIR_PARTS = ("cur", "new", "tmp")
+
+
+def open_maildir(folder: Path) -> mailbox.Maildir:
+    """The Maildir at ``folder``, made ready to store messages, or a clear BulletinError.
+
+    A missing or empty folder becomes a Maildir, and one missing a subfolder gets it:
+    mailbox's ``create=True`` makes cur/, new/ and tmp/ only when it creates the folder
+    itself, and every message stored into an existing empty folder would fail. A folder
+    holding anything else is refused now rather than with a 451 for every message later,
+    and so that captured mail never mixes with someone's files.
+    """
+    hint = "Pick a new or empty folder with --maildir."
+    if folder.exists() and not folder.is_dir():
+        raise BulletinError(f"{folder} is a file, not a folder.", hint=hint)
+    try:
+        present = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+        others = [n for n in present if not n.startswith(".") and n not in _MAILDIR_PARTS]
+        if others and not set(present) & set(_MAILDIR_PARTS):
+            shown = ", ".join(others[:5]) + (
+                f" and {len(others) - 5} more" if len(others) > 5 else ""
+            )
+            raise BulletinError(
+                f"{folder} is not a Maildir: it holds other files ({shown}) and no cur, new "
+                "or tmp folder.",
+                hint=hint,
+            )
+        for part in _MAILDIR_PARTS:
+            (folder / part).mkdir(parents=True, exist_ok=True)
+        return mailbox.Maildir(folder, factory=None, create=False)
+    except OSError as exc:
+        raise BulletinError(
+            f"Cannot create the Maildir {folder}: {exc.strerror or exc}.", hint=hint
+        ) from None
+
+
 def start_sink(maildir: Path, host: str = "127.0.0.1", port: int = 2525) -> SinkHandle:
     """Start capturing mail on ``host:port`` into ``maildir`` (created if missing).
 
     Port 0 picks a free port (see ``handle.port``). Raises BulletinError when the port is
-    taken or the Maildir cannot be created. Stop it with ``handle.stop()``.
+    taken or the folder cannot be a Maildir (see :func:`open_maildir`), before listening.
+    Stop it with ``handle.stop()``.
     """
     maildir = Path(maildir)
-    try:
-        # mailbox creates the Maildir folder itself but not its parents.
-        maildir.parent.mkdir(parents=True, exist_ok=True)
-        box = mailbox.Maildir(maildir, factory=None, create=True)
-    except OSError as exc:
-        raise BulletinError(
-            f"Cannot create the Maildir {maildir}: {exc.strerror or exc}.",
-            hint="Pick another folder with --maildir.",
-        ) from None
+    box = open_maildir(maildir)
     sock = listen_socket(host, port)
     handle: SinkHandle | None = None
 
