@@ -3,7 +3,8 @@
 :func:`start_sink` runs aiosmtpd in a background thread. It accepts every sender and
 recipient (SMTPUTF8 and 8BITMIME on, messages up to 50 MB) and stores one file per
 recipient, with ``X-Bulletin-Envelope-From`` and ``Delivered-To`` header lines in front of
-the message exactly as it arrived. :func:`list_captured` reads the Maildir back.
+the message exactly as it arrived. :func:`run_sink` serves until Ctrl-C or SIGTERM and
+reports what arrives through a callback; :func:`list_captured` reads the Maildir back.
 
 :class:`SocketController` is aiosmtpd's threaded ``Controller`` serving on a socket bound
 before its thread starts, so a taken port is reported at once and port 0 works; the
@@ -17,10 +18,12 @@ import email.message
 import email.parser
 import email.policy
 import mailbox
+import signal
 import socket
 import threading
+import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -274,6 +277,50 @@ def start_sink(maildir: Path, host: str = "127.0.0.1", port: int = 2525) -> Sink
         sock.close()
         raise
     return handle
+
+
+@dataclass(frozen=True)
+class SinkActivity:
+    """What a running sink stored since its last report (see :func:`run_sink`)."""
+
+    count: int
+    """Messages stored since the start."""
+    new: int
+    """Messages stored since the last report."""
+    last: tuple[str, str] | None
+    """Recipient and subject of the latest stored message."""
+
+
+def run_sink(
+    handle: SinkHandle, on_activity: Callable[[SinkActivity], None], *, interval: float = 0.5
+) -> int:
+    """Serve until Ctrl-C or SIGTERM, reporting what is stored; stop; return the count.
+
+    ``on_activity`` is called at most once per ``interval`` seconds, so a big send is
+    summarised rather than listed. A process manager's SIGTERM stops the sink like Ctrl-C
+    (the handler is installed for the duration, so call this from the main thread). The
+    sink is stopped however this returns.
+    """
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    seen = 0
+    try:
+        while True:
+            count = handle.wait(seen, timeout=1.0)
+            if count == seen:
+                continue
+            on_activity(SinkActivity(count, count - seen, handle.last))
+            seen = count
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+        signal.signal(signal.SIGTERM, previous)
+    return handle.count
 
 
 def _headers(data: bytes) -> email.message.EmailMessage:
