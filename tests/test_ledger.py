@@ -105,8 +105,7 @@ def test_freezing_dedupes_across_lists_and_leaves_suppressed_addresses_out(
     with db.write_transaction(store) as conn:
         unsubscribe(conn, sid(store, "dan@example.ro"), "a", "web")
         suppress(conn, sid(store, "ioana@example.ro"), "bounced", "test")
-        ids = list(ledger.list_ids(conn, ("a", "b")).values())
-        assert ledger.count_eligible(conn, SLUG, ids) == (4, 0)
+        assert ledger.count_eligible(conn, SLUG, ("a", "b")) == (4, 0)
 
     send = new_send(store, ("b", "a"))
 
@@ -129,8 +128,10 @@ def test_a_second_send_of_the_issue_leaves_out_who_already_got_it(store: Engine)
     first = new_send(store, ("a",))
     assert first.total == 4
     with store.connect() as conn:
-        ids = list(ledger.list_ids(conn, ("b",)).values())
-        assert ledger.count_eligible(conn, SLUG, ids) == (2, 2)
+        assert ledger.count_eligible(conn, SLUG, ("b",)) == (2, 2)
+        # The send to list a itself is not "another send": counted again (a second process
+        # planning it), nobody on a is covered.
+        assert ledger.count_eligible(conn, SLUG, ("a",)) == (4, 0)
 
     second = new_send(store, ("b",))
 
@@ -279,7 +280,7 @@ def test_the_suppression_history_is_read_incrementally(store: Engine) -> None:
 
 def test_iter_eligible_pages_through_everyone_once(store: Engine) -> None:
     with store.connect() as conn:
-        got = [r.email for r in ledger.iter_eligible(conn, SLUG, [1, 2], page=2)]
+        got = [r.email for r in ledger.iter_eligible(conn, SLUG, ("a", "b"), page=2)]
     assert sorted(got) == sorted(set(got)) and len(got) == 6
 
 

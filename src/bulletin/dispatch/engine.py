@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from bulletin.dispatch.plan import Composer, IssueChanged, SendOptions, SendPlan
 from bulletin.dispatch.ratelimit import RateLimiter
@@ -250,6 +251,15 @@ class SendEngine:
 
     def _start(self) -> int:
         """Create or take over the send; returns the recipients found in doubt."""
+        try:
+            return self._start_once()
+        except IntegrityError:
+            # Another process created this send between our look and our insert (possible
+            # on PostgreSQL; SQLite's write lock serialises the two). Look again: it is
+            # running (SendBusy), or already done.
+            return self._start_once()
+
+    def _start_once(self) -> int:
         plan = self.plan
         composer = self._composer
         assert composer is not None

@@ -347,8 +347,13 @@ def prepare_send(
 
     Raises :class:`CheckFailed` when ``bulletin check`` finds errors, :class:`IssueChanged`
     when resuming a send of an issue edited since, :class:`NoRecipients` when there is
-    nobody to send to, and :class:`~bulletin.store.subscribers.UnknownList`. With
-    ``test`` (for :func:`send_test`) the ledger is not looked at and nobody is counted.
+    nobody to send to, :class:`~bulletin.store.ledger.SendBusy` when another process is
+    running the send, and :class:`~bulletin.store.subscribers.UnknownList`. With ``test``
+    (for :func:`send_test`) the ledger is not looked at and nobody is counted.
+
+    The ledger is read twice: first so that a finished or running send is reported before
+    the issue is checked and rendered, then again after that, because another process may
+    have started the send meanwhile (two runs started at once).
     """
     from bulletin.render.checks import run_check
 
@@ -356,11 +361,14 @@ def prepare_send(
         raise BulletinError("Name at least one list to send to (--list SLUG).")
     issue_dir = workspace.issue_dir(issue)
     slugs = tuple(sorted(set(list_slugs)))
+    owner = ledger.owner_name()
     with engine.connect() as conn:
         ids = ledger.list_ids(conn, slugs)
         slug = issue_dir.name
         existing = None if test else ledger.find_send(conn, slug, slugs)
         counts = ledger.counts(conn, existing.id) if existing is not None else {}
+    if existing is not None:
+        ledger.check_not_running(existing, owner)
     base = SendPlan(
         workspace=workspace,
         issue_slug=slug,
@@ -401,7 +409,20 @@ def prepare_send(
     )
     if test:
         return plan
+    with engine.connect() as conn, conn.begin():
+        existing = ledger.find_send(conn, slug, slugs)
+        if existing is not None:
+            counts = ledger.counts(conn, existing.id)
+        else:
+            # Not "covered by another send" if a process creates this one meanwhile: the
+            # count leaves this send's own recipients in, and the engine's start then finds
+            # it running (SendBusy) or done.
+            n, covered = ledger.count_eligible(conn, slug, slugs)
     if existing is not None:
+        plan = replace(plan, existing=existing, counts=counts)
+        if plan.done:
+            return plan
+        ledger.check_not_running(existing, owner)
         if existing.fingerprint != printed:
             raise IssueChanged(
                 f"Issue {slug} changed since its send to {', '.join(slugs)} started "
@@ -412,8 +433,6 @@ def prepare_send(
             )
         left = sum(counts.get(s, 0) for s in ledger.OPEN_STATES)
         return replace(plan, recipients=left)
-    with engine.connect() as conn:
-        n, covered = ledger.count_eligible(conn, slug, plan.list_ids)
     if n == 0:
         raise NoRecipients(
             f"Nobody to send {slug} to on {', '.join(slugs)}"
@@ -497,7 +516,7 @@ def dry_run(
 def _dry_run_recipients(plan: SendPlan, conn: Any) -> Iterator[ledger.EligibleRecipient]:
     if plan.existing is not None:
         return ledger.iter_open(conn, plan.existing.id)
-    return ledger.iter_eligible(conn, plan.issue_slug, plan.list_ids)
+    return ledger.iter_eligible(conn, plan.issue_slug, plan.lists)
 
 
 def _file_safe(email: str) -> str:

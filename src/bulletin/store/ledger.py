@@ -213,12 +213,14 @@ def sends_of_issue(
 # --- who a new send goes to ---------------------------------------------------------------
 
 
-def _eligible(issue_slug: str, ids: Sequence[int], exclude_send: int | None) -> sa.Select[Any]:
+def _eligible(issue_slug: str, slugs: Iterable[str], ids: Sequence[int]) -> sa.Select[Any]:
     """Subscribed, globally active members of the lists, one row per subscriber.
 
     Someone on several of the lists gets the issue once, through the list with the lowest
     id. Someone who already got (or is getting) this issue from another send of it -- to
-    other lists -- is left out, so adding a list later does not mail them twice.
+    other lists -- is left out, so adding a list later does not mail them twice. The send
+    to these very lists is never "another send": a second process that counts after the
+    first one froze the recipients must find the send running, not everyone covered.
     """
     other = (
         sa.select(sa.literal(1))
@@ -226,11 +228,10 @@ def _eligible(issue_slug: str, ids: Sequence[int], exclude_send: int | None) -> 
         .where(
             deliveries.c.subscriber_id == subscribers.c.id,
             sends.c.issue_slug == issue_slug,
+            sends.c.lists != lists_key(slugs),
             deliveries.c.state.in_(_COVERING),
         )
     )
-    if exclude_send is not None:
-        other = other.where(deliveries.c.send_id != exclude_send)
     # Grouped (and paged, in iter_eligible) by subscriptions.subscriber_id rather than the
     # equal subscribers.id: SQLite then walks the subscriptions index in order instead of
     # building a temporary B-tree over every remaining row for each page (0.8 s a page at
@@ -252,10 +253,11 @@ def _eligible(issue_slug: str, ids: Sequence[int], exclude_send: int | None) -> 
     )
 
 
-def count_eligible(conn: Connection, issue_slug: str, ids: Sequence[int]) -> tuple[int, int]:
-    """``(recipients, covered)``: who a new send would go to, and how many members of the
-    lists it leaves out because another send of the issue already reached them."""
-    eligible = _eligible(issue_slug, ids, None).subquery()
+def count_eligible(conn: Connection, issue_slug: str, slugs: Sequence[str]) -> tuple[int, int]:
+    """``(recipients, covered)``: who a new send to the lists would go to, and how many
+    members it leaves out because another send of the issue (to other lists) reached them."""
+    ids = list(list_ids(conn, slugs).values())
+    eligible = _eligible(issue_slug, slugs, ids).subquery()
     n = int(conn.scalar(sa.select(sa.func.count()).select_from(eligible)) or 0)
     members = (
         sa.select(subscribers.c.id)
@@ -293,10 +295,11 @@ def _pages(
 
 
 def iter_eligible(
-    conn: Connection, issue_slug: str, ids: Sequence[int], *, page: int = 1000
+    conn: Connection, issue_slug: str, slugs: Sequence[str], *, page: int = 1000
 ) -> Iterator[EligibleRecipient]:
-    """The recipients of a new send, by subscriber id, read in pages (flat memory)."""
-    base = _eligible(issue_slug, ids, None).add_columns(
+    """The recipients of a new send to the lists, by subscriber id, read in pages."""
+    ids = list(list_ids(conn, slugs).values())
+    base = _eligible(issue_slug, slugs, ids).add_columns(
         subscribers.c.name, subscribers.c.attributes
     )
     return _pages(conn, base, subscriptions.c.subscriber_id, page)
@@ -350,7 +353,7 @@ def create_send(
     ).inserted_primary_key
     assert pk is not None
     send_id = int(pk[0])
-    eligible = _eligible(issue_slug, ids, send_id).subquery()
+    eligible = _eligible(issue_slug, list_slugs, ids).subquery()
     frozen = sa.select(
         sa.literal(send_id, sa.Integer),
         eligible.c.subscriber_id,
@@ -410,6 +413,21 @@ def _alive(owner: str, now: datetime, heartbeat: datetime | None) -> bool:
     return heartbeat is not None and now - heartbeat < STALE_AFTER
 
 
+def check_not_running(send: SendRow, owner: str) -> None:
+    """Raise :class:`SendBusy` when a live process other than ``owner`` runs ``send``."""
+    if (
+        send.state == "running"
+        and send.owner
+        and send.owner != owner
+        and _alive(send.owner, utcnow(), send.heartbeat_at)
+    ):
+        host, _, pid = send.owner.rpartition(":")
+        raise SendBusy(
+            f"This send is already running (process {pid} on {host}).",
+            hint="Wait for it to finish, or stop it with Ctrl-C; then run the command again.",
+        )
+
+
 def acquire(conn: Connection, send: SendRow, owner: str) -> int:
     """Take a send over to run it; returns how many recipients were in doubt.
 
@@ -418,18 +436,7 @@ def acquire(conn: Connection, send: SendRow, owner: str) -> int:
     Message-ID) and are added to the send's in-doubt count.
     """
     now = utcnow()
-    current = get_send(conn, send.id)
-    if (
-        current.state == "running"
-        and current.owner
-        and current.owner != owner
-        and _alive(current.owner, now, current.heartbeat_at)
-    ):
-        host, _, pid = current.owner.rpartition(":")
-        raise SendBusy(
-            f"This send is already running (process {pid} on {host}).",
-            hint="Wait for it to finish, or stop it with Ctrl-C; then run the command again.",
-        )
+    check_not_running(get_send(conn, send.id), owner)
     in_doubt = conn.execute(
         deliveries.update()
         .where(deliveries.c.send_id == send.id, deliveries.c.state == "sending")
