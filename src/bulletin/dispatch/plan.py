@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -99,10 +100,25 @@ class SendOptions:
         connection busy while the next batch is claimed."""
         return max(self.batch_size, 2 * self.connections)
 
+    def window(self, rate: float) -> int:
+        """Most recipients allowed on the wire (``sending``) at once, at ``rate`` messages/s.
+
+        Promotions ride on the result commits, one per ``commit_interval``: between two of
+        them the workers take ``rate * commit_interval`` jobs, and two per connection are
+        left so that none waits for the next promotion. Never more than a batch; the
+        configured rate caps the measured one. This is also the most a crash can leave in
+        doubt at that rate: on the wire, waiting for a rate-limit slot, or sent and not
+        yet recorded.
+        """
+        if self.rate:
+            rate = min(rate, self.rate)
+        wanted = 2 * self.connections + rate * self.commit_interval
+        return self.batch if wanted >= self.batch else math.ceil(wanted)
+
     @property
-    def in_flight_limit(self) -> int:
-        """Most recipients ever ``sending`` at once: the most a crash can leave in doubt."""
-        return 2 * self.batch
+    def in_doubt_limit(self) -> int:
+        """The most recipients a crash can leave in doubt: the window at the fastest rate."""
+        return self.window(self.rate or math.inf)
 
     def describe_rate(self) -> str:
         parts = []

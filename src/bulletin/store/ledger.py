@@ -5,13 +5,15 @@ it again (``issue_slug`` + ``lists``) and resumes. When it starts, its recipient
 frozen into ``deliveries`` with one ``INSERT ... SELECT`` (deduplicated across lists,
 suppressed addresses left out). Each row then moves through
 
-    pending -> sending -> sent | deferred (retry at next_attempt_at) | failed
-                       -> skipped (unsubscribed while the send ran)
+    pending -> queued -> sending -> sent | deferred (retry at next_attempt_at) | failed
+    (any open state) -> skipped (unsubscribed while the send ran)
 
-and every transition is committed. A row is marked ``sending`` -- and that is committed --
-before its message leaves, so after a crash the rows still in ``sending`` are exactly the
-messages that may or may not have gone out: :func:`acquire` returns them to ``pending``
-and counts them as *in doubt*. They are sent again with the same Message-ID.
+and every transition is committed. :func:`claim` takes due rows for one run (``queued``:
+its work, not yet allowed out); :func:`promote` lets a few at a time onto the wire
+(``sending``), and that is committed before their messages leave. After a crash the rows
+still ``sending`` are exactly the messages that may or may not have gone out:
+:func:`acquire` returns them to ``pending`` and counts them as *in doubt* (they are sent
+again with the same Message-ID); ``queued`` rows never left and go back without a word.
 
 Functions take a connection inside a transaction opened by the caller; they never commit.
 """
@@ -34,7 +36,6 @@ from bulletin.store.schema import (
     SUPPRESSED_STATUSES,
     deliveries,
     events,
-    lists,
     sends,
     subscribers,
     subscriptions,
@@ -45,10 +46,10 @@ from bulletin.store.subscribers import get_list
 STALE_AFTER = timedelta(seconds=60)
 """A running send whose heartbeat is older than this (on another host) is taken over."""
 
-OPEN_STATES = ("pending", "sending", "deferred")
+OPEN_STATES = ("pending", "queued", "sending", "deferred")
 """States of a recipient the send still has to deal with."""
 
-_COVERING = ("pending", "sending", "sent", "deferred")
+_COVERING = ("pending", "queued", "sending", "sent", "deferred")
 """States in another send of the same issue that keep a subscriber out of a new one."""
 
 _SUPPRESSING_EVENTS = ("unsubscribed", *SUPPRESSED_STATUSES)
@@ -433,7 +434,8 @@ def acquire(conn: Connection, send: SendRow, owner: str) -> int:
 
     Refused (:class:`SendBusy`) while another live process runs it. Rows left in
     ``sending`` by a crash go back to ``pending`` (they will be sent again with the same
-    Message-ID) and are added to the send's in-doubt count.
+    Message-ID) and are added to the send's in-doubt count; rows left ``queued`` never
+    left and simply go back.
     """
     now = utcnow()
     check_not_running(get_send(conn, send.id), owner)
@@ -442,6 +444,11 @@ def acquire(conn: Connection, send: SendRow, owner: str) -> int:
         .where(deliveries.c.send_id == send.id, deliveries.c.state == "sending")
         .values(state="pending", next_attempt_at=None, updated_at=now)
     ).rowcount
+    conn.execute(
+        deliveries.update()
+        .where(deliveries.c.send_id == send.id, deliveries.c.state == "queued")
+        .values(state="pending", next_attempt_at=None, updated_at=now)
+    )
     conn.execute(
         sends.update()
         .where(sends.c.id == send.id)
@@ -549,8 +556,8 @@ def claim(
     Deferred recipients whose retry time has come go first, then pending ones in
     subscriber order. The suppression list is read here, for this batch: whoever
     unsubscribed (from these lists or everything), bounced, complained or was blocked since
-    the send started becomes ``skipped``. The rest become ``sending``, with their Message-ID
-    fixed the first time. The caller commits before any of their messages leaves.
+    the send started becomes ``skipped``. The rest become ``queued``, with their Message-ID
+    fixed the first time; none may leave before :func:`promote` made it ``sending``.
     """
     now = utcnow()
     due = _due(conn, send_id, limit)
@@ -589,10 +596,33 @@ def claim(
                 deliveries.c.send_id == send_id,
                 deliveries.c.subscriber_id == sa.bindparam("b_id"),
             )
-            .values(state="sending", message_id=sa.bindparam("b_mid"), updated_at=now),
+            .values(state="queued", message_id=sa.bindparam("b_mid"), updated_at=now),
             [{"b_id": c.subscriber_id, "b_mid": c.message_id} for c in claimed],
         )
     return Batch(claimed, len(skipped), exhausted)
+
+
+def promote(conn: Connection, send_id: int, subscriber_ids: Iterable[int]) -> set[int]:
+    """Let claimed recipients' messages leave: ``queued`` -> ``sending``; the ids promoted.
+
+    The caller commits before any of these messages leaves, so after a crash the rows in
+    ``sending`` are the only ones that may have gone out. A row no longer ``queued`` (the
+    subscriber was erased since) is not promoted, and its message must not leave.
+    """
+    ids = list(subscriber_ids)
+    if not ids:
+        return set()
+    rows = conn.execute(
+        deliveries.update()
+        .where(
+            deliveries.c.send_id == send_id,
+            deliveries.c.subscriber_id.in_(ids),
+            deliveries.c.state == "queued",
+        )
+        .values(state="sending", updated_at=utcnow())
+        .returning(deliveries.c.subscriber_id)
+    )
+    return {int(r[0]) for r in rows}
 
 
 def skip(
@@ -624,14 +654,14 @@ def release(conn: Connection, send_id: int, subscriber_ids: Iterable[int]) -> No
             .where(
                 deliveries.c.send_id == send_id,
                 deliveries.c.subscriber_id.in_(ids),
-                deliveries.c.state == "sending",
+                deliveries.c.state.in_(("queued", "sending")),
             )
             .values(state="pending", next_attempt_at=None, updated_at=utcnow())
         )
 
 
 def record(conn: Connection, send_id: int, outcomes: Sequence[Outcome]) -> None:
-    """Record what happened to claimed recipients (only rows still ``sending`` change)."""
+    """Record what happened to promoted recipients (only rows still ``sending`` change)."""
     if not outcomes:
         return
     now = utcnow()
@@ -806,10 +836,3 @@ def delivery_rows(
             r.message_id,
             r.updated_at,
         )
-
-
-def list_names(conn: Connection, slugs: Iterable[str]) -> dict[str, str]:
-    """Display names of lists by slug (lists deleted since are left out)."""
-    wanted = list(slugs)
-    rows = conn.execute(sa.select(lists.c.slug, lists.c.name).where(lists.c.slug.in_(wanted)))
-    return {r.slug: r.name for r in rows}
