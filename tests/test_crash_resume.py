@@ -138,6 +138,15 @@ def test_sigkill_at_random_points_then_resume_delivers_everyone(
         assert status.returncode == 0, status.stderr
         doubt_line = next(ln for ln in status.stdout.splitlines() if ln.startswith("in doubt"))
         assert doubt_line.split()[-1] == f"{send.in_doubt:,}"
+        n = send.in_doubt
+        said = (
+            f"In doubt: {n:,} messages were on their way when a run stopped; they were sent "
+            f"again with the same Message-ID, so at most {n:,} people may have two copies."
+            if n != 1
+            else "In doubt: 1 message was on its way when a run stopped; it was sent again "
+            "with the same Message-ID, so at most 1 person may have two copies."
+        )
+        assert said in " ".join(status.stdout.split()), status.stdout
         assert f"{send.runs} run(s)" in status.stdout
 
         # Running it once more sends nothing.
