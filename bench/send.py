@@ -370,7 +370,7 @@ def build_rates(
             plan = prepare_send(ws, db, SAMPLE, (LIST,), SendOptions(rate=0))
             with db.connect() as conn:
                 found = []
-                for r in ledger.iter_eligible(conn, plan.issue_slug, plan.list_ids):
+                for r in ledger.iter_eligible(conn, plan.issue_slug, plan.lists):
                     found.append(r)
                     if len(found) >= people:
                         break

@@ -6,8 +6,8 @@ through a FaultServer (tests/smtpfaults.py) on a loopback port, and the test tal
 over HTTP and SMTP only, reading the store for what it cannot see from outside.
 
 The timing is made by the SMTP server, not by sleeps: the second message's MAIL waits
-``PAUSE`` seconds. While it waits, recipients 3 to ~10 are claimed (``sending`` in the
-ledger, queued behind it) and the rest are still ``pending``. The test unsubscribes one
+``PAUSE`` seconds. While it waits, recipients 3 to ~10 are claimed (``queued`` in the
+ledger, behind it) and the rest are still ``pending``. The test unsubscribes one
 queued recipient (only the engine's poll of the suppression history can stop that one) and
 three pending ones (the claim must skip them), through the links a mail provider would use.
 Then it follows one delivered message the whole way: its headers, its parts, its link.
@@ -121,7 +121,7 @@ def subscription_of(db: Engine, email: str) -> tuple[str, str, int]:
 
 def status_counts(output: str) -> dict[str, int]:
     """The state/count rows of `bulletin status` output."""
-    pattern = r"(?m)^\s*(sent|failed|deferred|skipped|pending|sending|total)\s+([\d,]+)\s*$"
+    pattern = r"(?m)^\s*(sent|failed|deferred|skipped|pending|queued|sending|total)\s+([\d,]+)\s*$"
     return {name: int(n.replace(",", "")) for name, n in re.findall(pattern, output)}
 
 
@@ -225,7 +225,7 @@ def test_unsubscribes_during_a_send_stop_the_unsent_messages(
         leaving = [queued, *later]
         # The claim after the first message takes the queued recipient within ~0.1 s.
         wait_until(
-            lambda: ledger_states(db)[queued][0] == "sending",
+            lambda: ledger_states(db)[queued][0] == "queued",
             f"{queued} to be claimed",
             PAUSE / 2,
             send_alive,
@@ -284,6 +284,7 @@ def test_unsubscribes_during_a_send_stop_the_unsent_messages(
             "deferred": 0,
             "skipped": len(leaving),
             "pending": 0,
+            "queued": 0,
             "sending": 0,
             "total": RECIPIENTS,
         }

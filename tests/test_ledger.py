@@ -105,8 +105,7 @@ def test_freezing_dedupes_across_lists_and_leaves_suppressed_addresses_out(
     with db.write_transaction(store) as conn:
         unsubscribe(conn, sid(store, "dan@example.ro"), "a", "web")
         suppress(conn, sid(store, "ioana@example.ro"), "bounced", "test")
-        ids = list(ledger.list_ids(conn, ("a", "b")).values())
-        assert ledger.count_eligible(conn, SLUG, ids) == (4, 0)
+        assert ledger.count_eligible(conn, SLUG, ("a", "b")) == (4, 0)
 
     send = new_send(store, ("b", "a"))
 
@@ -129,8 +128,10 @@ def test_a_second_send_of_the_issue_leaves_out_who_already_got_it(store: Engine)
     first = new_send(store, ("a",))
     assert first.total == 4
     with store.connect() as conn:
-        ids = list(ledger.list_ids(conn, ("b",)).values())
-        assert ledger.count_eligible(conn, SLUG, ids) == (2, 2)
+        assert ledger.count_eligible(conn, SLUG, ("b",)) == (2, 2)
+        # The send to list a itself is not "another send": counted again (a second process
+        # planning it), nobody on a is covered.
+        assert ledger.count_eligible(conn, SLUG, ("a",)) == (4, 0)
 
     second = new_send(store, ("b",))
 
@@ -159,6 +160,9 @@ def test_claims_take_due_retries_first_then_pending_in_order_and_skip_leavers(
     ana, ion = batch.claimed
     now = utcnow()
     with db.write_transaction(store) as conn:
+        # Only promoted rows (allowed on the wire) take a result.
+        ids_now = [ana.subscriber_id, ion.subscriber_id]
+        assert ledger.promote(conn, send.id, ids_now) == set(ids_now)
         ledger.record(
             conn,
             send.id,
@@ -188,7 +192,8 @@ def test_claims_take_due_retries_first_then_pending_in_order_and_skip_leavers(
         ).one()
     assert counts == {
         "pending": 0,
-        "sending": 4,
+        "queued": 4,
+        "sending": 0,
         "sent": 1,
         "deferred": 0,
         "failed": 0,
@@ -210,21 +215,38 @@ def test_the_due_queries_read_only_the_state_index(store: Engine) -> None:
     assert not any("TEMP B-TREE" in p for p in plans), plans  # no sort either
 
 
-def test_acquire_puts_rows_left_sending_back_and_counts_them_in_doubt(store: Engine) -> None:
+def test_acquire_puts_rows_left_sending_back_and_counts_only_those_in_doubt(
+    store: Engine,
+) -> None:
     dead = "other-host:1"
     send = new_send(store, ("a", "b"), owner=dead)
     with db.write_transaction(store) as conn:
-        ledger.claim(conn, send.id, [1, 2], 3, str)
+        got = ledger.claim(conn, send.id, [1, 2], 5, str)
+        # Two of the five claimed were allowed on the wire when the process died.
+        ledger.promote(conn, send.id, [c.subscriber_id for c in got.claimed[:2]])
         # The other host's last heartbeat is old: it is gone.
         conn.execute(
             sends.update().values(heartbeat_at=utcnow() - ledger.STALE_AFTER - timedelta(1))
         )
+    with store.connect() as conn:
+        counts = ledger.counts(conn, send.id)
+    assert (counts["pending"], counts["queued"], counts["sending"]) == (1, 3, 2)
     with db.write_transaction(store) as conn:
-        assert ledger.acquire(conn, send, ledger.owner_name()) == 3
+        assert ledger.acquire(conn, send, ledger.owner_name()) == 2
         again = ledger.get_send(conn, send.id)
         counts = ledger.counts(conn, send.id)
-    assert (again.in_doubt, again.runs, again.owner) == (3, 2, ledger.owner_name())
-    assert (counts["pending"], counts["sending"]) == (6, 0)
+    assert (again.in_doubt, again.runs, again.owner) == (2, 2, ledger.owner_name())
+    assert (counts["pending"], counts["queued"], counts["sending"]) == (6, 0, 0)
+
+
+def test_promote_takes_only_rows_still_queued(store: Engine) -> None:
+    send = new_send(store, ("a",))
+    with db.write_transaction(store) as conn:
+        got = ledger.claim(conn, send.id, [1], 3, str)
+        ids = [c.subscriber_id for c in got.claimed]
+        ledger.release(conn, send.id, ids[:1])
+        assert ledger.promote(conn, send.id, ids) == set(ids[1:])
+        assert ledger.promote(conn, send.id, ids) == set()
 
 
 def test_a_send_running_in_a_live_process_is_not_taken_over(store: Engine) -> None:
@@ -279,7 +301,7 @@ def test_the_suppression_history_is_read_incrementally(store: Engine) -> None:
 
 def test_iter_eligible_pages_through_everyone_once(store: Engine) -> None:
     with store.connect() as conn:
-        got = [r.email for r in ledger.iter_eligible(conn, SLUG, [1, 2], page=2)]
+        got = [r.email for r in ledger.iter_eligible(conn, SLUG, ("a", "b"), page=2)]
     assert sorted(got) == sorted(set(got)) and len(got) == 6
 
 

@@ -1,13 +1,15 @@
 """Mailto unsubscribes: a reader's mail to List-Unsubscribe's address, imported from a mailbox.
 
 The address comes from a real composed message (List-Unsubscribe with a signed token); the
-request travels through the Maildir transport as a mail client's message would arrive.
+request travels over SMTP into the capture sink's Maildir, as a mail client's message would
+arrive at the newsletter's mailbox.
 """
 
 from __future__ import annotations
 
 import mailbox
 import re
+import smtplib
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -20,12 +22,11 @@ from click.testing import CliRunner
 from bulletin import workspace as ws
 from bulletin.cli import cli
 from bulletin.content.loader import load_issue
-from bulletin.dispatch.maildir import MaildirTransport
-from bulletin.dispatch.transport import Envelope
 from bulletin.inbound.unsubscribes import UnsubscribeSettings, import_unsubscribes
 from bulletin.mail.compose import Recipient, build_message_template
 from bulletin.render.pipeline import render_issue
 from bulletin.render.values import sample_values
+from bulletin.sink import start_sink
 from bulletin.store import schema
 from bulletin.store.db import open_store, write_transaction
 from bulletin.store.subscribers import (
@@ -106,9 +107,12 @@ def request(sender: str, to: str, subject: str = "unsubscribe") -> bytes:
 
 
 def deliver(maildir: Path, rcpt: str, data: bytes) -> None:
-    """Deliver like the receiving server: Return-Path and Delivered-To added on top."""
-    transport = MaildirTransport(maildir)
-    transport.deliver(Envelope("someone@example.ro", rcpt, data, "<x@y>"))
+    """Deliver over SMTP into ``maildir`` like the receiving server (Delivered-To on top)."""
+    with (
+        start_sink(maildir, port=0) as sink,
+        smtplib.SMTP(sink.host, sink.port, timeout=5) as client,
+    ):
+        assert client.sendmail("someone@example.ro", [rcpt], data) == {}
 
 
 def statuses(engine: sa.Engine, email: str) -> tuple[str, dict[str, str]]:

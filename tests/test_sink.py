@@ -1,4 +1,4 @@
-"""The capture sink (library and `bulletin sink`) and the Maildir transport.
+"""The capture sink: the library (start_sink, run_sink, list_captured) and `bulletin sink`.
 
 Messages are sent with plain smtplib or bulletin's SMTP transport to a real sink on a free
 port; `bulletin sink` runs as a real subprocess and is stopped with real signals.
@@ -22,11 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from bulletin.dispatch.maildir import MaildirTransport
 from bulletin.dispatch.smtp import SmtpTransport
 from bulletin.dispatch.transport import Envelope
 from bulletin.errors import BulletinError
-from bulletin.sink import SinkHandle, list_captured, read_captured, start_sink
+from bulletin.sink import (
+    SinkActivity,
+    SinkHandle,
+    list_captured,
+    read_captured,
+    run_sink,
+    start_sink,
+)
 from bulletin.workspace import SmtpConfig
 
 SENDER = "newsletter@clusterpolisee.example.org"
@@ -116,6 +122,50 @@ def test_bulletin_transport_sends_to_the_sink(sink: SinkHandle) -> None:
     }
 
 
+def test_an_existing_empty_folder_becomes_the_maildir(tmp_path: Path) -> None:
+    # A user who made the folder first (mkdir captured; bulletin sink --maildir captured).
+    folder = tmp_path / "captured"
+    folder.mkdir()
+    with start_sink(folder, port=0) as handle:
+        with smtplib.SMTP(handle.host, handle.port, timeout=5) as client:
+            refused = client.sendmail(SENDER, ["ana@example.ro"], message("ana@example.ro"))
+        assert refused == {}
+        assert handle.count == 1
+    (captured,) = list_captured(folder)
+    assert captured.delivered_to == "ana@example.ro" and captured.subject == SUBJECT
+    assert sorted(p.name for p in folder.iterdir()) == ["cur", "new", "tmp"]
+
+
+def test_a_maildir_missing_a_subfolder_gets_it(tmp_path: Path) -> None:
+    folder = tmp_path / "box"
+    (folder / "cur").mkdir(parents=True)
+    (folder / "new").mkdir()
+    with start_sink(folder, port=0) as handle:
+        with smtplib.SMTP(handle.host, handle.port, timeout=5) as client:
+            client.sendmail(SENDER, ["ana@example.ro"], message("ana@example.ro"))
+    assert [c.delivered_to for c in list_captured(folder)] == ["ana@example.ro"]
+
+
+def test_a_folder_holding_other_files_is_refused_at_the_start(tmp_path: Path) -> None:
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x", encoding="utf-8")
+    (folder / "photos").mkdir()
+    with pytest.raises(BulletinError) as info:
+        start_sink(folder, port=0)
+    assert info.value.message == (
+        f"{folder} is not a Maildir: it holds other files (notes.txt, photos) and no "
+        "cur, new or tmp folder."
+    )
+    assert "--maildir" in (info.value.hint or "")
+    # Nothing was written into it.
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "photos"]
+    a_file = tmp_path / "file"
+    a_file.write_text("x", encoding="utf-8")
+    with pytest.raises(BulletinError, match="is a file, not a folder"):
+        start_sink(a_file, port=0)
+
+
 def test_port_in_use_is_a_clear_error_at_once(sink: SinkHandle, tmp_path: Path) -> None:
     start = time.monotonic()
     with pytest.raises(BulletinError) as info:
@@ -145,55 +195,58 @@ def test_stop_drops_open_sessions_and_frees_the_port(tmp_path: Path) -> None:
         assert again.port == handle.port
 
 
-# -- the Maildir transport ---------------------------------------------------------------
+def test_sessions_at_once_each_store_every_message(sink: SinkHandle) -> None:
+    # A send's connections deliver side by side; every message gets its own file.
+    def client(n: int) -> None:
+        with smtplib.SMTP(sink.host, sink.port, timeout=10) as smtp:
+            for i in range(25):
+                rcpt = f"w{n}-{i}@example.ro"
+                smtp.sendmail(SENDER, [rcpt], message(rcpt))
 
-
-def test_maildir_transport_writes_parseable_messages(tmp_path: Path) -> None:
-    transport = MaildirTransport(tmp_path / "mail" / "dry-run")
-    assert transport.description == f"Maildir {tmp_path / 'mail' / 'dry-run'} (no network)"
-    connection = transport.connect()
-    rcpts = ["ana@example.ro", "ștefan@exemplu.ro"]
-    for rcpt in rcpts:
-        d = connection.send(Envelope(SENDER, rcpt, message(rcpt), "<x@y>", smtputf8=True))
-        assert d.outcome == "sent" and d.code == 250
-    connection.close()
-    captured = list_captured(transport.path)
-    assert sorted(c.delivered_to for c in captured) == sorted(rcpts)
-    for c in captured:
-        raw = read_captured(transport.path, c.key)
-        parsed = email.message_from_string(raw.decode(), policy=email.policy.default)
-        assert parsed["Return-Path"] == f"<{SENDER}>"
-        assert parsed["Delivered-To"] == c.delivered_to
-        assert parsed["Subject"] == SUBJECT
-        assert c.envelope_from == SENDER
-        assert raw.endswith(message(c.delivered_to))
-
-
-def test_maildir_transport_is_safe_to_share_between_threads(tmp_path: Path) -> None:
-    transport = MaildirTransport(tmp_path / "box")
-
-    def worker(n: int) -> None:
-        connection = transport.connect()
-        for i in range(25):
-            rcpt = f"w{n}-{i}@example.ro"
-            assert connection.send(Envelope(SENDER, rcpt, message(rcpt), "<x@y>")).outcome == (
-                "sent"
-            )
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert transport.count == 200
-    assert len({c.delivered_to for c in list_captured(transport.path)}) == 200
+    assert sink.count == 200
+    assert len({c.delivered_to for c in list_captured(sink.maildir)}) == 200
 
 
-def test_maildir_transport_refuses_header_injection(tmp_path: Path) -> None:
-    connection = MaildirTransport(tmp_path / "box").connect()
-    d = connection.send(Envelope(SENDER, "a@x.ro\r\nBcc: evil@x.ro", b"x\r\n", "<x@y>"))
-    assert d.outcome == "failed" and "line break" in d.reply
-    assert list_captured(tmp_path / "box") == []
+def test_run_sink_reports_what_arrives_and_stops_on_sigterm(tmp_path: Path) -> None:
+    handle = start_sink(tmp_path / "box", port=0)
+    reports: list[SinkActivity] = []
+    first = threading.Event()
+
+    def on_activity(activity: SinkActivity) -> None:
+        reports.append(activity)
+        first.set()
+
+    def traffic() -> None:
+        with smtplib.SMTP(handle.host, handle.port, timeout=5) as client:
+            client.sendmail(SENDER, ["ana@example.ro"], message("ana@example.ro"))
+            assert first.wait(5)
+            rcpts = ["ion@example.ro", "dan@example.ro", "eva@example.ro"]
+            client.sendmail(SENDER, rcpts, message(", ".join(rcpts)))
+        deadline = time.monotonic() + 5
+        while sum(r.new for r in reports) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        count = run_sink(handle, on_activity, interval=0.05)
+    finally:
+        sender.join(10)
+    assert count == 4
+    assert reports[0] == SinkActivity(1, 1, ("ana@example.ro", SUBJECT))
+    assert sum(r.new for r in reports) == 4 and reports[-1].count == 4
+    assert reports[-1].last is not None and reports[-1].last[1] == SUBJECT
+    # The handler is put back and the sink is stopped.
+    assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(ConnectionRefusedError):
+        smtplib.SMTP(handle.host, handle.port, timeout=5)
 
 
 # -- `bulletin sink` as a process ----------------------------------------------------------
@@ -302,3 +355,16 @@ def test_bulletin_sink_port_in_use(sink: SinkHandle, tmp_path: Path) -> None:
     assert f"Error: Port {sink.port} on 127.0.0.1 is already in use." in err
     assert "--port" in err
     assert "Traceback" not in err
+
+
+def test_bulletin_sink_refuses_a_folder_that_is_not_a_maildir(tmp_path: Path) -> None:
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "report.pdf").write_bytes(b"%PDF")
+    proc = Process(["sink", "--port", str(_free_port()), "--maildir", str(folder)], cwd=tmp_path)
+    code, err = proc.finish()
+    assert code == 1
+    assert f"Error: {folder} is not a Maildir: it holds other files (report.pdf)" in err
+    assert "Traceback" not in err
+    # Refused before listening: it never said it was capturing.
+    assert proc.lines.qsize() == 0

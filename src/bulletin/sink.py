@@ -3,7 +3,8 @@
 :func:`start_sink` runs aiosmtpd in a background thread. It accepts every sender and
 recipient (SMTPUTF8 and 8BITMIME on, messages up to 50 MB) and stores one file per
 recipient, with ``X-Bulletin-Envelope-From`` and ``Delivered-To`` header lines in front of
-the message exactly as it arrived. :func:`list_captured` reads the Maildir back.
+the message exactly as it arrived. :func:`run_sink` serves until Ctrl-C or SIGTERM and
+reports what arrives through a callback; :func:`list_captured` reads the Maildir back.
 
 :class:`SocketController` is aiosmtpd's threaded ``Controller`` serving on a socket bound
 before its thread starts, so a taken port is reported at once and port 0 works; the
@@ -17,10 +18,12 @@ import email.message
 import email.parser
 import email.policy
 import mailbox
+import signal
 import socket
 import threading
+import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -36,10 +39,10 @@ from bulletin import listen
 from bulletin.errors import BulletinError
 
 SINK_SIZE_LIMIT = 50 * 1024 * 1024
+"""Largest message the sink takes (bytes); bigger ones get 552 like at a real relay."""
 
 DEFAULT_MAILDIR = Path("mail", "sink")
 """Where captured mail goes, relative to the workspace (git ignores ``/mail/``)."""
-"""Largest message the sink takes (bytes); bigger ones get 552 like at a real relay."""
 
 _STOP_TIMEOUT = 5.0
 
@@ -208,22 +211,51 @@ class SinkHandle:
         self.stop()
 
 
+_MAILDIR_PARTS = ("cur", "new", "tmp")
+
+
+def open_maildir(folder: Path) -> mailbox.Maildir:
+    """The Maildir at ``folder``, made ready to store messages, or a clear BulletinError.
+
+    A missing or empty folder becomes a Maildir, and one missing a subfolder gets it:
+    mailbox's ``create=True`` makes cur/, new/ and tmp/ only when it creates the folder
+    itself, and every message stored into an existing empty folder would fail. A folder
+    holding anything else is refused now rather than with a 451 for every message later,
+    and so that captured mail never mixes with someone's files.
+    """
+    hint = "Pick a new or empty folder with --maildir."
+    if folder.exists() and not folder.is_dir():
+        raise BulletinError(f"{folder} is a file, not a folder.", hint=hint)
+    try:
+        present = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+        others = [n for n in present if not n.startswith(".") and n not in _MAILDIR_PARTS]
+        if others and not set(present) & set(_MAILDIR_PARTS):
+            shown = ", ".join(others[:5]) + (
+                f" and {len(others) - 5} more" if len(others) > 5 else ""
+            )
+            raise BulletinError(
+                f"{folder} is not a Maildir: it holds other files ({shown}) and no cur, new "
+                "or tmp folder.",
+                hint=hint,
+            )
+        for part in _MAILDIR_PARTS:
+            (folder / part).mkdir(parents=True, exist_ok=True)
+        return mailbox.Maildir(folder, factory=None, create=False)
+    except OSError as exc:
+        raise BulletinError(
+            f"Cannot create the Maildir {folder}: {exc.strerror or exc}.", hint=hint
+        ) from None
+
+
 def start_sink(maildir: Path, host: str = "127.0.0.1", port: int = 2525) -> SinkHandle:
     """Start capturing mail on ``host:port`` into ``maildir`` (created if missing).
 
     Port 0 picks a free port (see ``handle.port``). Raises BulletinError when the port is
-    taken or the Maildir cannot be created. Stop it with ``handle.stop()``.
+    taken or the folder cannot be a Maildir (see :func:`open_maildir`), before listening.
+    Stop it with ``handle.stop()``.
     """
     maildir = Path(maildir)
-    try:
-        # mailbox creates the Maildir folder itself but not its parents.
-        maildir.parent.mkdir(parents=True, exist_ok=True)
-        box = mailbox.Maildir(maildir, factory=None, create=True)
-    except OSError as exc:
-        raise BulletinError(
-            f"Cannot create the Maildir {maildir}: {exc.strerror or exc}.",
-            hint="Pick another folder with --maildir.",
-        ) from None
+    box = open_maildir(maildir)
     sock = listen_socket(host, port)
     handle: SinkHandle | None = None
 
@@ -245,6 +277,50 @@ def start_sink(maildir: Path, host: str = "127.0.0.1", port: int = 2525) -> Sink
         sock.close()
         raise
     return handle
+
+
+@dataclass(frozen=True)
+class SinkActivity:
+    """What a running sink stored since its last report (see :func:`run_sink`)."""
+
+    count: int
+    """Messages stored since the start."""
+    new: int
+    """Messages stored since the last report."""
+    last: tuple[str, str] | None
+    """Recipient and subject of the latest stored message."""
+
+
+def run_sink(
+    handle: SinkHandle, on_activity: Callable[[SinkActivity], None], *, interval: float = 0.5
+) -> int:
+    """Serve until Ctrl-C or SIGTERM, reporting what is stored; stop; return the count.
+
+    ``on_activity`` is called at most once per ``interval`` seconds, so a big send is
+    summarised rather than listed. A process manager's SIGTERM stops the sink like Ctrl-C
+    (the handler is installed for the duration, so call this from the main thread). The
+    sink is stopped however this returns.
+    """
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    seen = 0
+    try:
+        while True:
+            count = handle.wait(seen, timeout=1.0)
+            if count == seen:
+                continue
+            on_activity(SinkActivity(count, count - seen, handle.last))
+            seen = count
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+        signal.signal(signal.SIGTERM, previous)
+    return handle.count
 
 
 def _headers(data: bytes) -> email.message.EmailMessage:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from bulletin import workspace as ws
 from bulletin.cli._common import Context, console, err_console, pass_ctx
 from bulletin.errors import BulletinError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from bulletin.dispatch.engine import SendResult
+    from bulletin.dispatch.plan import SendPlan
+    from bulletin.dispatch.smtp import SmtpTransport
+    from bulletin.dispatch.status import SendStatus
 
 
 def _rate(value: str) -> float:
@@ -133,7 +141,7 @@ def send_cmd(
     _run_send(plan, db, transport, issue)
 
 
-def _transport(workspace: ws.Workspace) -> Any:
+def _transport(workspace: ws.Workspace) -> SmtpTransport:
     from bulletin.dispatch.smtp import SmtpTransport
 
     return SmtpTransport(workspace.config.smtp, password=workspace.smtp_password())
@@ -150,7 +158,7 @@ def _print_plan(rows: list[tuple[str, str]]) -> None:
     console.print(table)
 
 
-def _print_already_done(db: Any, send_id: int, slug: str) -> None:
+def _print_already_done(db: Engine, send_id: int, slug: str) -> None:
     from bulletin.store import ledger
 
     with db.connect() as conn:
@@ -164,7 +172,7 @@ def _print_already_done(db: Any, send_id: int, slug: str) -> None:
     )
 
 
-def _send_test(plan: Any, db: Any, addresses: tuple[str, ...]) -> None:
+def _send_test(plan: SendPlan, db: Engine, addresses: tuple[str, ...]) -> None:
     from bulletin.dispatch.plan import send_test
 
     transport = _transport(plan.workspace)
@@ -185,7 +193,7 @@ def _send_test(plan: Any, db: Any, addresses: tuple[str, ...]) -> None:
         click.get_current_context().exit(1)
 
 
-def _dry_run(plan: Any, db: Any) -> None:
+def _dry_run(plan: SendPlan, db: Engine) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from bulletin.dispatch.plan import dry_run
@@ -217,9 +225,7 @@ def _dry_run(plan: Any, db: Any) -> None:
         click.get_current_context().exit(1)
 
 
-def _run_send(plan: Any, db: Any, transport: Any, issue: str) -> None:
-    import signal
-
+def _run_send(plan: SendPlan, db: Engine, transport: SmtpTransport, issue: str) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -228,7 +234,8 @@ def _run_send(plan: Any, db: Any, transport: Any, issue: str) -> None:
         TimeElapsedColumn,
     )
 
-    from bulletin.dispatch.engine import SendEngine
+    from bulletin.dispatch.engine import Progress as SendProgress
+    from bulletin.dispatch.engine import SendEngine, stop_on_signals
 
     resume = _resume_command(issue, plan.lists)
     columns = (
@@ -243,7 +250,7 @@ def _run_send(plan: Any, db: Any, transport: Any, issue: str) -> None:
     ) as bar:
         task = bar.add_task("Sending", total=plan.recipients, detail="")
 
-        def on_progress(p: Any) -> None:
+        def on_progress(p: SendProgress) -> None:
             detail = f"{p.rate:,.0f}/s  sent {p.sent:,}"
             if p.deferred:
                 detail += f"  deferred {p.deferred:,}"
@@ -253,24 +260,17 @@ def _run_send(plan: Any, db: Any, transport: Any, issue: str) -> None:
                 detail += f"  ({p.note})"
             bar.update(task, completed=p.processed, detail=detail)
 
-        engine = SendEngine(plan, db, transport, on_progress=on_progress)
-        presses = 0
-
-        def on_signal(signum: int, frame: object) -> None:
-            nonlocal presses
-            presses += 1
-            if presses > 1:
-                raise KeyboardInterrupt
-            engine.stop("interrupted")
+        def on_stopping() -> None:
             err_console.print(
                 "Stopping: finishing the messages on the wire; the rest waits for the next "
                 "run (Ctrl-C again to quit at once)...",
                 markup=False,
             )
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        engine = SendEngine(plan, db, transport, on_progress=on_progress)
         try:
-            result = engine.run()
+            with stop_on_signals(engine, on_stopping):
+                result = engine.run()
         except KeyboardInterrupt:
             err_console.print(
                 f"Stopped at once. Run `{resume}` to resume; the messages that were on the "
@@ -279,19 +279,18 @@ def _run_send(plan: Any, db: Any, transport: Any, issue: str) -> None:
                 soft_wrap=True,
             )
             click.get_current_context().exit(130)
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
     _print_send_result(result, plan.issue_slug, resume)
 
 
-def _print_send_result(result: Any, slug: str, resume: str) -> None:
+def _print_send_result(result: SendResult, slug: str, resume: str) -> None:
     from rich.table import Table
+
+    from bulletin.dispatch.engine import in_doubt_note
 
     c = result.counts
     table = Table("state", "recipients", box=None, pad_edge=False, header_style="bold")
     table.columns[1].justify = "right"
-    for state in ("sent", "failed", "skipped", "deferred", "pending", "sending"):
+    for state in ("sent", "failed", "skipped", "deferred", "pending", "queued", "sending"):
         if c.get(state) or state == "sent":
             table.add_row(state, f"{c[state]:,}")
     table.add_row("total", f"{result.total:,}")
@@ -302,12 +301,7 @@ def _print_send_result(result: Any, slug: str, resume: str) -> None:
         markup=False,
     )
     if result.in_doubt:
-        console.print(
-            f"{result.in_doubt:,} recipients were in doubt after an interruption and were sent "
-            "again with the same Message-ID.",
-            markup=False,
-            soft_wrap=True,
-        )
+        console.print(in_doubt_note(result.in_doubt), markup=False, soft_wrap=True)
     if c["failed"]:
         console.print(
             f"{c['failed']:,} failed; see why with `bulletin status {slug} --failed`.",
@@ -358,9 +352,10 @@ def status_cmd(
     """Show how the sends of ISSUE went: counts by state, rate, start and end, problems.
 
     Each failed or deferred recipient is listed with the relay's reply (the first 20;
-    --failed for all). "In doubt" counts recipients that were being sent when a send was
-    killed: they were sent again with the same Message-ID, so at most that many people
-    may have two copies.
+    --failed for all). "Queued" recipients are claimed by a running send, "sending" ones
+    are on their way. "In doubt" counts messages that were on their way when a run was
+    killed: they were sent again with the same Message-ID, so at most that many people may
+    have two copies.
     """
     import sys
 
@@ -375,8 +370,10 @@ def status_cmd(
         _print_status(s)
 
 
-def _print_status(s: Any) -> None:
+def _print_status(s: SendStatus) -> None:
     from rich.table import Table
+
+    from bulletin.dispatch.engine import in_doubt_note
 
     send = s.send
     console.print(
@@ -388,7 +385,7 @@ def _print_status(s: Any) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    for state in ("sent", "failed", "deferred", "skipped", "pending", "sending"):
+    for state in ("sent", "failed", "deferred", "skipped", "pending", "queued", "sending"):
         table.add_row(state, f"{s.counts[state]:,}")
     table.add_row("total", f"{s.total:,}")
     table.add_row("in doubt", f"{send.in_doubt:,}")
@@ -402,12 +399,7 @@ def _print_status(s: Any) -> None:
         soft_wrap=True,
     )
     if send.in_doubt:
-        console.print(
-            f"In doubt: {send.in_doubt:,} recipients were being sent when a run was killed and "
-            "were sent again with the same Message-ID (at most that many duplicates).",
-            markup=False,
-            soft_wrap=True,
-        )
+        console.print(f"In doubt: {in_doubt_note(send.in_doubt)}", markup=False, soft_wrap=True)
     if send.note:
         console.print(f"Note: {send.note}", markup=False, soft_wrap=True)
     if send.state == "waiting" and send.retry_at:

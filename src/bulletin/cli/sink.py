@@ -37,10 +37,7 @@ def sink_cmd(ctx: Context, port: int, host: str, maildir: Path | None) -> None:
     X-Bulletin-Envelope-From and Delivered-To header lines added; any mail client opens it.
     Ctrl-C stops the server and prints how many messages it captured.
     """
-    import signal
-    import time
-
-    from bulletin.sink import DEFAULT_MAILDIR, start_sink
+    from bulletin.sink import DEFAULT_MAILDIR, SinkActivity, run_sink, start_sink
 
     configured: str | None = None
     if maildir is None:
@@ -61,34 +58,16 @@ def sink_cmd(ctx: Context, port: int, host: str, maildir: Path | None) -> None:
             soft_wrap=True,
         )
 
-    def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def on_activity(a: SinkActivity) -> None:
+        if a.new == 1 and a.last is not None:
+            rcpt, subject = a.last
+            console.print(f"{a.count:>7,}  {rcpt}  {subject}", markup=False, soft_wrap=True)
+        else:
+            console.print(f"{a.count:>7,}  (+{a.new:,} messages)", markup=False)
 
-    # A process manager's SIGTERM stops the sink like Ctrl-C, with the summary.
-    previous = signal.signal(signal.SIGTERM, terminate)
-    seen = 0
-    try:
-        while True:
-            count = handle.wait(seen, timeout=1.0)
-            if count == seen:
-                continue
-            if count == seen + 1 and handle.last is not None:
-                rcpt, subject = handle.last
-                console.print(f"{count:>7,}  {rcpt}  {subject}", markup=False, soft_wrap=True)
-            else:
-                console.print(f"{count:>7,}  (+{count - seen:,} messages)", markup=False)
-            seen = count
-            # One line per half second at most: a big send is summarised, not listed.
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        handle.stop()
-        signal.signal(signal.SIGTERM, previous)
-    noun = "message" if handle.count == 1 else "messages"
-    console.print(
-        f"Stopped. Captured {handle.count:,} {noun} in {maildir}.", markup=False, soft_wrap=True
-    )
+    count = run_sink(handle, on_activity)
+    noun = "message" if count == 1 else "messages"
+    console.print(f"Stopped. Captured {count:,} {noun} in {maildir}.", markup=False, soft_wrap=True)
 
 
 COMMANDS = (sink_cmd,)

@@ -4,11 +4,12 @@ Threads and who owns what::
 
     coordinator (the caller's thread)            N workers (one SMTP connection each)
     ---------------------------------            ------------------------------------
-    claims a batch: pending -> sending,  jobs    take a job, build its message,
-    committed before any byte leaves  ---------> wait for a rate-limit slot, send it
-                                                 on their own connection
-    records results in batches        <--------- (reconnect on 421, a dropped
-    (one write transaction per ~100 ms) results   connection or a timeout)
+    claims a batch: pending -> queued            take a job, build its message,
+    promotes a few: queued -> sending,   jobs    wait for a rate-limit slot, send it
+    committed before any byte leaves  ---------> on their own connection
+                                                 (reconnect on 421, a dropped
+    records results in batches        <--------- connection or a timeout)
+    (one write transaction per ~50 ms) results
     polls the suppression history; cancels queued jobs of whoever unsubscribed
 
 Only the coordinator touches the database, so SQLite has a single writer and each commit
@@ -17,16 +18,23 @@ carries many state changes. The engine decides what an outcome means for the led
 4xx, timeouts and dropped connections -> ``deferred`` with exponential backoff and jitter,
 ``failed`` after ``max_attempts`` tries or ``max_age``. Transports only deliver bytes.
 
-Crash safety: a recipient is ``sending`` in the ledger before its message leaves, and at
-most :attr:`SendOptions.in_flight_limit` are ever ``sending`` at once. After ``kill -9``
-the next run finds them, sends them again with the same Message-ID (at-least-once) and
-counts them as *in doubt*: the duplicates are at most that many, and recognisable.
+Crash safety: a claimed batch is ``queued`` -- this run's work, not yet allowed out -- and
+the coordinator promotes jobs to ``sending`` in small windows, committing each promotion
+(in the same transaction as the results it records, so it costs nothing extra) before
+the workers see those jobs. The window (:meth:`SendOptions.window`) keeps every
+connection busy -- two jobs each, more when the measured rate needs it -- and caps the
+rows ``sending`` at once: promoted and not yet recorded, on the wire or waiting for the
+next commit. After ``kill -9`` the next run sends the ``sending`` rows again with the same
+Message-ID (at-least-once) and counts them as *in doubt*: at most that many people may
+have two copies, and at most :attr:`SendOptions.in_doubt_limit` per crash. ``queued`` rows
+never left; they go back to ``pending`` without counting.
 
-Stopping: :meth:`SendEngine.stop` (the CLI calls it on the first Ctrl-C) stops taking new
-work; messages on the wire finish and are recorded, queued ones go back to ``pending``.
-After ``pause_after`` failed connection attempts in a row the send pauses the same way.
-When only deferred recipients are left, the engine waits for them up to ``max_wait``
-seconds, then stops in state ``waiting`` and says when they fall due.
+Stopping: :meth:`SendEngine.stop` stops taking new work; messages on the wire finish and
+are recorded, queued ones go back to ``pending``. :func:`stop_on_signals` makes the first
+Ctrl-C or SIGTERM do that and the second quit at once. After ``pause_after`` failed
+connection attempts in a row the send pauses the same way. When only deferred recipients
+are left, the engine waits for them up to ``max_wait`` seconds, then stops in state
+``waiting`` and says when they fall due.
 
 The engine never prints: progress goes to an ``on_progress`` callback.
 """
@@ -35,15 +43,18 @@ from __future__ import annotations
 
 import queue
 import random
+import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from bulletin.dispatch.composer import Composer
 from bulletin.dispatch.plan import IssueChanged, SendOptions, SendPlan
@@ -61,6 +72,8 @@ IDLE_CLOSE = 5.0
 _HEARTBEAT = 5.0
 _POLL = 0.25
 _PROGRESS = 0.2
+_RATE_SPAN = 2.0
+"""Seconds of recent results the promotion window's rate is measured over."""
 
 _Marker = Literal["release", "skip"]
 """A job that was not sent: ``release`` (back to pending) or ``skip`` (unsubscribed)."""
@@ -99,8 +112,10 @@ class SendResult:
     """``done``, ``waiting`` (deferred recipients left), ``paused`` or ``interrupted``."""
     counts: dict[str, int]
     in_doubt: int
-    """Recipients found ``sending`` when this run started (sent again)."""
+    """Recipients found ``sending`` when this run started: their messages were on their way
+    when a run stopped, so they were sent again (same Message-ID) and may have two copies."""
     in_doubt_total: int
+    """The same over every run of the send."""
     sent_this_run: int
     elapsed: float
     note: str = ""
@@ -116,6 +131,19 @@ class SendResult:
         return self.sent_this_run / self.elapsed if self.elapsed > 0 else 0.0
 
 
+def in_doubt_note(n: int) -> str:
+    """What an in-doubt count means, in the words `bulletin send` and `status` print."""
+    if n == 1:
+        return (
+            "1 message was on its way when a run stopped; it was sent again with the same "
+            "Message-ID, so at most 1 person may have two copies."
+        )
+    return (
+        f"{n:,} messages were on their way when a run stopped; they were sent again with the "
+        f"same Message-ID, so at most {n:,} people may have two copies."
+    )
+
+
 @dataclass(eq=False)
 class _Job:
     """One claimed recipient on its way through a worker."""
@@ -124,20 +152,19 @@ class _Job:
     recipient: Recipient
     cancelled: bool = False
     """Set by the coordinator when the recipient unsubscribed after the claim."""
+    promoted: bool = False
+    """``sending`` in the ledger (committed): handed to the workers, may leave."""
 
 
 @dataclass
 class _Pending:
-    """Results received but not yet committed."""
+    """Results received but not yet committed, and jobs skipped before promotion."""
 
-    outcomes: list[ledger.Outcome] = field(default_factory=list)
-    released: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
-    jobs: list[_Job] = field(default_factory=list)
+    results: list[tuple[_Job, ledger.Outcome | _Marker]] = field(default_factory=list)
     since: float = 0.0
 
     def __len__(self) -> int:
-        return len(self.jobs)
+        return len(self.results)
 
 
 class SendEngine:
@@ -168,6 +195,15 @@ class SendEngine:
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._results: queue.Queue[tuple[_Job, Delivery | _Marker]] = queue.Queue()
         self._outstanding: dict[int, _Job] = {}
+        """Claimed and not yet committed: queued, with the workers, or awaiting commit."""
+        self._queued: deque[_Job] = deque()
+        """Claimed and not yet promoted, in claim order."""
+        self._sending = 0
+        """Promoted jobs whose results are not committed: the rows ``sending`` right now."""
+        self._with_workers = 0
+        """Promoted jobs no worker has returned a result for yet."""
+        self._delivered = 0
+        self._rates: deque[tuple[float, int]] = deque()
         self._pending = _Pending()
         self._counts: dict[str, int] = {}
         self._sent_this_run = 0
@@ -205,6 +241,8 @@ class SendEngine:
         Raises :class:`SmtpUnavailable` (nothing sent, ledger untouched) when the relay
         cannot be reached at the start, :class:`~bulletin.store.ledger.SendBusy` when
         another process runs this send, and configuration errors from the transport.
+        ``KeyboardInterrupt`` (see :func:`stop_on_signals`) leaves at once: the messages
+        then on the wire count as in doubt next time.
         """
         plan = self.plan
         started = self._clock()
@@ -240,17 +278,32 @@ class SendEngine:
             w.start()
         try:
             ending = self._loop(started)
+            self._stopping.set()
+            self._wind_down(workers)
+        except KeyboardInterrupt:
+            # Quit at once (a second Ctrl-C): record what is known, in one quick commit, so
+            # that only the messages the workers hold -- on the wire -- stay `sending` and
+            # count as in doubt next time.
+            self._stopping.set()
+            self._settle()
+            raise
         except BaseException:
-            # A second Ctrl-C (KeyboardInterrupt) or a bug: leave at once. Recipients on
-            # the wire stay `sending` in the ledger and count as in doubt next time.
+            # A bug: leave at once; whatever is `sending` counts as in doubt next time.
             self._stopping.set()
             raise
-        self._stopping.set()
-        self._wind_down(workers)
         return self._finish(ending, in_doubt, started)
 
     def _start(self) -> int:
         """Create or take over the send; returns the recipients found in doubt."""
+        try:
+            return self._start_once()
+        except IntegrityError:
+            # Another process created this send between our look and our insert (possible
+            # on PostgreSQL; SQLite's write lock serialises the two). Look again: it is
+            # running (SendBusy), or already done.
+            return self._start_once()
+
+    def _start_once(self) -> int:
         plan = self.plan
         composer = self._composer
         assert composer is not None
@@ -295,7 +348,7 @@ class SendEngine:
         return in_doubt
 
     def _loop(self, started: float) -> str:
-        """Claim, collect and commit until the send is done, waiting or stopped."""
+        """Claim, promote, collect and commit until the send is done, waiting or stopped."""
         opts = self.options
         batch = opts.batch
         next_claim = 0.0  # when due work may exist again (after a batch came up short)
@@ -304,9 +357,6 @@ class SendEngine:
         while True:
             self._collect(0.02 if self._outstanding else 0.05)
             now = self._clock()
-            pend = self._pending
-            if pend and (len(pend) >= batch or now - pend.since >= opts.commit_interval):
-                next_claim = min(next_claim, now + self._commit())
             if now - last_beat >= _HEARTBEAT:
                 # Even while nothing completes (workers waiting for an hourly slot, or for
                 # deferred recipients), other processes must see that this one is alive.
@@ -318,10 +368,14 @@ class SendEngine:
             if now >= next_poll and self._outstanding:
                 self._poll_suppression()
                 next_poll = now + _POLL
-            if len(self._outstanding) < batch and now >= next_claim:
+            if len(self._queued) < self._window(now) and now >= next_claim:
                 exhausted, due_in = self._claim(batch)
                 if exhausted:
                     next_claim = now + due_in
+            pend = self._pending
+            due = pend and (len(pend) >= batch or now - pend.since >= opts.commit_interval)
+            if due or self._starving(now):
+                next_claim = min(next_claim, now + self._commit(promote=True))
             if not self._outstanding and not self._pending and now < next_claim:
                 # Only deferred recipients are left (or none at all).
                 wait = next_claim - now
@@ -337,6 +391,27 @@ class SendEngine:
             if now >= next_progress:
                 self._report(started)
                 next_progress = now + _PROGRESS
+
+    def _window(self, now: float) -> int:
+        """How many rows may be ``sending`` at once now (see :meth:`SendOptions.window`)."""
+        rates = self._rates
+        while len(rates) > 1 and now - rates[0][0] > _RATE_SPAN:
+            rates.popleft()
+        rate = 0.0
+        if rates and now > rates[0][0]:
+            rate = (self._delivered - rates[0][1]) / (now - rates[0][0])
+        return self.options.window(rate)
+
+    def _starving(self, now: float) -> bool:
+        """Whether workers are about to run out of promoted jobs while some wait, queued.
+
+        Committing now (and promoting with it) keeps connections busy when the window is
+        small for the rate, e.g. at the start before a rate is measured.
+        """
+        if not self._queued or self._with_workers >= self.options.connections:
+            return False
+        recorded = sum(1 for job, _ in self._pending.results if job.promoted)
+        return self._sending - recorded < self._window(now)
 
     def _claim(self, limit: int) -> tuple[bool, float]:
         """Claim a batch and queue its jobs; ``(exhausted, seconds until more is due)``."""
@@ -361,11 +436,11 @@ class SendEngine:
             self._take_open(got.skipped)
         for c in got.claimed:
             counts[c.was] -= 1
-            counts["sending"] += 1
+            counts["queued"] += 1
             values = composer.values(c.subscriber_id, c.list_id, c.email, c.name, c.attributes)
             job = _Job(c, Recipient(c.email, c.name, values))
             self._outstanding[c.subscriber_id] = job
-            self._jobs.put(job)
+            self._queued.append(job)
         return got.exhausted, max(0.0, due_in) if got.exhausted else 0.0
 
     def _take_open(self, n: int) -> None:
@@ -392,15 +467,13 @@ class SendEngine:
         pend = self._pending
         if not pend:
             pend.since = self._clock()
-        pend.jobs.append(job)
-        sid = job.claimed.subscriber_id
-        if result == "release":
-            pend.released.append(sid)
-        elif result == "skip":
-            pend.skipped.append(sid)
+        if job.promoted:
+            self._with_workers -= 1
+        if isinstance(result, Delivery):
+            self._delivered += 1
+            pend.results.append((job, self._outcome(job.claimed, result)))
         else:
-            assert isinstance(result, Delivery)
-            pend.outcomes.append(self._outcome(job.claimed, result))
+            pend.results.append((job, result))
 
     def _outcome(self, c: ledger.Claimed, d: Delivery) -> ledger.Outcome:
         """What a delivery means for the ledger (see the module docs)."""
@@ -431,38 +504,72 @@ class SendEngine:
             now + timedelta(seconds=delay),
         )
 
-    def _commit(self) -> float:
-        """Commit the uncommitted results in one write transaction.
+    def _commit(self, *, promote: bool = False) -> float:
+        """Commit the uncommitted results, and promote the next jobs, in one transaction.
 
-        Returns the seconds until the first recipient deferred here falls due (infinity
-        when none was deferred).
+        With ``promote``, queued jobs are promoted to ``sending`` as far as the window
+        allows once these results are recorded; they go to the workers only after the
+        commit. Returns the seconds until the first recipient deferred here falls due
+        (infinity when none was deferred).
         """
         pend = self._pending
-        if not pend:
+        now = self._clock()
+        room = 0
+        if promote:
+            recorded = sum(1 for job, _ in pend.results if job.promoted)
+            room = self._window(now) - (self._sending - recorded)
+        chosen: list[_Job] = []
+        while room > len(chosen) and self._queued:
+            job = self._queued.popleft()
+            if job.cancelled:  # unsubscribed while queued: never promoted
+                self._add_result(job, "skip")
+            else:
+                chosen.append(job)
+        if not pend and not chosen:
             return float("inf")
+        outcomes = [r for _, r in pend.results if isinstance(r, ledger.Outcome)]
+        released = [j.claimed.subscriber_id for j, r in pend.results if r == "release"]
+        skipped = [j.claimed.subscriber_id for j, r in pend.results if r == "skip"]
         with write_transaction(self.db) as conn:
-            ledger.record(conn, self._send_id, pend.outcomes)
-            ledger.release(conn, self._send_id, pend.released)
-            ledger.skip(conn, self._send_id, pend.skipped)
+            ledger.record(conn, self._send_id, outcomes)
+            ledger.release(conn, self._send_id, released)
+            ledger.skip(conn, self._send_id, skipped)
+            promoted = ledger.promote(
+                conn, self._send_id, (j.claimed.subscriber_id for j in chosen)
+            )
         counts = self._counts
-        for o in pend.outcomes:
-            counts["sending"] -= 1
-            counts[o.state] += 1
-            if o.state == "sent":
-                self._sent_this_run += 1
-            if o.state in ("sent", "failed"):
+        for job, result in pend.results:
+            was = "sending" if job.promoted else "queued"
+            counts[was] -= 1
+            if job.promoted:
+                self._sending -= 1
+            if isinstance(result, ledger.Outcome):
+                counts[result.state] += 1
+                if result.state == "sent":
+                    self._sent_this_run += 1
+                if result.state in ("sent", "failed"):
+                    self._processed += 1
+            elif result == "release":
+                counts["pending"] += 1
+            else:
+                counts["skipped"] += 1
                 self._processed += 1
-        for _ in pend.released:
-            counts["sending"] -= 1
-            counts["pending"] += 1
-        for _ in pend.skipped:
-            counts["sending"] -= 1
-            counts["skipped"] += 1
-            self._processed += 1
-        for job in pend.jobs:
             self._outstanding.pop(job.claimed.subscriber_id, None)
         self._pending = _Pending()
-        retries = [o.next_attempt_at for o in pend.outcomes if o.next_attempt_at is not None]
+        self._rates.append((now, self._delivered))
+        for job in chosen:
+            sid = job.claimed.subscriber_id
+            counts["queued"] -= 1
+            if sid not in promoted:
+                # Erased since the claim (the ledger row went with them): not sent.
+                self._outstanding.pop(sid, None)
+                continue
+            counts["sending"] += 1
+            job.promoted = True
+            self._sending += 1
+            self._with_workers += 1
+            self._jobs.put(job)
+        retries = [o.next_attempt_at for o in outcomes if o.next_attempt_at is not None]
         if not retries:
             return float("inf")
         return max(0.0, (min(retries) - utcnow()).total_seconds())
@@ -483,6 +590,10 @@ class SendEngine:
         """Let workers finish what is on the wire, then record everything."""
         while any(w.is_alive() for w in workers):
             self._collect(0.05)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Commit the results received and put back every job no worker holds (stopping)."""
         self._collect(0)
         while True:
             try:
@@ -490,6 +601,8 @@ class SendEngine:
             except queue.Empty:
                 break
             self._add_result(job, "release")
+        while self._queued:
+            self._add_result(self._queued.popleft(), "release")
         self._commit()
 
     def _finish(self, ending: str, in_doubt: int, started: float) -> SendResult:
@@ -509,7 +622,7 @@ class SendEngine:
                 state = "interrupted"
             elif left == 0:
                 state = "done"
-            elif counts["pending"] or counts["sending"]:  # pragma: no cover - defensive
+            elif counts["pending"] or counts["queued"] or counts["sending"]:  # pragma: no cover
                 state = "interrupted"
             else:
                 state = "waiting"
@@ -672,15 +785,38 @@ class SendEngine:
                 self._note = ""
 
 
-def run_send(
-    plan: SendPlan,
-    db: Engine,
-    transport: Transport,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> SendResult:
-    """Run a send to the end (or until it pauses, waits or is stopped)."""
-    return SendEngine(plan, db, transport, on_progress=on_progress).run()
+@contextmanager
+def stop_on_signals(
+    engine: SendEngine, on_stopping: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """While inside: the first Ctrl-C or SIGTERM stops ``engine`` gracefully, the second
+    quits at once (``KeyboardInterrupt`` out of :meth:`SendEngine.run`).
+
+    Gracefully means the messages on the wire finish and are recorded and the rest goes
+    back to ``pending``; at once means those on the wire count as in doubt next time.
+    ``on_stopping`` is called (in the main thread) when the first signal arrives. The
+    previous handlers are restored on the way out. Signal handlers belong to the main
+    thread, so this must be used there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("stop_on_signals works in the main thread only")
+    signals = 0
+
+    def handle(signum: int, frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            raise KeyboardInterrupt
+        engine.stop("interrupted")
+        if on_stopping is not None:
+            on_stopping()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _duration(seconds: float) -> str:

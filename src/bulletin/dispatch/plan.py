@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -92,10 +93,25 @@ class SendOptions:
         connection busy while the next batch is claimed."""
         return max(self.batch_size, 2 * self.connections)
 
+    def window(self, rate: float) -> int:
+        """Most recipients allowed on the wire (``sending``) at once, at ``rate`` messages/s.
+
+        Promotions ride on the result commits, one per ``commit_interval``: between two of
+        them the workers take ``rate * commit_interval`` jobs, and two per connection are
+        left so that none waits for the next promotion. Never more than a batch; the
+        configured rate caps the measured one. This is also the most a crash can leave in
+        doubt at that rate: on the wire, waiting for a rate-limit slot, or sent and not
+        yet recorded.
+        """
+        if self.rate:
+            rate = min(rate, self.rate)
+        wanted = 2 * self.connections + rate * self.commit_interval
+        return self.batch if wanted >= self.batch else math.ceil(wanted)
+
     @property
-    def in_flight_limit(self) -> int:
-        """Most recipients ever ``sending`` at once: the most a crash can leave in doubt."""
-        return 2 * self.batch
+    def in_doubt_limit(self) -> int:
+        """The most recipients a crash can leave in doubt: the window at the fastest rate."""
+        return self.window(self.rate or math.inf)
 
     def describe_rate(self) -> str:
         parts = []
@@ -256,8 +272,13 @@ def prepare_send(
 
     Raises :class:`CheckFailed` when ``bulletin check`` finds errors, :class:`IssueChanged`
     when resuming a send of an issue edited since, :class:`NoRecipients` when there is
-    nobody to send to, and :class:`~bulletin.store.subscribers.UnknownList`. With
-    ``test`` (for :func:`send_test`) the ledger is not looked at and nobody is counted.
+    nobody to send to, :class:`~bulletin.store.ledger.SendBusy` when another process is
+    running the send, and :class:`~bulletin.store.subscribers.UnknownList`. With ``test``
+    (for :func:`send_test`) the ledger is not looked at and nobody is counted.
+
+    The ledger is read twice: first so that a finished or running send is reported before
+    the issue is checked and rendered, then again after that, because another process may
+    have started the send meanwhile (two runs started at once).
     """
     from bulletin.render.checks import run_check
 
@@ -265,11 +286,14 @@ def prepare_send(
         raise BulletinError("Name at least one list to send to (--list SLUG).")
     issue_dir = workspace.issue_dir(issue)
     slugs = tuple(sorted(set(list_slugs)))
+    owner = ledger.owner_name()
     with engine.connect() as conn:
         ids = ledger.list_ids(conn, slugs)
         slug = issue_dir.name
         existing = None if test else ledger.find_send(conn, slug, slugs)
         counts = ledger.counts(conn, existing.id) if existing is not None else {}
+    if existing is not None:
+        ledger.check_not_running(existing, owner)
     base = SendPlan(
         workspace=workspace,
         issue_slug=slug,
@@ -310,7 +334,20 @@ def prepare_send(
     )
     if test:
         return plan
+    with engine.connect() as conn, conn.begin():
+        existing = ledger.find_send(conn, slug, slugs)
+        if existing is not None:
+            counts = ledger.counts(conn, existing.id)
+        else:
+            # Not "covered by another send" if a process creates this one meanwhile: the
+            # count leaves this send's own recipients in, and the engine's start then finds
+            # it running (SendBusy) or done.
+            n, covered = ledger.count_eligible(conn, slug, slugs)
     if existing is not None:
+        plan = replace(plan, existing=existing, counts=counts)
+        if plan.done:
+            return plan
+        ledger.check_not_running(existing, owner)
         if existing.fingerprint != printed:
             raise IssueChanged(
                 f"Issue {slug} changed since its send to {', '.join(slugs)} started "
@@ -321,8 +358,6 @@ def prepare_send(
             )
         left = sum(counts.get(s, 0) for s in ledger.OPEN_STATES)
         return replace(plan, recipients=left)
-    with engine.connect() as conn:
-        n, covered = ledger.count_eligible(conn, slug, plan.list_ids)
     if n == 0:
         raise NoRecipients(
             f"Nobody to send {slug} to on {', '.join(slugs)}"
@@ -406,7 +441,7 @@ def dry_run(
 def _dry_run_recipients(plan: SendPlan, conn: Any) -> Iterator[ledger.EligibleRecipient]:
     if plan.existing is not None:
         return ledger.iter_open(conn, plan.existing.id)
-    return ledger.iter_eligible(conn, plan.issue_slug, plan.list_ids)
+    return ledger.iter_eligible(conn, plan.issue_slug, plan.lists)
 
 
 def _file_safe(email: str) -> str:

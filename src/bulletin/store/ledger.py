@@ -5,13 +5,15 @@ it again (``issue_slug`` + ``lists``) and resumes. When it starts, its recipient
 frozen into ``deliveries`` with one ``INSERT ... SELECT`` (deduplicated across lists,
 suppressed addresses left out). Each row then moves through
 
-    pending -> sending -> sent | deferred (retry at next_attempt_at) | failed
-                       -> skipped (unsubscribed while the send ran)
+    pending -> queued -> sending -> sent | deferred (retry at next_attempt_at) | failed
+    (any open state) -> skipped (unsubscribed while the send ran)
 
-and every transition is committed. A row is marked ``sending`` -- and that is committed --
-before its message leaves, so after a crash the rows still in ``sending`` are exactly the
-messages that may or may not have gone out: :func:`acquire` returns them to ``pending``
-and counts them as *in doubt*. They are sent again with the same Message-ID.
+and every transition is committed. :func:`claim` takes due rows for one run (``queued``:
+its work, not yet allowed out); :func:`promote` lets a few at a time onto the wire
+(``sending``), and that is committed before their messages leave. After a crash the rows
+still ``sending`` are exactly the messages that may or may not have gone out:
+:func:`acquire` returns them to ``pending`` and counts them as *in doubt* (they are sent
+again with the same Message-ID); ``queued`` rows never left and go back without a word.
 
 Functions take a connection inside a transaction opened by the caller; they never commit.
 """
@@ -34,7 +36,6 @@ from bulletin.store.schema import (
     SUPPRESSED_STATUSES,
     deliveries,
     events,
-    lists,
     sends,
     subscribers,
     subscriptions,
@@ -45,10 +46,10 @@ from bulletin.store.subscribers import get_list
 STALE_AFTER = timedelta(seconds=60)
 """A running send whose heartbeat is older than this (on another host) is taken over."""
 
-OPEN_STATES = ("pending", "sending", "deferred")
+OPEN_STATES = ("pending", "queued", "sending", "deferred")
 """States of a recipient the send still has to deal with."""
 
-_COVERING = ("pending", "sending", "sent", "deferred")
+_COVERING = ("pending", "queued", "sending", "sent", "deferred")
 """States in another send of the same issue that keep a subscriber out of a new one."""
 
 _SUPPRESSING_EVENTS = ("unsubscribed", *SUPPRESSED_STATUSES)
@@ -213,12 +214,14 @@ def sends_of_issue(
 # --- who a new send goes to ---------------------------------------------------------------
 
 
-def _eligible(issue_slug: str, ids: Sequence[int], exclude_send: int | None) -> sa.Select[Any]:
+def _eligible(issue_slug: str, slugs: Iterable[str], ids: Sequence[int]) -> sa.Select[Any]:
     """Subscribed, globally active members of the lists, one row per subscriber.
 
     Someone on several of the lists gets the issue once, through the list with the lowest
     id. Someone who already got (or is getting) this issue from another send of it -- to
-    other lists -- is left out, so adding a list later does not mail them twice.
+    other lists -- is left out, so adding a list later does not mail them twice. The send
+    to these very lists is never "another send": a second process that counts after the
+    first one froze the recipients must find the send running, not everyone covered.
     """
     other = (
         sa.select(sa.literal(1))
@@ -226,11 +229,10 @@ def _eligible(issue_slug: str, ids: Sequence[int], exclude_send: int | None) -> 
         .where(
             deliveries.c.subscriber_id == subscribers.c.id,
             sends.c.issue_slug == issue_slug,
+            sends.c.lists != lists_key(slugs),
             deliveries.c.state.in_(_COVERING),
         )
     )
-    if exclude_send is not None:
-        other = other.where(deliveries.c.send_id != exclude_send)
     # Grouped (and paged, in iter_eligible) by subscriptions.subscriber_id rather than the
     # equal subscribers.id: SQLite then walks the subscriptions index in order instead of
     # building a temporary B-tree over every remaining row for each page (0.8 s a page at
@@ -252,10 +254,11 @@ def _eligible(issue_slug: str, ids: Sequence[int], exclude_send: int | None) -> 
     )
 
 
-def count_eligible(conn: Connection, issue_slug: str, ids: Sequence[int]) -> tuple[int, int]:
-    """``(recipients, covered)``: who a new send would go to, and how many members of the
-    lists it leaves out because another send of the issue already reached them."""
-    eligible = _eligible(issue_slug, ids, None).subquery()
+def count_eligible(conn: Connection, issue_slug: str, slugs: Sequence[str]) -> tuple[int, int]:
+    """``(recipients, covered)``: who a new send to the lists would go to, and how many
+    members it leaves out because another send of the issue (to other lists) reached them."""
+    ids = list(list_ids(conn, slugs).values())
+    eligible = _eligible(issue_slug, slugs, ids).subquery()
     n = int(conn.scalar(sa.select(sa.func.count()).select_from(eligible)) or 0)
     members = (
         sa.select(subscribers.c.id)
@@ -293,10 +296,11 @@ def _pages(
 
 
 def iter_eligible(
-    conn: Connection, issue_slug: str, ids: Sequence[int], *, page: int = 1000
+    conn: Connection, issue_slug: str, slugs: Sequence[str], *, page: int = 1000
 ) -> Iterator[EligibleRecipient]:
-    """The recipients of a new send, by subscriber id, read in pages (flat memory)."""
-    base = _eligible(issue_slug, ids, None).add_columns(
+    """The recipients of a new send to the lists, by subscriber id, read in pages."""
+    ids = list(list_ids(conn, slugs).values())
+    base = _eligible(issue_slug, slugs, ids).add_columns(
         subscribers.c.name, subscribers.c.attributes
     )
     return _pages(conn, base, subscriptions.c.subscriber_id, page)
@@ -350,7 +354,7 @@ def create_send(
     ).inserted_primary_key
     assert pk is not None
     send_id = int(pk[0])
-    eligible = _eligible(issue_slug, ids, send_id).subquery()
+    eligible = _eligible(issue_slug, list_slugs, ids).subquery()
     frozen = sa.select(
         sa.literal(send_id, sa.Integer),
         eligible.c.subscriber_id,
@@ -410,31 +414,41 @@ def _alive(owner: str, now: datetime, heartbeat: datetime | None) -> bool:
     return heartbeat is not None and now - heartbeat < STALE_AFTER
 
 
+def check_not_running(send: SendRow, owner: str) -> None:
+    """Raise :class:`SendBusy` when a live process other than ``owner`` runs ``send``."""
+    if (
+        send.state == "running"
+        and send.owner
+        and send.owner != owner
+        and _alive(send.owner, utcnow(), send.heartbeat_at)
+    ):
+        host, _, pid = send.owner.rpartition(":")
+        raise SendBusy(
+            f"This send is already running (process {pid} on {host}).",
+            hint="Wait for it to finish, or stop it with Ctrl-C; then run the command again.",
+        )
+
+
 def acquire(conn: Connection, send: SendRow, owner: str) -> int:
     """Take a send over to run it; returns how many recipients were in doubt.
 
     Refused (:class:`SendBusy`) while another live process runs it. Rows left in
     ``sending`` by a crash go back to ``pending`` (they will be sent again with the same
-    Message-ID) and are added to the send's in-doubt count.
+    Message-ID) and are added to the send's in-doubt count; rows left ``queued`` never
+    left and simply go back.
     """
     now = utcnow()
-    current = get_send(conn, send.id)
-    if (
-        current.state == "running"
-        and current.owner
-        and current.owner != owner
-        and _alive(current.owner, now, current.heartbeat_at)
-    ):
-        host, _, pid = current.owner.rpartition(":")
-        raise SendBusy(
-            f"This send is already running (process {pid} on {host}).",
-            hint="Wait for it to finish, or stop it with Ctrl-C; then run the command again.",
-        )
+    check_not_running(get_send(conn, send.id), owner)
     in_doubt = conn.execute(
         deliveries.update()
         .where(deliveries.c.send_id == send.id, deliveries.c.state == "sending")
         .values(state="pending", next_attempt_at=None, updated_at=now)
     ).rowcount
+    conn.execute(
+        deliveries.update()
+        .where(deliveries.c.send_id == send.id, deliveries.c.state == "queued")
+        .values(state="pending", next_attempt_at=None, updated_at=now)
+    )
     conn.execute(
         sends.update()
         .where(sends.c.id == send.id)
@@ -542,8 +556,8 @@ def claim(
     Deferred recipients whose retry time has come go first, then pending ones in
     subscriber order. The suppression list is read here, for this batch: whoever
     unsubscribed (from these lists or everything), bounced, complained or was blocked since
-    the send started becomes ``skipped``. The rest become ``sending``, with their Message-ID
-    fixed the first time. The caller commits before any of their messages leaves.
+    the send started becomes ``skipped``. The rest become ``queued``, with their Message-ID
+    fixed the first time; none may leave before :func:`promote` made it ``sending``.
     """
     now = utcnow()
     due = _due(conn, send_id, limit)
@@ -582,10 +596,33 @@ def claim(
                 deliveries.c.send_id == send_id,
                 deliveries.c.subscriber_id == sa.bindparam("b_id"),
             )
-            .values(state="sending", message_id=sa.bindparam("b_mid"), updated_at=now),
+            .values(state="queued", message_id=sa.bindparam("b_mid"), updated_at=now),
             [{"b_id": c.subscriber_id, "b_mid": c.message_id} for c in claimed],
         )
     return Batch(claimed, len(skipped), exhausted)
+
+
+def promote(conn: Connection, send_id: int, subscriber_ids: Iterable[int]) -> set[int]:
+    """Let claimed recipients' messages leave: ``queued`` -> ``sending``; the ids promoted.
+
+    The caller commits before any of these messages leaves, so after a crash the rows in
+    ``sending`` are the only ones that may have gone out. A row no longer ``queued`` (the
+    subscriber was erased since) is not promoted, and its message must not leave.
+    """
+    ids = list(subscriber_ids)
+    if not ids:
+        return set()
+    rows = conn.execute(
+        deliveries.update()
+        .where(
+            deliveries.c.send_id == send_id,
+            deliveries.c.subscriber_id.in_(ids),
+            deliveries.c.state == "queued",
+        )
+        .values(state="sending", updated_at=utcnow())
+        .returning(deliveries.c.subscriber_id)
+    )
+    return {int(r[0]) for r in rows}
 
 
 def skip(
@@ -617,14 +654,14 @@ def release(conn: Connection, send_id: int, subscriber_ids: Iterable[int]) -> No
             .where(
                 deliveries.c.send_id == send_id,
                 deliveries.c.subscriber_id.in_(ids),
-                deliveries.c.state == "sending",
+                deliveries.c.state.in_(("queued", "sending")),
             )
             .values(state="pending", next_attempt_at=None, updated_at=utcnow())
         )
 
 
 def record(conn: Connection, send_id: int, outcomes: Sequence[Outcome]) -> None:
-    """Record what happened to claimed recipients (only rows still ``sending`` change)."""
+    """Record what happened to promoted recipients (only rows still ``sending`` change)."""
     if not outcomes:
         return
     now = utcnow()
@@ -799,10 +836,3 @@ def delivery_rows(
             r.message_id,
             r.updated_at,
         )
-
-
-def list_names(conn: Connection, slugs: Iterable[str]) -> dict[str, str]:
-    """Display names of lists by slug (lists deleted since are left out)."""
-    wanted = list(slugs)
-    rows = conn.execute(sa.select(lists.c.slug, lists.c.name).where(lists.c.slug.in_(wanted)))
-    return {r.slug: r.name for r in rows}

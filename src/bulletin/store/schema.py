@@ -173,9 +173,11 @@ SEND_STATES = ("running", "paused", "interrupted", "waiting", "done")
 reached), ``interrupted`` (Ctrl-C), ``waiting`` (only deferred recipients are left, not yet
 due), ``done``. Every state but ``done`` resumes when the same command runs again."""
 
-DELIVERY_STATES = ("pending", "sending", "sent", "deferred", "failed", "skipped")
-"""A recipient's state in a send: ``pending`` -> ``sending`` -> ``sent``, ``deferred`` (retry
-at ``next_attempt_at``) or ``failed``; ``skipped`` when they unsubscribed during the send."""
+DELIVERY_STATES = ("pending", "queued", "sending", "sent", "deferred", "failed", "skipped")
+"""A recipient's state in a send: ``pending`` -> ``queued`` (claimed by a run, not yet allowed
+out) -> ``sending`` (allowed on the wire) -> ``sent``, ``deferred`` (retry at
+``next_attempt_at``) or ``failed``; ``skipped`` when they unsubscribed during the send. Plain
+strings without a CHECK constraint, so a new state needs no migration."""
 
 sends = sa.Table(
     "sends",
@@ -191,7 +193,8 @@ sends = sa.Table(
     # Why the send stopped (the relay's reply when it paused), for `bulletin status`.
     sa.Column("note", sa.Text, nullable=False, default=""),
     sa.Column("total", sa.Integer, nullable=False, default=0),
-    # Recipients found in `sending` after a crash and sent again (at most that many duplicates).
+    # Recipients found `sending` (allowed on the wire) after a crash and sent again with the
+    # same Message-ID: at most that many people may have two copies.
     sa.Column("in_doubt", sa.Integer, nullable=False, default=0),
     sa.Column("runs", sa.Integer, nullable=False, default=0),
     sa.Column("active_seconds", sa.Float, nullable=False, default=0.0),
