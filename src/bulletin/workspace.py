@@ -175,7 +175,7 @@ class SendConfig(_Section):
         ge=1,
         le=10_000,
         description="Recipients claimed from the ledger at a time (`--batch-size`); a crash "
-        "leaves at most two batches in doubt.",
+        "leaves a few per connection in doubt, never more than one batch.",
     )
     max_attempts: int = Field(
         5, ge=1, description="Tries per recipient before a temporary failure becomes final."
