@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import re
 import typing
+import unicodedata
 from collections.abc import Sequence
 from typing import Annotated, ClassVar, Literal, Protocol
 
@@ -30,7 +32,40 @@ def _not_blank(v: str) -> str:
     return v
 
 
-Text = Annotated[str, AfterValidator(_not_blank)]
+# What str.splitlines() breaks on: YAML block scalars ("subject: |"), folded ones and escapes
+# in double quotes ("a\nb", "\u2028") all let these in, and a line break in a subject or a
+# sender name would start a new mail header.
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+# Direction overrides, embeddings and isolates reorder what follows them ("Trojan Source"):
+# in a subject they can make text read differently from what it says. The marks U+200E and
+# U+200F, which right-to-left text needs, stay allowed.
+_DIRECTION_CONTROLS = "\u202a-\u202e\u2066-\u2069"
+_NOT_ONE_LINE = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029{_DIRECTION_CONTROLS}]")
+
+
+def _one_line(v: str) -> str:
+    found = _NOT_ONE_LINE.search(v)
+    if found is None:
+        return v
+    char = found.group()
+    if char in _LINE_BREAKS:
+        why = "a line break"
+    elif char == "\t":
+        why = "a tab; use a space"
+    elif unicodedata.category(char) == "Cc":
+        why = f"the invisible control character U+{ord(char):04X}; remove it"
+    else:
+        why = (
+            f"the invisible direction control U+{ord(char):04X}, which can make text read "
+            "backwards; remove it"
+        )
+    raise ValueError(f"must be one line of text (it contains {why})")
+
+
+Line = Annotated[str, AfterValidator(_one_line)]
+"""Plain text on one line, possibly empty: no line breaks, tabs or invisible controls."""
+
+Text = Annotated[str, AfterValidator(_one_line), AfterValidator(_not_blank)]
 """Plain one-line text that must not be empty."""
 
 Markdown = Annotated[str, AfterValidator(_not_blank)]
@@ -96,7 +131,7 @@ class Image(_Model):
     """An image hosted on the web (email clients do not load local files)."""
 
     src: Url = Field(description="Absolute https URL of the image.")
-    alt: str = Field(description="Alternative text; empty only for purely decorative images.")
+    alt: Line = Field(description="Alternative text; empty only for purely decorative images.")
     width: int | None = Field(None, gt=0, le=600, description="Display width in px (max 600).")
     url: Url | None = Field(None, description="Optional link target when the image is clicked.")
 
@@ -413,7 +448,7 @@ class Issue(_Model):
     """One newsletter issue: metadata and an ordered list of sections."""
 
     subject: Text = Field(description="Subject line (keep it under ~78 characters).")
-    preheader: str = Field("", description="Preview text shown after the subject in inboxes.")
+    preheader: Line = Field("", description="Preview text shown after the subject in inboxes.")
     number: int | None = Field(None, ge=1, description="Issue number.")
     date: dt.date = Field(description="Issue date (YYYY-MM-DD).")
     language: str = Field(
