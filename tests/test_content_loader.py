@@ -10,8 +10,15 @@ import pytest
 
 from bulletin import workspace
 from bulletin.content import list_issues, load_issue
-from bulletin.content.model import ArticleSection, ListSection, TermItem, TextSection
+from bulletin.content.model import (
+    MARKDOWN_MAX_DEPTH,
+    ArticleSection,
+    ListSection,
+    TermItem,
+    TextSection,
+)
 from bulletin.errors import BulletinError, ContentError, Problem
+from bulletin.render import markdown as md
 from bulletin.workspace import Workspace
 
 SAMPLE_SLUG = "2014-10-clusterpolisee-03"
@@ -289,9 +296,12 @@ def test_duplicate_keys_reported_at_the_second_with_the_first_line(ws: Workspace
 
 
 def test_recursive_alias_is_a_problem_not_a_crash(ws: Workspace) -> None:
+    """Anchors and aliases are refused where they start (bombs: tests/test_hostile_issues.py)."""
     text = HEAD + "  - type: list\n    items: &loop\n      - *loop\n"
-    problems = problems_of(ws, text)
-    assert any("refers to itself through a YAML alias" in m for m in messages(problems))
+    assert messages(problems_of(ws, text)) == [
+        f"{YAML}:6:12: '&loop' marks a YAML anchor, which an issue does not use: write each "
+        "value out in full (text that starts with '&' or '*' must be in quotes)"
+    ]
 
 
 # --- Schema errors, located -----------------------------------------------------------------
@@ -726,3 +736,37 @@ def test_subject_with_crlf_fails_bulletin_check(workspace_dir: Path) -> None:
         f"error: {YAML}:1: 'subject' must be one line of text (it contains a line break)",
         "1 error",
     ]
+
+
+# --- Markdown nesting -----------------------------------------------------------------------
+
+
+def test_markdown_nested_up_to_the_limit_loads_whole(ws: Workspace) -> None:
+    """Eight lists in one another: every item is kept (markdown-it drops what lies deeper
+    than its own limit without a word, which is why the loader stops before it)."""
+    body = "".join("  " * i + f"- nivel {i + 1}\n" for i in range(MARKDOWN_MAX_DEPTH))
+    quote = "> " * (MARKDOWN_MAX_DEPTH - 3) + "**[*citat*](https://e.org/)**"
+    text = HEAD + "  - type: text\n    body: {file: a.md}\n  - type: text\n    body: q\n"
+    loaded = load_issue(ws, write_issue(ws, text.replace("q\n", f"'{quote}'\n"), {"a.md": body}))
+    out = md.TextWriter()
+    section = loaded.issue.sections[0]
+    assert isinstance(section, TextSection)
+    md.to_text(section.body, out)
+    assert f"* nivel {MARKDOWN_MAX_DEPTH}" in out.text()
+
+
+def test_markdown_nested_beyond_the_limit_is_refused_at_its_line(ws: Workspace) -> None:
+    body = "Introducere.\n\n" + "".join(
+        "  " * i + f"- nivel {i + 1}\n" for i in range(MARKDOWN_MAX_DEPTH + 1)
+    )
+    quote = "> " * (MARKDOWN_MAX_DEPTH - 2) + "**[*citat*](https://e.org/)**"
+    text = HEAD + f"  - type: text\n    body: {{file: a.md}}\n  - type: text\n    body: '{quote}'\n"
+    problems = problems_of(ws, text, {"a.md": body})
+    assert messages(problems) == [
+        f"{YAML}:8: section 2 (text): 'body' nests quotes, lists, links or emphasis more than "
+        f"{MARKDOWN_MAX_DEPTH} levels deep (its line 1); look for stray '>', '-', '*', '_' or '['",
+        f"issues/x/a.md:{MARKDOWN_MAX_DEPTH + 3}: quotes, lists, links or emphasis are nested "
+        f"more than {MARKDOWN_MAX_DEPTH} levels deep; look for stray '>', '-', '*', '_' or '[' "
+        f"(referenced at {YAML}:6)",
+    ]
+    assert {p.code for p in problems} == {"markdown.depth"}

@@ -23,7 +23,48 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Annotated, ClassVar, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+MARKDOWN = MarkdownIt("commonmark", {"html": False, "xhtmlOut": True})
+"""The Markdown dialect of the Markdown fields: CommonMark, raw HTML shown as text."""
+
+MARKDOWN_MAX_DEPTH = 8
+"""Most quotes, lists, links and emphasis a Markdown text may nest inside one another.
+
+Deeper nesting is never meant (it comes from stray ``>`` or ``*``), markdown-it silently drops
+what lies below 20 levels of its own count (9 nested lists), and thousands of nested tags crash
+the MJML compiler.
+"""
+
+MARKDOWN_MAX_ELEMENTS = 20_000
+"""Most Markdown elements (paragraphs, lines, list items, links, emphasis, runs of text...) all
+the texts of an issue may hold together. The sample issue holds about 550, for 55 KB of HTML:
+this many cannot fit under Gmail's ~102 KB, and rendering time grows with each of them."""
+
+
+class MarkdownBudget:
+    """Counts the Markdown elements of one validation (pass as ``context={"markdown": ...}``).
+
+    Once the budget is spent, further texts are not parsed: the issue is refused anyway.
+    """
+
+    def __init__(self) -> None:
+        self.elements = 0
+
+    @property
+    def exceeded(self) -> bool:
+        return self.elements > MARKDOWN_MAX_ELEMENTS
 
 
 def _not_blank(v: str) -> str:
@@ -68,8 +109,52 @@ Line = Annotated[str, AfterValidator(_one_line)]
 Text = Annotated[str, AfterValidator(_one_line), AfterValidator(_not_blank)]
 """Plain one-line text that must not be empty."""
 
-Markdown = Annotated[str, AfterValidator(_not_blank)]
-"""Markdown text (CommonMark) that must not be empty."""
+_CONTAINERS = frozenset({"blockquote_open", "bullet_list_open", "ordered_list_open"})
+_CONTAINER_ENDS = frozenset(name.replace("_open", "_close") for name in _CONTAINERS)
+_INLINE = frozenset({"em_open", "strong_open", "link_open", "s_open"})
+
+
+def _too_deep_at(tokens: list[Token]) -> int | None:
+    """The first line (1-based) nesting containers and inline markup beyond the limit."""
+    depth = 0
+    for token in tokens:
+        if token.type in _CONTAINERS:
+            depth += 1
+        elif token.type in _CONTAINER_ENDS:
+            depth -= 1
+        inline = 0
+        for child in token.children or ():
+            if child.type in _INLINE:
+                inline += 1
+            elif child.nesting < 0:
+                inline = max(0, inline - 1)
+            if depth + inline > MARKDOWN_MAX_DEPTH:
+                break
+        if depth + inline > MARKDOWN_MAX_DEPTH:
+            # markdown-it maps every block token; an inline token has its paragraph's lines.
+            return token.map[0] + 1 if token.map else 1
+    return None
+
+
+def _sound_markdown(v: str, info: ValidationInfo) -> str:
+    budget = (info.context or {}).get("markdown")
+    if isinstance(budget, MarkdownBudget) and budget.exceeded:
+        return v
+    tokens = MARKDOWN.parse(v)
+    if isinstance(budget, MarkdownBudget):
+        budget.elements += len(tokens) + sum(len(t.children or ()) for t in tokens)
+    line = _too_deep_at(tokens)
+    if line is not None:
+        raise PydanticCustomError(
+            "markdown_depth",
+            "nests quotes, lists, links or emphasis more than {limit} levels deep",
+            {"limit": MARKDOWN_MAX_DEPTH, "line": line},
+        )
+    return v
+
+
+Markdown = Annotated[str, AfterValidator(_not_blank), AfterValidator(_sound_markdown)]
+"""Markdown text (CommonMark) that must not be empty nor absurdly nested."""
 
 Url = HttpUrl
 """An absolute http(s) URL."""
