@@ -241,6 +241,27 @@ def test_hostile_issue_is_refused_quickly_with_a_located_error(
     assert elapsed < BUDGET, f"{case}: answered in {elapsed:.1f} s"
 
 
+def test_an_unrelated_huge_file_beside_the_issue_is_not_read(workspace_dir: Path) -> None:
+    """check looks for the line of a finding in the folder's text files, but not in one far
+    too large to be part of an issue (a 60 MB export left beside issue.yaml)."""
+    folder = workspace_dir / "issues" / "x"
+    folder.mkdir()
+    write(folder, "issue.yaml", HEAD + "  - type: text\n    body: Bună ziua\n")
+    write(folder, "notes.md", "Notițe vechi cu ş şi ţ. " * 2_500_000)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(BULLETIN), "--workspace", str(workspace_dir), "check", "x"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        preexec_fn=_limit_memory,
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "notes.md" not in proc.stdout
+    assert elapsed < BUDGET, f"answered in {elapsed:.1f} s"
+
+
 LOAD = """\
 import sys
 from pathlib import Path

@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from bulletin.content.loader import FILE_MAX_BYTES
 from bulletin.content.model import LoadedIssue
 from bulletin.errors import ContentError, Location, Problem, Severity, TemplateError
 from bulletin.render.lint import MJML_PATH, lint_mjml, source_location
@@ -97,6 +98,8 @@ class _Sources:
 
     def _add(self, path: Path) -> None:
         try:
+            if path.stat().st_size > FILE_MAX_BYTES:
+                return  # too large to be part of a loaded issue: not worth reading
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return  # the loader already reported unreadable files
