@@ -10,8 +10,15 @@ import pytest
 
 from bulletin import workspace
 from bulletin.content import list_issues, load_issue
-from bulletin.content.model import ArticleSection, ListSection, TermItem, TextSection
+from bulletin.content.model import (
+    MARKDOWN_MAX_DEPTH,
+    ArticleSection,
+    ListSection,
+    TermItem,
+    TextSection,
+)
 from bulletin.errors import BulletinError, ContentError, Problem
+from bulletin.render import markdown as md
 from bulletin.workspace import Workspace
 
 SAMPLE_SLUG = "2014-10-clusterpolisee-03"
@@ -289,9 +296,12 @@ def test_duplicate_keys_reported_at_the_second_with_the_first_line(ws: Workspace
 
 
 def test_recursive_alias_is_a_problem_not_a_crash(ws: Workspace) -> None:
+    """Anchors and aliases are refused where they start (bombs: tests/test_hostile_issues.py)."""
     text = HEAD + "  - type: list\n    items: &loop\n      - *loop\n"
-    problems = problems_of(ws, text)
-    assert any("refers to itself through a YAML alias" in m for m in messages(problems))
+    assert messages(problems_of(ws, text)) == [
+        f"{YAML}:6:12: '&loop' marks a YAML anchor, which an issue does not use: write each "
+        "value out in full (text that starts with '&' or '*' must be in quotes)"
+    ]
 
 
 # --- Schema errors, located -----------------------------------------------------------------
@@ -612,3 +622,151 @@ def test_missing_text_override_is_located(ws: Workspace) -> None:
     assert messages(problems_of(ws, text)) == [
         f"{YAML}:7: 'text_override': file 'text.txt' not found in issues/x/"
     ]
+
+
+# --- One-line fields ------------------------------------------------------------------------
+
+
+def test_subject_with_a_line_break_is_refused_at_its_line(ws: Workspace) -> None:
+    """A block scalar, a folded one and a double-quoted escape all let a newline in."""
+    literal = MINIMAL.replace(
+        "subject: Buletin nr. 3 — știri și evenimente", "subject: |\n  a\n  b"
+    )
+    assert messages(problems_of(ws, literal)) == [
+        f"{YAML}:1: 'subject' must be one line of text (it contains a line break)"
+    ]
+    folded = MINIMAL.replace("subject: Buletin", "subject: >\n  Buletin")
+    assert messages(problems_of(ws, folded)) == [
+        f"{YAML}:1: 'subject' must be one line of text (it contains a line break)"
+    ]
+    for escape in ("\\r\\n", "\\n", "\\r", "\\u2028", "\\u2029", "\\x85", "\\v"):
+        subject = f'subject: "Buletin nr. 3{escape}Bcc: all@example.org"'
+        crlf = MINIMAL.replace("subject: Buletin nr. 3 — știri și evenimente", subject)
+        assert messages(problems_of(ws, crlf)) == [
+            f"{YAML}:1: 'subject' must be one line of text (it contains a line break)"
+        ], escape
+
+
+def test_folded_text_without_a_final_newline_is_one_line(ws: Workspace) -> None:
+    folded = MINIMAL.replace("subject: Buletin nr. 3", "subject: >-\n  Buletin\n  nr. 3")
+    loaded = load_issue(ws, write_issue(ws, folded))
+    assert loaded.issue.subject == "Buletin nr. 3 — știri și evenimente"
+
+
+def test_control_characters_in_one_line_fields_are_refused(ws: Workspace) -> None:
+    text = """\
+    subject: "Știri\\tdin clustere"
+    preheader: "Rezumat\\e[31m roșu"
+    from_name: "Cluster\\x9b"
+    title: "Buletin \\u202eevitcepsorp"
+    date: 2014-10-08
+    language: ro
+    sections:
+      - type: article
+        title: "Open\\nDays"
+        subtitle: "a\\x00b"
+        time: "09:00\\r"
+        place: "Iași\\u2066"
+        body: "Markdown\\nmay\\n\\nhold line breaks."
+        image: {src: "https://e.org/a.png", alt: "Sala\\nmare"}
+        link: {url: "https://e.org/", label: "Înscriere\\n"}
+      - type: list
+        items:
+          - {term: "Cluster\\n", text: "grup\\nde firme"}
+      - type: events
+        title: "Evenimente\\n"
+        items:
+          - {title: "Conferința\\n", start: 2014-10-22, place: "Bruxelles\\n"}
+      - type: news
+        title: Știri
+        items:
+          - {title: "O știre\\u2028", text: "Text"}
+      - type: cta
+        title: "Alăturați-vă\\u0085"
+        text: x
+        button: "Vizitați\\n"
+        url: https://e.org/
+      - type: image
+        image: {src: "https://e.org/b.png", alt: ""}
+        caption: "Harta\\n"
+      - type: text
+        title: "Introducere\\n"
+        body: x
+    """
+    break_ = "must be one line of text (it contains a line break)"
+    assert messages(problems_of(ws, text)) == [
+        f"{YAML}:1: 'subject' must be one line of text (it contains a tab; use a space)",
+        f"{YAML}:2: 'preheader' must be one line of text (it contains the invisible control "
+        "character U+001B; remove it)",
+        f"{YAML}:3: 'from_name' must be one line of text (it contains the invisible control "
+        "character U+009B; remove it)",
+        f"{YAML}:4: 'title' must be one line of text (it contains the invisible direction "
+        "control U+202E, which can make text read backwards; remove it)",
+        f"{YAML}:9: section 1 (article): 'title' {break_}",
+        f"{YAML}:10: section 1 (article): 'subtitle' must be one line of text (it contains the "
+        "invisible control character U+0000; remove it)",
+        f"{YAML}:11: section 1 (article): 'time' {break_}",
+        f"{YAML}:12: section 1 (article): 'place' must be one line of text (it contains the "
+        "invisible direction control U+2066, which can make text read backwards; remove it)",
+        f"{YAML}:14: section 1 (article): 'image.alt' {break_}",
+        f"{YAML}:15: section 1 (article): 'link.label' {break_}",
+        f"{YAML}:18: section 2 (list), item 1: 'term' {break_}",
+        f"{YAML}:20: section 3 (events): 'title' {break_}",
+        f"{YAML}:22: section 3 (events), item 1: 'title' {break_}",
+        f"{YAML}:22: section 3 (events), item 1: 'place' {break_}",
+        f"{YAML}:26: section 4 (news), item 1: 'title' {break_}",
+        f"{YAML}:28: section 5 (cta): 'title' {break_}",
+        f"{YAML}:30: section 5 (cta): 'button' {break_}",
+        f"{YAML}:34: section 6 (image): 'caption' {break_}",
+        f"{YAML}:36: section 7 (text): 'title' {break_}",
+    ]
+
+
+def test_subject_with_crlf_fails_bulletin_check(workspace_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from bulletin.cli import cli
+
+    ws_ = workspace.load(workspace_dir)
+    subject = 'subject: "Buletin nr. 3\\r\\nBcc: all@example.org"'
+    write_issue(ws_, MINIMAL.replace("subject: Buletin nr. 3 — știri și evenimente", subject))
+    result = CliRunner().invoke(cli, ["--workspace", str(workspace_dir), "check", "x"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"error: {YAML}:1: 'subject' must be one line of text (it contains a line break)",
+        "1 error",
+    ]
+
+
+# --- Markdown nesting -----------------------------------------------------------------------
+
+
+def test_markdown_nested_up_to_the_limit_loads_whole(ws: Workspace) -> None:
+    """Eight lists in one another: every item is kept (markdown-it drops what lies deeper
+    than its own limit without a word, which is why the loader stops before it)."""
+    body = "".join("  " * i + f"- nivel {i + 1}\n" for i in range(MARKDOWN_MAX_DEPTH))
+    quote = "> " * (MARKDOWN_MAX_DEPTH - 3) + "**[*citat*](https://e.org/)**"
+    text = HEAD + "  - type: text\n    body: {file: a.md}\n  - type: text\n    body: q\n"
+    loaded = load_issue(ws, write_issue(ws, text.replace("q\n", f"'{quote}'\n"), {"a.md": body}))
+    out = md.TextWriter()
+    section = loaded.issue.sections[0]
+    assert isinstance(section, TextSection)
+    md.to_text(section.body, out)
+    assert f"* nivel {MARKDOWN_MAX_DEPTH}" in out.text()
+
+
+def test_markdown_nested_beyond_the_limit_is_refused_at_its_line(ws: Workspace) -> None:
+    body = "Introducere.\n\n" + "".join(
+        "  " * i + f"- nivel {i + 1}\n" for i in range(MARKDOWN_MAX_DEPTH + 1)
+    )
+    quote = "> " * (MARKDOWN_MAX_DEPTH - 2) + "**[*citat*](https://e.org/)**"
+    text = HEAD + f"  - type: text\n    body: {{file: a.md}}\n  - type: text\n    body: '{quote}'\n"
+    problems = problems_of(ws, text, {"a.md": body})
+    assert messages(problems) == [
+        f"{YAML}:8: section 2 (text): 'body' nests quotes, lists, links or emphasis more than "
+        f"{MARKDOWN_MAX_DEPTH} levels deep (its line 1); look for stray '>', '-', '*', '_' or '['",
+        f"issues/x/a.md:{MARKDOWN_MAX_DEPTH + 3}: quotes, lists, links or emphasis are nested "
+        f"more than {MARKDOWN_MAX_DEPTH} levels deep; look for stray '>', '-', '*', '_' or '[' "
+        f"(referenced at {YAML}:6)",
+    ]
+    assert {p.code for p in problems} == {"markdown.depth"}

@@ -188,3 +188,16 @@ def test_text_of_every_section_type_shows_each_link(workspace: ws.Workspace) -> 
     assert "* * *" in text
     assert "View online:" in text and "Unsubscribe:" in text
     assert_wrapped(text)
+
+
+def test_sample_text_is_unchanged_byte_for_byte(workspace: ws.Workspace) -> None:
+    """The whole plain text of the sample, as rendered before sections wrote their own.
+
+    If a deliberate change to the layout, the sample or a translation alters it, look at the
+    difference, then rewrite tests/data/text/ from the new output.
+    """
+    expected = (Path(__file__).parent / "data" / "text" / f"{SAMPLE_SLUG}.txt").read_bytes()
+    loaded = load_issue(workspace, workspace.issue_dir(SAMPLE_SLUG))
+    rendered = render_issue(workspace, loaded)
+    text = rendered.text.fill(sample_values(workspace, loaded))
+    assert text.encode("utf-8") == expected

@@ -31,13 +31,25 @@ so the schema decides types instead of YAML 1.1's guessing: ``time: 9:00`` stays
 reaches the date validator instead of crashing PyYAML's date constructor. pydantic's lax mode
 turns ``"2014-10-08"``, ``"3"`` and ``"true"`` into a date, an integer and a boolean where the
 schema asks for them, so quoted and unquoted dates both work.
+
+Hostile or broken files
+-----------------------
+An issue folder may come from anyone, and every bad one must be answered quickly, at its line.
+So the files are read only if they are regular files (a named pipe would block, ``/dev/zero``
+never ends) of at most :data:`FILE_MAX_BYTES`; the node tree is composed from parser events
+without recursion, refusing YAML anchors and aliases (an alias "bomb" expands 9 lines into
+10⁹ values) and stopping at :data:`YAML_MAX_DEPTH` levels and :data:`YAML_MAX_VALUES` values;
+and an issue holding more than :data:`TEXT_MAX_CHARS` characters of text is refused before
+validation and rendering. Every bound is far above what one email can hold.
 """
 
 from __future__ import annotations
 
 import codecs
 import difflib
+import os
 import re
+import stat
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,13 +58,46 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.composer import ComposerError
+from yaml.events import (
+    AliasEvent,
+    CollectionStartEvent,
+    DocumentEndEvent,
+    NodeEvent,
+    ScalarEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
-from bulletin.content.model import SECTION_TYPES, Issue, LoadedIssue
+from bulletin.content.model import (
+    MARKDOWN_MAX_ELEMENTS,
+    SECTION_TYPES,
+    Issue,
+    LoadedIssue,
+    MarkdownBudget,
+)
 from bulletin.errors import ContentError, Location, Problem
 from bulletin.workspace import Workspace
 
 ISSUE_FILE = "issue.yaml"
+
+FILE_MAX_BYTES = 256 * 1024
+"""Largest issue.yaml or file it references: ten times the sample issue, and more than twice
+what Gmail shows of one email (~102 KB of HTML)."""
+
+TEXT_MAX_CHARS = 100_000
+"""Most characters of text an issue may hold, its referenced files included. Every character
+shown becomes at least a byte of HTML, so more text than this cannot fit under Gmail's ~102 KB
+clipping limit; the bound also keeps Markdown parsing and rendering quick."""
+
+YAML_MAX_DEPTH = 20
+"""Most lists and mappings nested in one another in issue.yaml (an issue needs about 6)."""
+
+YAML_MAX_VALUES = 5_000
+"""Most values (texts, keys, list entries) in issue.yaml; the sample issue holds about 300."""
+
+_GMAIL = "Gmail clips emails over ~102 KB"
 
 DataPath = tuple[str | int, ...]
 """Keys and list indexes leading from the top of issue.yaml to a value."""
@@ -99,15 +144,25 @@ def load_issue(workspace: Workspace, issue_dir: Path) -> LoadedIssue:
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
         return ContentError(problems, summary=f"Issue '{slug}' cannot be loaded ({count}):")
 
+    folder_hint = f"an issue is a folder under issues/ holding {ISSUE_FILE}"
     try:
-        raw = yaml_path.read_bytes()
+        raw = _read_limited(yaml_path)
     except FileNotFoundError:
-        missing = Problem(
-            f"file not found; an issue is a folder under issues/ holding {ISSUE_FILE}",
-            Location(rel),
-            code="file",
-        )
+        missing = Problem(f"file not found; {folder_hint}", Location(rel), code="file")
         raise fail([missing]) from None
+    except _NotRegular as exc:
+        odd = Problem(
+            f"not a regular file (it is {exc.what}); {folder_hint}", Location(rel), code="file"
+        )
+        raise fail([odd]) from None
+    except _TooLarge as exc:
+        big = Problem(
+            f"the file is {_size(exc.size)}; an issue file may be at most "
+            f"{_size(FILE_MAX_BYTES)} ({_GMAIL} anyway): shorten the issue or split it into two",
+            Location(rel),
+            code="size",
+        )
+        raise fail([big]) from None
     except OSError as exc:
         raise fail([Problem(f"cannot read: {exc.strerror}", Location(rel), code="file")]) from None
 
@@ -127,14 +182,40 @@ def load_issue(workspace: Workspace, issue_dir: Path) -> LoadedIssue:
     name = data.get("text_override")
     if isinstance(name, str) and name.strip():
         line = builder.lines[("text_override",)]
-        text_override = builder.read_sibling(name, ("text_override",), line)
+        text_override = builder.read_sibling(name, ("text_override",), line, counted=False)
     findings = list(builder.findings)
+    if builder.chars > TEXT_MAX_CHARS:
+        # Validating and rendering that much text would only take long to say the same.
+        findings.append(
+            _Finding(
+                (),
+                f"the issue holds more than {TEXT_MAX_CHARS:,} characters of text, more than "
+                f"one email can show ({_GMAIL}): shorten the issue or split it into two",
+                builder.lines[()],
+                "size",
+                location=Location(rel),
+            )
+        )
+        raise fail(_unique(f.problem(data, rel) for f in findings))
 
     issue: Issue | None = None
+    budget = MarkdownBudget()
     try:
-        issue = Issue.model_validate(data)
+        issue = Issue.model_validate(data, context={"markdown": budget})
     except ValidationError as exc:
-        findings += _schema_findings(exc, data, builder.lines)
+        findings += _schema_findings(exc, data, builder.lines, builder.sources, rel)
+    if budget.exceeded:
+        findings.append(
+            _Finding(
+                (),
+                f"the Markdown texts hold more than {MARKDOWN_MAX_ELEMENTS:,} elements "
+                "(paragraphs, lines, list items, links, emphasis...), far more than one email "
+                f"can show ({_GMAIL}): shorten the issue or split it into two",
+                builder.lines[()],
+                "size",
+                location=Location(rel),
+            )
+        )
 
     if findings or issue is None:
         problems = _unique(f.problem(data, rel) for f in findings)
@@ -151,6 +232,67 @@ def load_issue(workspace: Workspace, issue_dir: Path) -> LoadedIssue:
 
 
 # --- Reading files ------------------------------------------------------------------------
+
+
+class _NotRegular(Exception):
+    """The path is a folder, a named pipe, a device or a socket."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+class _TooLarge(Exception):
+    """The file is larger than FILE_MAX_BYTES."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def _read_limited(path: Path) -> bytes:
+    """The bytes of a regular file of at most FILE_MAX_BYTES.
+
+    Raises :class:`_NotRegular`, :class:`_TooLarge` or the OSError of opening or reading.
+    """
+    # Without O_NONBLOCK, opening a named pipe waits for a writer forever.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotRegular(next((what for test, what in _KINDS if test(info.st_mode)), "odd"))
+        if info.st_size > FILE_MAX_BYTES:
+            raise _TooLarge(info.st_size)
+        chunks = []
+        left = FILE_MAX_BYTES + 1  # one byte more tells a file that grew since fstat
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > FILE_MAX_BYTES:
+        raise _TooLarge(len(data))
+    return data
+
+
+def _size(n: int) -> str:
+    """A file size as a writer reads it: ``300 KB``, ``19.1 MB``."""
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB"
+    return f"{round(n / 1024)} KB"
 
 
 def _decode(raw: bytes) -> tuple[str, int | None]:
@@ -180,19 +322,19 @@ def _not_utf8(rel: str, line: int, referenced_at: str = "") -> Problem:
 
 
 def _compose(text: str, rel: str) -> Node | Problem | None:
-    """Parse the text into a YAML node tree (None when empty), or the located syntax error."""
-    # libyaml composes ~20x faster and keeps the marks we need. Its error texts and positions
+    """Parse the text into a YAML node tree (None when empty), or the located problem."""
+    # libyaml parses ~10x faster and keeps the marks we need. Its error texts and positions
     # differ slightly, so a file that fails is parsed again by the pure-Python loader, whose
     # messages the error reporting below is written for. libyaml also accepts some tabs the
     # pure loader rejects, so text with a tab always takes the pure path (same verdicts).
     fast = getattr(yaml, "CSafeLoader", None)
     if fast is not None and "\t" not in text:
         try:
-            return yaml.compose(text, Loader=fast)
+            return _compose_bounded(fast(text), rel)
         except yaml.YAMLError:
             pass
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return _compose_bounded(yaml.SafeLoader(text), rel)
     except yaml.MarkedYAMLError as exc:
         return _syntax_problem(exc, text, rel)
     except yaml.reader.ReaderError as exc:
@@ -205,6 +347,111 @@ def _compose(text: str, rel: str) -> Node | Problem | None:
         )
     except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error is one of the above
         return Problem(f"YAML error: {exc}", Location(rel), code="yaml")
+
+
+def _compose_bounded(loader: Any, rel: str) -> Node | Problem | None:
+    """What ``yaml.compose`` does, from the parser's events and without recursion, but with
+    the bounds of the module docstring: an anchor, an alias, too deep or too many values is a
+    located problem, found as soon as the parser reaches it."""
+    try:
+        loader.get_event()  # stream start
+        if loader.check_event(StreamEndEvent):
+            return None
+        document = loader.get_event()
+        root: Node | None = None
+        open_nodes: list[CollectionNode] = []
+        keys: list[Node | None] = []  # per open node: a mapping key waiting for its value
+        count = 0
+        while not loader.check_event(DocumentEndEvent):
+            event = loader.get_event()
+            if not isinstance(event, NodeEvent):  # the end of a list or a mapping
+                open_nodes.pop().end_mark = event.end_mark
+                keys.pop()
+                continue
+            if isinstance(event, AliasEvent) or event.anchor is not None:
+                return _anchor_problem(event, rel)
+            count += 1
+            if count > YAML_MAX_VALUES:
+                return _located(
+                    f"the issue holds more than {YAML_MAX_VALUES:,} values (texts, keys, list "
+                    f"entries); that cannot fit in one email ({_GMAIL}): shorten the issue or "
+                    "split it into two",
+                    event,
+                    rel,
+                    "size",
+                )
+            node = _node(loader, event)
+            if not open_nodes:
+                root = node
+            elif isinstance(open_nodes[-1], SequenceNode):
+                open_nodes[-1].value.append(node)
+            elif keys[-1] is None:
+                keys[-1] = node
+            else:
+                open_nodes[-1].value.append((keys[-1], node))
+                keys[-1] = None
+            if isinstance(node, CollectionNode):
+                open_nodes.append(node)
+                keys.append(None)
+                if len(open_nodes) > YAML_MAX_DEPTH:
+                    return _located(
+                        f"lists and mappings are nested more than {YAML_MAX_DEPTH} levels deep "
+                        "here; an issue needs far fewer: look for stray '[', '{' or '- '",
+                        event,
+                        rel,
+                        "yaml",
+                    )
+        loader.get_event()  # document end
+        if not loader.check_event(StreamEndEvent):
+            raise ComposerError(
+                "expected a single document in the stream",
+                document.start_mark,
+                "but found another document",
+                loader.get_event().start_mark,
+            )
+        return root
+    finally:
+        loader.dispose()
+
+
+def _node(loader: Any, event: NodeEvent) -> Node:
+    """The node for a scalar or the (still empty) node a list or mapping starts."""
+    # Tags are resolved as PyYAML's composer does; only the null tag matters downstream.
+    start: Any = event.start_mark  # libyaml's marks are another class with the same fields
+    if isinstance(event, ScalarEvent):
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = loader.resolve(ScalarNode, event.value, event.implicit)
+        end: Any = event.end_mark
+        return ScalarNode(tag, event.value, start, end, style=event.style)
+    assert isinstance(event, CollectionStartEvent)
+    kind = SequenceNode if isinstance(event, SequenceStartEvent) else MappingNode
+    tag = event.tag
+    if tag is None or tag == "!":
+        tag = loader.resolve(kind, None, event.implicit)
+    return kind(tag, [], start, None, flow_style=event.flow_style)
+
+
+def _anchor_problem(event: NodeEvent, rel: str) -> Problem:
+    """Anchors and aliases: an issue has no use for them, and aliases multiply data."""
+    if isinstance(event, AliasEvent):
+        what = f"'*{event.anchor}' is a YAML alias"
+    else:
+        what = f"'&{event.anchor}' marks a YAML anchor"
+    return _located(
+        f"{what}, which an issue does not use: write each value out in full (text that "
+        "starts with '&' or '*' must be in quotes)",
+        event,
+        rel,
+        "yaml.alias",
+    )
+
+
+def _located(message: str, event: NodeEvent, rel: str, code: str) -> Problem:
+    mark = event.start_mark
+    if mark is None:  # pragma: no cover - both parsers mark every event
+        return Problem(message, Location(rel), code=code)
+    return Problem(message, Location(rel, mark.line + 1, mark.column + 1), code=code)
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, rel: str) -> Problem:
@@ -295,7 +542,11 @@ class _Builder:
         self.rel = rel
         self.lines: dict[DataPath, int] = {}
         self.findings: list[_Finding] = []
-        self._open: set[int] = set()  # ids of nodes being built, to stop recursive aliases
+        self.chars = 0
+        """Characters of text seen so far, referenced files included (see TEXT_MAX_CHARS)."""
+        self.sources: dict[DataPath, str] = {}
+        """Workspace-relative file each ``{file: name.md}`` value was read from."""
+        self._texts: dict[Path, str] = {}  # a file referenced several times is read once
 
     def build_document(self, root: MappingNode) -> dict[str, Any]:
         self.lines[()] = _line(root)
@@ -304,28 +555,23 @@ class _Builder:
         return data
 
     def _build(self, node: Node, path: DataPath) -> Any:
-        if id(node) in self._open:
-            self.findings.append(
-                _Finding(path, "refers to itself through a YAML alias", _line(node), "yaml")
-            )
+        # Recursion is safe: the tree is a tree (no aliases) at most YAML_MAX_DEPTH deep.
+        if isinstance(node, MappingNode):
+            reference = _file_reference(node)
+            if reference is not None:
+                return self.read_sibling(reference, path, _line(node))
+            return self._mapping(node, path)
+        if isinstance(node, SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                self.lines[(*path, index)] = _line(item)
+                items.append(self._build(item, (*path, index)))
+            return items
+        # Plain text for pydantic to type (see the module docstring); nulls are None.
+        if node.tag == _NULL_TAG:
             return None
-        self._open.add(id(node))
-        try:
-            if isinstance(node, MappingNode):
-                reference = _file_reference(node)
-                if reference is not None:
-                    return self.read_sibling(reference, path, _line(node))
-                return self._mapping(node, path)
-            if isinstance(node, SequenceNode):
-                items = []
-                for index, item in enumerate(node.value):
-                    self.lines[(*path, index)] = _line(item)
-                    items.append(self._build(item, (*path, index)))
-                return items
-            # Plain text for pydantic to type (see the module docstring); nulls are None.
-            return None if node.tag == _NULL_TAG else node.value
-        finally:
-            self._open.discard(id(node))
+        self.chars += len(node.value)
+        return node.value
 
     def _mapping(self, node: MappingNode, path: DataPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -355,26 +601,44 @@ class _Builder:
             out[key] = self._build(value_node, (*path, key))
         return out
 
-    def read_sibling(self, name: str, path: DataPath, line: int) -> str:
+    def read_sibling(self, name: str, path: DataPath, line: int, *, counted: bool = True) -> str:
         """Text of a file named in issue.yaml at ``line``, or a finding if it cannot be read.
 
-        The file must be inside the issue folder, exist and be UTF-8.
+        The file must be inside the issue folder, exist, be a regular file of at most
+        FILE_MAX_BYTES and be UTF-8. ``counted``: its text is issue text (TEXT_MAX_CHARS).
         """
+        if self.chars > TEXT_MAX_CHARS:
+            return _UNREADABLE  # the issue is refused for its size: reading more is useless
         folder = self.issue_dir.resolve()
         target = (self.issue_dir / name).resolve()
+        if target in self._texts:
+            return self._count(self._texts[target], path, target, counted)
         shown_folder = self.workspace.relpath(folder) + "/"
         problem = None
+        code = "file"
         if not target.is_relative_to(folder):
             problem = f"file '{name}' is outside the issue folder; keep it in {shown_folder}"
-        elif not target.is_file():
-            problem = f"file '{name}' not found in {shown_folder}"
         else:
             try:
-                raw = target.read_bytes()
+                raw = _read_limited(target)
+            except FileNotFoundError:
+                problem = f"file '{name}' not found in {shown_folder}"
+            except _NotRegular as exc:
+                problem = (
+                    f"file '{name}' is not a regular file (it is {exc.what}); save the text "
+                    "in an ordinary file"
+                )
+            except _TooLarge as exc:
+                kind = "a Markdown" if name.endswith(".md") else "a text"
+                problem = (
+                    f"file '{name}' is {_size(exc.size)}; {kind} file may be at most "
+                    f"{_size(FILE_MAX_BYTES)} ({_GMAIL} anyway): shorten it"
+                )
+                code = "size"
             except OSError as exc:
                 problem = f"cannot read file '{name}': {exc.strerror}"
         if problem:
-            self.findings.append(_Finding(path, problem, line, "file", predicate=False))
+            self.findings.append(_Finding(path, problem, line, code, predicate=False))
             return _UNREADABLE
         text, bad_line = _decode(raw)
         if bad_line is not None:
@@ -383,6 +647,13 @@ class _Builder:
                 _Finding(path, location.message, line, "encoding", location=location.location)
             )
             return _UNREADABLE
+        self._texts[target] = text
+        return self._count(text, path, target, counted)
+
+    def _count(self, text: str, path: DataPath, target: Path, counted: bool) -> str:
+        self.sources[path] = self.workspace.relpath(target)
+        if counted:
+            self.chars += len(text)
         return text
 
 
@@ -410,15 +681,46 @@ def _line(node: Node) -> int:
 
 
 def _schema_findings(
-    exc: ValidationError, data: dict[str, Any], lines: dict[DataPath, int]
+    exc: ValidationError,
+    data: dict[str, Any],
+    lines: dict[DataPath, int],
+    sources: dict[DataPath, str],
+    rel: str,
 ) -> list[_Finding]:
     findings = []
     for err in exc.errors(include_url=False):
         kind = err["type"]
         path, meant = _resolve(err["loc"], data, missing=kind == "missing")
-        if meant:
+        if not meant:
+            continue
+        if kind == "markdown_depth":
+            findings.append(_too_deep(err, path, lines, sources, rel))
+        else:
             findings.append(_translate(err, kind, path, _value_at(data, path), data, lines))
     return findings
+
+
+def _too_deep(
+    err: ErrorDetails,
+    path: DataPath,
+    lines: dict[DataPath, int],
+    sources: dict[DataPath, str],
+    rel: str,
+) -> _Finding:
+    """Markdown nested too deeply: at its line in the Markdown file, if it came from one."""
+    ctx = err.get("ctx") or {}
+    line, limit = _line_for(path, lines), ctx.get("limit")
+    hint = "look for stray '>', '-', '*', '_' or '['"
+    source = sources.get(path)
+    if source is None:
+        text = f"{err['msg']} (its line {ctx.get('line')}); {hint}"
+        return _Finding(path, text, line, "markdown.depth")
+    where = Location(source, ctx.get("line"))
+    text = (
+        f"quotes, lists, links or emphasis are nested more than {limit} levels deep; "
+        f"{hint} (referenced at {rel}:{line})"
+    )
+    return _Finding(path, text, line, "markdown.depth", location=where)
 
 
 def _resolve(loc: tuple[str | int, ...], data: Any, *, missing: bool) -> tuple[DataPath, bool]:

@@ -4,14 +4,69 @@ Every field's description is user documentation. Text fields marked *Markdown* a
 CommonMark; in YAML they may also be written as ``{file: name.md}`` to keep long text in a
 sibling file (the loader replaces the mapping with the file's text before validation).
 Unknown keys are errors so that typos never vanish silently.
+
+Each section type owns what it holds: besides its fields, its class says which texts it shows
+(:meth:`~_SectionBase.texts`, for the empty-section check), which addresses it links or shows
+(:meth:`~_SectionBase.urls`, for the link check) and how it reads as plain text
+(:meth:`~_SectionBase.plain_text`, written against the small :class:`PlainText` vocabulary that
+``render/text.py`` implements). Adding a section type is its class here, in the ``Section``
+union, plus ``templates/sections/<type>.mjml.j2``; nothing in ``render`` names a section type.
 """
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
-from typing import Annotated, Literal
+import re
+import typing
+import unicodedata
+from collections.abc import Sequence
+from typing import Annotated, ClassVar, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+MARKDOWN = MarkdownIt("commonmark", {"html": False, "xhtmlOut": True})
+"""The Markdown of the Markdown fields: CommonMark, raw HTML shown as text. The loader checks
+texts with it and ``render/markdown.py`` renders them with it."""
+
+MARKDOWN_MAX_DEPTH = 8
+"""Most quotes, lists, links and emphasis a Markdown text may nest inside one another.
+
+Deeper nesting is never meant (it comes from stray ``>`` or ``*``), markdown-it silently drops
+what lies below 20 levels of its own count (9 nested lists), and thousands of nested tags crash
+the MJML compiler.
+"""
+
+MARKDOWN_MAX_ELEMENTS = 20_000
+"""Most Markdown elements (paragraphs, lines, list items, links, emphasis, runs of text...) all
+the texts of an issue may hold together. The sample issue holds about 550 for 55 KB of HTML;
+a real issue stays far below the bound, which keeps parsing and rendering a hostile text
+(24,000 one-word list items took 4 s to check) within a second."""
+
+
+class MarkdownBudget:
+    """Counts the Markdown elements of one validation (pass as ``context={"markdown": ...}``).
+
+    Once the budget is spent, further texts are not parsed: the issue is refused anyway.
+    """
+
+    def __init__(self) -> None:
+        self.elements = 0
+
+    @property
+    def exceeded(self) -> bool:
+        return self.elements > MARKDOWN_MAX_ELEMENTS
 
 
 def _not_blank(v: str) -> str:
@@ -20,11 +75,88 @@ def _not_blank(v: str) -> str:
     return v
 
 
-Text = Annotated[str, AfterValidator(_not_blank)]
+# What str.splitlines() breaks on: YAML block scalars ("subject: |"), folded ones and escapes
+# in double quotes ("a\nb", "\u2028") all let these in, and a line break in a subject or a
+# sender name would start a new mail header.
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+# Direction overrides, embeddings and isolates reorder what follows them ("Trojan Source"):
+# in a subject they can make text read differently from what it says. The marks U+200E and
+# U+200F, which right-to-left text needs, stay allowed.
+_DIRECTION_CONTROLS = "\u202a-\u202e\u2066-\u2069"
+_NOT_ONE_LINE = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029{_DIRECTION_CONTROLS}]")
+
+
+def _one_line(v: str) -> str:
+    found = _NOT_ONE_LINE.search(v)
+    if found is None:
+        return v
+    char = found.group()
+    if char in _LINE_BREAKS:
+        why = "a line break"
+    elif char == "\t":
+        why = "a tab; use a space"
+    elif unicodedata.category(char) == "Cc":
+        why = f"the invisible control character U+{ord(char):04X}; remove it"
+    else:
+        why = (
+            f"the invisible direction control U+{ord(char):04X}, which can make text read "
+            "backwards; remove it"
+        )
+    raise ValueError(f"must be one line of text (it contains {why})")
+
+
+Line = Annotated[str, AfterValidator(_one_line)]
+"""Plain text on one line, possibly empty: no line breaks, tabs or invisible controls."""
+
+Text = Annotated[str, AfterValidator(_one_line), AfterValidator(_not_blank)]
 """Plain one-line text that must not be empty."""
 
-Markdown = Annotated[str, AfterValidator(_not_blank)]
-"""Markdown text (CommonMark) that must not be empty."""
+_CONTAINERS = frozenset({"blockquote_open", "bullet_list_open", "ordered_list_open"})
+_CONTAINER_ENDS = frozenset(name.replace("_open", "_close") for name in _CONTAINERS)
+_INLINE = frozenset({"em_open", "strong_open", "link_open", "s_open"})
+
+
+def _too_deep_at(tokens: list[Token]) -> int | None:
+    """The first line (1-based) nesting containers and inline markup beyond the limit."""
+    depth = 0
+    for token in tokens:
+        if token.type in _CONTAINERS:
+            depth += 1
+        elif token.type in _CONTAINER_ENDS:
+            depth -= 1
+        inline = 0
+        for child in token.children or ():
+            if child.type in _INLINE:
+                inline += 1
+            elif child.nesting < 0:
+                inline = max(0, inline - 1)
+            if depth + inline > MARKDOWN_MAX_DEPTH:
+                break
+        if depth + inline > MARKDOWN_MAX_DEPTH:
+            # markdown-it maps every block token; an inline token has its paragraph's lines.
+            return token.map[0] + 1 if token.map else 1
+    return None
+
+
+def _sound_markdown(v: str, info: ValidationInfo) -> str:
+    budget = (info.context or {}).get("markdown")
+    if isinstance(budget, MarkdownBudget) and budget.exceeded:
+        return v
+    tokens = MARKDOWN.parse(v)
+    if isinstance(budget, MarkdownBudget):
+        budget.elements += len(tokens) + sum(len(t.children or ()) for t in tokens)
+    line = _too_deep_at(tokens)
+    if line is not None:
+        raise PydanticCustomError(
+            "markdown_depth",
+            "nests quotes, lists, links or emphasis more than {limit} levels deep",
+            {"limit": MARKDOWN_MAX_DEPTH, "line": line},
+        )
+    return v
+
+
+Markdown = Annotated[str, AfterValidator(_not_blank), AfterValidator(_sound_markdown)]
+"""Markdown text (CommonMark) that must not be empty nor absurdly nested."""
 
 Url = HttpUrl
 """An absolute http(s) URL."""
@@ -32,6 +164,47 @@ Url = HttpUrl
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class PlainText(Protocol):
+    """The plain-text layout a section writes itself with (implemented by ``render/text.py``).
+
+    A section says *what* it shows, in order; the renderer decides how each thing looks
+    (underlines, wrapping, markers, brackets) and in which language the fixed words are.
+    """
+
+    def heading(self, text: str, level: int) -> None:
+        """A heading: 2 for a section title, 3 for an item's."""
+
+    def paragraph(self, text: str) -> None:
+        """One-line text as a wrapped paragraph."""
+
+    def details(self, parts: Sequence[str], *, tight: bool = False) -> None:
+        """Facts about the heading above (date, time, place) on one wrapped line.
+
+        ``tight``: right under the previous block, without a blank line.
+        """
+
+    def markdown(self, text: str, *, shift: int = 2) -> None:
+        """Markdown text; its headings ``#`` become level 1 + ``shift``."""
+
+    def list_item(self, text: str, *, number: int | None, first: bool) -> None:
+        """One Markdown list item, bulleted (``number`` None) or numbered."""
+
+    def link(self, label: str, url: str) -> None:
+        """A link shown as its label and its address."""
+
+    def image(self, label: str, url: str | None) -> None:
+        """An image, by its label, with the address it links to if any."""
+
+    def rule(self) -> None:
+        """A horizontal rule."""
+
+    def date_range(self, start: dt.date, end: dt.date | None) -> str:
+        """A day or a range of days, written in the issue's language."""
+
+    def translate(self, msgid: str) -> str:
+        """A fixed word of the layout ("Read more") in the issue's language."""
 
 
 class Link(_Model):
@@ -45,15 +218,35 @@ class Image(_Model):
     """An image hosted on the web (email clients do not load local files)."""
 
     src: Url = Field(description="Absolute https URL of the image.")
-    alt: str = Field(description="Alternative text; empty only for purely decorative images.")
+    alt: Line = Field(description="Alternative text; empty only for purely decorative images.")
     width: int | None = Field(None, gt=0, le=600, description="Display width in px (max 600).")
     url: Url | None = Field(None, description="Optional link target when the image is clicked.")
+
+    def urls(self) -> list[str]:
+        """The image's address and, if it is a link, its target."""
+        return [str(self.src), *([str(self.url)] if self.url else [])]
 
 
 class _SectionBase(_Model):
     id: str | None = Field(
         None, pattern=r"^[a-z0-9][a-z0-9-]*$", description="Optional anchor id for the section."
     )
+
+    shows_text: ClassVar[bool] = True
+    """Whether the section is meant to show text: one showing none is reported as empty."""
+
+    @abc.abstractmethod
+    def texts(self) -> list[str | None]:
+        """The texts the section shows (titles, Markdown bodies, items...), unset ones as None."""
+
+    @abc.abstractmethod
+    def urls(self) -> list[str]:
+        """The addresses the section links to or shows images from (not those inside Markdown,
+        which the rendered HTML shows)."""
+
+    @abc.abstractmethod
+    def plain_text(self, out: PlainText) -> None:
+        """Write the section's plain-text version, in reading order."""
 
 
 class TextSection(_SectionBase):
@@ -62,6 +255,17 @@ class TextSection(_SectionBase):
     type: Literal["text"]
     title: Text | None = Field(None, description="Optional heading.")
     body: Markdown = Field(description="Markdown text.")
+
+    def texts(self) -> list[str | None]:
+        return [self.title, self.body]
+
+    def urls(self) -> list[str]:
+        return []
+
+    def plain_text(self, out: PlainText) -> None:
+        if self.title:
+            out.heading(self.title, 2)
+        out.markdown(self.body)
 
 
 class ArticleSection(_SectionBase):
@@ -86,12 +290,39 @@ class ArticleSection(_SectionBase):
             raise ValueError("'end_date' needs 'date'")
         return self
 
+    def texts(self) -> list[str | None]:
+        return [self.title, self.subtitle, self.body]
+
+    def urls(self) -> list[str]:
+        return [
+            *([str(self.link.url)] if self.link else []),
+            *(self.image.urls() if self.image else []),
+        ]
+
+    def plain_text(self, out: PlainText) -> None:
+        out.heading(self.title, 2)
+        if self.subtitle:
+            out.paragraph(self.subtitle)
+        when = out.date_range(self.date, self.end_date) if self.date else None
+        details = [part for part in (when, self.time, self.place) if part]
+        if details:
+            out.details(details)
+        out.markdown(self.body)
+        if self.image and self.image.url:
+            out.link(self.image.alt or out.translate("Image"), str(self.image.url))
+        if self.link:
+            out.link(self.link.label, str(self.link.url))
+
 
 class TermItem(_Model):
     """A "term: explanation" list item."""
 
     term: Text = Field(description="The term, shown in bold.")
     text: Markdown = Field(description="Its explanation (Markdown).")
+
+    def markdown(self) -> str:
+        """The item as one Markdown text, the term in bold."""
+        return f"**{self.term}:** {self.text}"
 
 
 class ListSection(_SectionBase):
@@ -103,6 +334,26 @@ class ListSection(_SectionBase):
     items: list[Markdown | TermItem] = Field(min_length=1, description="The items.")
     numbered: bool = Field(False, description="Number the items instead of bullets.")
     outro: Markdown | None = Field(None, description="Markdown after the list.")
+
+    def texts(self) -> list[str | None]:
+        items: list[str | None] = []
+        for item in self.items:
+            items += [item.term, item.text] if isinstance(item, TermItem) else [item]
+        return [self.title, self.intro, self.outro, *items]
+
+    def urls(self) -> list[str]:
+        return []
+
+    def plain_text(self, out: PlainText) -> None:
+        if self.title:
+            out.heading(self.title, 2)
+        if self.intro:
+            out.markdown(self.intro)
+        for number, item in enumerate(self.items, 1):
+            text = item.markdown() if isinstance(item, TermItem) else item
+            out.list_item(text, number=number if self.numbered else None, first=number == 1)
+        if self.outro:
+            out.markdown(self.outro)
 
 
 class Event(_Model):
@@ -130,6 +381,26 @@ class EventsSection(_SectionBase):
     intro: Markdown | None = Field(None, description="Markdown before the events.")
     items: list[Event] = Field(min_length=1, description="The events, in order.")
 
+    def texts(self) -> list[str | None]:
+        events = [text for e in self.items for text in (e.title, e.description)]
+        return [self.title, self.intro, *events]
+
+    def urls(self) -> list[str]:
+        return [str(e.url) for e in self.items if e.url]
+
+    def plain_text(self, out: PlainText) -> None:
+        out.heading(self.title, 2)
+        if self.intro:
+            out.markdown(self.intro)
+        for event in self.items:
+            out.heading(event.title, 3)
+            when = out.date_range(event.start, event.end)
+            out.details([when, *([event.place] if event.place else [])], tight=True)
+            if event.description:
+                out.markdown(event.description, shift=3)
+            if event.url:
+                out.link(out.translate("More information"), str(event.url))
+
 
 class NewsItem(_Model):
     """One news item."""
@@ -147,6 +418,23 @@ class NewsSection(_SectionBase):
     intro: Markdown | None = Field(None, description="Markdown before the items.")
     items: list[NewsItem] = Field(min_length=1, description="The news items, in order.")
 
+    def texts(self) -> list[str | None]:
+        news = [text for n in self.items for text in (n.title, n.text)]
+        return [self.title, self.intro, *news]
+
+    def urls(self) -> list[str]:
+        return [str(n.url) for n in self.items if n.url]
+
+    def plain_text(self, out: PlainText) -> None:
+        out.heading(self.title, 2)
+        if self.intro:
+            out.markdown(self.intro)
+        for news in self.items:
+            out.heading(news.title, 3)
+            out.markdown(news.text, shift=3)
+            if news.url:
+                out.link(out.translate("Read more"), str(news.url))
+
 
 class CtaSection(_SectionBase):
     """A call to action: heading, text and one button."""
@@ -157,6 +445,17 @@ class CtaSection(_SectionBase):
     button: Text = Field(description="Button label.")
     url: Url = Field(description="Button target.")
 
+    def texts(self) -> list[str | None]:
+        return [self.title, self.text, self.button]
+
+    def urls(self) -> list[str]:
+        return [str(self.url)]
+
+    def plain_text(self, out: PlainText) -> None:
+        out.heading(self.title, 2)
+        out.markdown(self.text)
+        out.link(self.button, str(self.url))
+
 
 class ImageSection(_SectionBase):
     """A standalone image with an optional caption."""
@@ -165,11 +464,40 @@ class ImageSection(_SectionBase):
     image: Image = Field(description="The image.")
     caption: Text | None = Field(None, description="Caption under the image.")
 
+    shows_text: ClassVar[bool] = False  # the caption is optional: the image is the content
+
+    def texts(self) -> list[str | None]:
+        return [self.caption]
+
+    def urls(self) -> list[str]:
+        return self.image.urls()
+
+    def plain_text(self, out: PlainText) -> None:
+        image = self.image
+        label = image.alt or self.caption or out.translate("Image")
+        if image.url:
+            out.image(label, str(image.url))
+        elif image.alt:
+            out.image(image.alt, None)
+        if self.caption and self.caption != label:
+            out.paragraph(self.caption)
+
 
 class DividerSection(_SectionBase):
     """A horizontal rule."""
 
     type: Literal["divider"]
+
+    shows_text: ClassVar[bool] = False
+
+    def texts(self) -> list[str | None]:
+        return []
+
+    def urls(self) -> list[str]:
+        return []
+
+    def plain_text(self, out: PlainText) -> None:
+        out.rule()
 
 
 Section = Annotated[
@@ -184,7 +512,13 @@ Section = Annotated[
     Field(discriminator="type"),
 ]
 
-SECTION_TYPES = ("text", "article", "list", "events", "news", "cta", "image", "divider")
+SECTION_CLASSES: tuple[type[_SectionBase], ...] = typing.get_args(typing.get_args(Section)[0])
+"""The section classes, in the order of the union."""
+
+SECTION_TYPES: tuple[str, ...] = tuple(
+    typing.get_args(cls.model_fields["type"].annotation)[0] for cls in SECTION_CLASSES
+)
+"""The values of ``type:``, derived from the union so that the two cannot drift apart."""
 
 
 class IssueChecks(_Model):
@@ -201,7 +535,7 @@ class Issue(_Model):
     """One newsletter issue: metadata and an ordered list of sections."""
 
     subject: Text = Field(description="Subject line (keep it under ~78 characters).")
-    preheader: str = Field("", description="Preview text shown after the subject in inboxes.")
+    preheader: Line = Field("", description="Preview text shown after the subject in inboxes.")
     number: int | None = Field(None, ge=1, description="Issue number.")
     date: dt.date = Field(description="Issue date (YYYY-MM-DD).")
     language: str = Field(

@@ -13,24 +13,14 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from bulletin.content.model import (
-    ArticleSection,
-    CtaSection,
-    DividerSection,
-    EventsSection,
-    ImageSection,
-    ListSection,
-    LoadedIssue,
-    NewsSection,
-    TermItem,
-    TextSection,
-)
+from bulletin.content.loader import FILE_MAX_BYTES
+from bulletin.content.model import LoadedIssue
 from bulletin.errors import ContentError, Location, Problem, Severity, TemplateError
 from bulletin.render import sourcemap
 from bulletin.render.lint import lint_mjml
@@ -96,6 +86,8 @@ class _Sources:
 
     def _add(self, path: Path) -> None:
         try:
+            if path.stat().st_size > FILE_MAX_BYTES:
+                return  # too large to be part of a loaded issue: not worth reading
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return  # the loader already reported unreadable files
@@ -262,23 +254,7 @@ def url_problem(url: str) -> tuple[Severity, str] | None:
 def _content_urls(loaded: LoadedIssue) -> Iterator[str]:
     """URL fields of the issue (links in Markdown text reach the HTML and are seen there)."""
     for section in loaded.issue.sections:
-        if isinstance(section, ArticleSection):
-            if section.link:
-                yield str(section.link.url)
-            if section.image:
-                yield str(section.image.src)
-                if section.image.url:
-                    yield str(section.image.url)
-        elif isinstance(section, ImageSection):
-            yield str(section.image.src)
-            if section.image.url:
-                yield str(section.image.url)
-        elif isinstance(section, EventsSection):
-            yield from (str(e.url) for e in section.items if e.url)
-        elif isinstance(section, NewsSection):
-            yield from (str(n.url) for n in section.items if n.url)
-        elif isinstance(section, CtaSection):
-            yield str(section.url)
+        yield from section.urls()
 
 
 def check_links(tags: Sequence[_Tag], loaded: LoadedIssue, sources: _Sources) -> list[Problem]:
@@ -379,39 +355,13 @@ def _visible(markdown_text: str | None) -> str:
     return _INVISIBLE.sub("", text)
 
 
-def _section_texts(section: object) -> Iterable[str | None]:
-    """The texts a section shows (its title, body, items...)."""
-    if isinstance(section, TextSection):
-        yield section.title
-        yield section.body
-    elif isinstance(section, ArticleSection):
-        yield from (section.title, section.subtitle, section.body)
-    elif isinstance(section, ListSection):
-        yield from (section.title, section.intro, section.outro)
-        for item in section.items:
-            if isinstance(item, TermItem):
-                yield from (item.term, item.text)
-            else:
-                yield item
-    elif isinstance(section, EventsSection):
-        yield from (section.title, section.intro)
-        for event in section.items:
-            yield from (event.title, event.description)
-    elif isinstance(section, NewsSection):
-        yield from (section.title, section.intro)
-        for news in section.items:
-            yield from (news.title, news.text)
-    elif isinstance(section, CtaSection):
-        yield from (section.title, section.text, section.button)
-
-
 def check_empty_sections(loaded: LoadedIssue, sources: _Sources) -> list[Problem]:
     """Sections whose text renders to nothing visible (``&nbsp;``, an empty link...)."""
     problems: list[Problem] = []
     for i, section in enumerate(loaded.issue.sections):
-        if isinstance(section, (DividerSection, ImageSection)):
-            continue  # no text by design
-        if any(_visible(text) for text in _section_texts(section)):
+        if not section.shows_text:
+            continue  # an image or a divider
+        if any(_visible(text) for text in section.texts()):
             continue
         problems.append(
             Problem(

@@ -20,9 +20,10 @@ import textwrap
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markupsafe import Markup
+
+from bulletin.content.model import MARKDOWN
 
 Warn = Callable[[str], None]
 
@@ -32,7 +33,7 @@ WIDTH = 72
 LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 IMAGE_SCHEMES = frozenset({"http", "https"})
 
-_md = MarkdownIt("commonmark", {"html": False, "xhtmlOut": True})
+_md = MARKDOWN  # the dialect the schema declares and the loader checks texts with
 
 
 def _ignore(_: str) -> None:

@@ -9,22 +9,12 @@ the reader receives it, the view-online and the unsubscribe addresses on lines o
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from bulletin.content.model import (
-    ArticleSection,
-    CtaSection,
-    DividerSection,
-    EventsSection,
-    ImageSection,
-    Issue,
-    ListSection,
-    NewsSection,
-    TermItem,
-    TextSection,
-)
+from bulletin.content.model import Issue
 from bulletin.render import i18n
 from bulletin.render import markdown as md
 from bulletin.workspace import Config
@@ -46,7 +36,7 @@ def render_text(
 ) -> str:
     """The whole plain-text message body (slot tokens in place of per-recipient values)."""
     lang = issue.language
-    t = _Translator(lang)
+    t = functools.partial(i18n.translate, lang)
     out = md.TextWriter()
     news = config.newsletter
     title = issue.title or news.name
@@ -59,7 +49,7 @@ def render_text(
     out.block([*md.underline(title, "="), *md.wrap(" · ".join(meta))])
 
     for section in issue.sections:
-        _section(section, out, t, lang, functools.partial(_report_at, report, section))
+        section.plain_text(_PlainText(out, lang, functools.partial(_report_at, report, section)))
 
     footer: list[str] = [SEPARATOR]
     if news.reason:
@@ -79,97 +69,45 @@ def _report_at(report: Report, section: object, message: str) -> None:
     report(message, section)
 
 
-class _Translator:
-    def __init__(self, lang: str) -> None:
+class _PlainText:
+    """The plain-text layout sections write with (:class:`bulletin.content.model.PlainText`)."""
+
+    def __init__(self, out: md.TextWriter, lang: str, warn: md.Warn) -> None:
+        self.out = out
         self.lang = lang
+        self.warn = warn
 
-    def __call__(self, msgid: str) -> str:
+    def heading(self, text: str, level: int) -> None:
+        self.out.heading(text, level)
+
+    def paragraph(self, text: str) -> None:
+        self.out.paragraph(text)
+
+    def details(self, parts: Sequence[str], *, tight: bool = False) -> None:
+        self.out.block(md.wrap(" · ".join(parts)), tight=tight)
+
+    def markdown(self, text: str, *, shift: int = 2) -> None:
+        md.to_text(text, self.out, shift=shift, warn=self.warn)
+
+    def list_item(self, text: str, *, number: int | None, first: bool) -> None:
+        marker = "* " if number is None else f"{number}. "
+        # Items follow one another without blank lines, as a list does.
+        md.to_text(text, self.out, shift=3, marker=marker, tight=not first, warn=self.warn)
+
+    def link(self, label: str, url: str) -> None:
+        self.out.paragraph(f"{label}: <{url}>")
+
+    def image(self, label: str, url: str | None) -> None:
+        if url:
+            self.link(f"[{label}]", url)
+        else:
+            self.out.paragraph(f"[{label}]")
+
+    def rule(self) -> None:
+        self.out.block(["* * *"])
+
+    def date_range(self, start: dt.date, end: dt.date | None) -> str:
+        return i18n.format_date_range(start, end, self.lang)
+
+    def translate(self, msgid: str) -> str:
         return i18n.translate(self.lang, msgid)
-
-
-def _markdown(text: str, out: md.TextWriter, warn: Callable[[str], None], shift: int = 2) -> None:
-    md.to_text(text, out, shift=shift, warn=warn)
-
-
-def _link(out: md.TextWriter, label: str, url: object) -> None:
-    out.paragraph(f"{label}: <{url}>")
-
-
-def _section(
-    section: object,
-    out: md.TextWriter,
-    t: _Translator,
-    lang: str,
-    warn: Callable[[str], None],
-) -> None:
-    if isinstance(section, TextSection):
-        if section.title:
-            out.heading(section.title, 2)
-        _markdown(section.body, out, warn)
-    elif isinstance(section, ArticleSection):
-        out.heading(section.title, 2)
-        if section.subtitle:
-            out.paragraph(section.subtitle)
-        meta = []
-        if section.date:
-            meta.append(i18n.format_date_range(section.date, section.end_date, lang))
-        if section.time:
-            meta.append(section.time)
-        if section.place:
-            meta.append(section.place)
-        if meta:
-            out.paragraph(" · ".join(meta))
-        _markdown(section.body, out, warn)
-        if section.image and section.image.url:
-            _link(out, section.image.alt or t("Image"), section.image.url)
-        if section.link:
-            _link(out, section.link.label, section.link.url)
-    elif isinstance(section, ListSection):
-        if section.title:
-            out.heading(section.title, 2)
-        if section.intro:
-            _markdown(section.intro, out, warn)
-        for number, item in enumerate(section.items, 1):
-            marker = f"{number}. " if section.numbered else "* "
-            text = f"**{item.term}:** {item.text}" if isinstance(item, TermItem) else item
-            md.to_text(text, out, shift=3, marker=marker, tight=number > 1, warn=warn)
-        if section.outro:
-            _markdown(section.outro, out, warn)
-    elif isinstance(section, EventsSection):
-        out.heading(section.title, 2)
-        if section.intro:
-            _markdown(section.intro, out, warn)
-        for event in section.items:
-            out.heading(event.title, 3)
-            when = i18n.format_date_range(event.start, event.end, lang)
-            out.block(
-                md.wrap(" · ".join([when, *([event.place] if event.place else [])])), tight=True
-            )
-            if event.description:
-                _markdown(event.description, out, warn, shift=3)
-            if event.url:
-                _link(out, t("More information"), event.url)
-    elif isinstance(section, NewsSection):
-        out.heading(section.title, 2)
-        if section.intro:
-            _markdown(section.intro, out, warn)
-        for news in section.items:
-            out.heading(news.title, 3)
-            _markdown(news.text, out, warn, shift=3)
-            if news.url:
-                _link(out, t("Read more"), news.url)
-    elif isinstance(section, CtaSection):
-        out.heading(section.title, 2)
-        _markdown(section.text, out, warn)
-        _link(out, section.button, section.url)
-    elif isinstance(section, ImageSection):
-        image = section.image
-        label = image.alt or section.caption or t("Image")
-        if image.url:
-            _link(out, f"[{label}]", image.url)
-        elif image.alt:
-            out.paragraph(f"[{image.alt}]")
-        if section.caption and section.caption != label:
-            out.paragraph(section.caption)
-    elif isinstance(section, DividerSection):
-        out.block(["* * *"])
