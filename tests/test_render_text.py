@@ -199,5 +199,5 @@ def test_sample_text_is_unchanged_byte_for_byte(workspace: ws.Workspace) -> None
     expected = (Path(__file__).parent / "data" / "text" / f"{SAMPLE_SLUG}.txt").read_bytes()
     loaded = load_issue(workspace, workspace.issue_dir(SAMPLE_SLUG))
     rendered = render_issue(workspace, loaded)
-    text = rendered.text.fill(sample_values(workspace, loaded))
+    text = rendered.text.fill(sample_values(workspace, loaded.slug))
     assert text.encode("utf-8") == expected

@@ -23,7 +23,8 @@ from bulletin.content.model import (
 )
 from bulletin.errors import Location
 from bulletin.render.checks import check_issue
-from bulletin.render.pipeline import render_issue, sample_values
+from bulletin.render.pipeline import render_issue
+from bulletin.render.values import sample_values
 from bulletin.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,7 +126,7 @@ def test_a_new_section_type_needs_only_its_class_and_its_template(ws: Workspace)
     (ws.templates_dir / "sections" / "quote.mjml.j2").write_text(QUOTE_TEMPLATE, encoding="utf-8")
     loaded = quote_issue(ws, "Clusters *grow* where people meet.")
     rendered = render_issue(ws, loaded)
-    text = rendered.text.fill(sample_values(ws, loaded))
+    text = rendered.text.fill(sample_values(ws, loaded.slug))
     assert "Clusters grow where people meet.\n\n— Ana Popescu · 8 October 2014\n\n" in text
     assert "Read more: <http://archive.example.org/speech>\n" in text
 
