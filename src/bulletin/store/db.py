@@ -23,7 +23,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +50,7 @@ POOL_TIMEOUT = 30.0
 """How long a thread waits for a free connection of the engine's pool (seconds)."""
 
 _BEGIN_OPTION = "bulletin_sqlite_begin"
+_BUSY_INFO = "bulletin_busy_timeout_ms"
 
 
 # Readable Unicode in the database (ș stays ș, not \u0219) and a stable key order. One encoder
@@ -60,7 +61,8 @@ _json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_k
 def _sqlite_settings(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
     """The "connect" listener that sets up each new SQLite connection."""
 
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        record.info[_BUSY_INFO] = busy_timeout_ms  # what write_transaction(wait=) restores
         # Take transaction control away from the sqlite3 module (which does not BEGIN before
         # SELECT or DDL); SQLAlchemy's "begin" event below emits BEGIN itself.
         dbapi_connection.isolation_level = None
@@ -145,10 +147,37 @@ def begin_write(conn: Connection) -> RootTransaction:
 
 
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A connection inside one transaction that will write (committed unless it raises)."""
-    with engine.connect() as conn, begin_write(conn):
-        yield conn
+def write_transaction(engine: Engine, *, wait: float | None = None) -> Iterator[Connection]:
+    """A connection inside one transaction that will write (committed unless it raises).
+
+    ``wait`` (seconds) bounds how long this transaction waits for another writer's lock,
+    instead of the engine's busy timeout: a web request has a deadline, a command has not.
+    """
+    with engine.connect() as conn:
+        if wait is None or engine.dialect.name != "sqlite":
+            with begin_write(conn):
+                yield conn
+            return
+        # On the driver's connection: through SQLAlchemy the PRAGMA would begin the
+        # transaction before BEGIN IMMEDIATE does.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        usual = conn.connection.info.get(_BUSY_INFO, BUSY_TIMEOUT_MS)
+        driver.execute(f"PRAGMA busy_timeout={max(0, int(wait * 1000))}")
+        try:
+            with begin_write(conn):
+                yield conn
+        finally:
+            # Back to the engine's setting for the next user of this pooled connection; a
+            # connection too broken for that is discarded by the pool anyway.
+            with suppress(sqlite3.Error):
+                driver.execute(f"PRAGMA busy_timeout={usual}")
+
+
+def ping(engine: Engine) -> None:
+    """Ask the database a trivial question (``SELECT 1``); raises if it cannot answer."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
 
 
 def schema_version(conn: Connection) -> int:

@@ -172,6 +172,12 @@ def find_list(conn: Connection, slug: str) -> MailingList | None:
     return _list_from_row(row) if row else None
 
 
+def find_list_by_id(conn: Connection, list_id: int) -> MailingList | None:
+    """The list with this id (an unsubscribe token carries it), or None if it was deleted."""
+    row = conn.execute(sa.select(lists).where(lists.c.id == list_id)).first()
+    return _list_from_row(row) if row else None
+
+
 def get_list(conn: Connection, slug: str) -> MailingList:
     """The list with this slug; :class:`UnknownList` (with the known slugs) if there is none."""
     found = find_list(conn, slug)
@@ -492,6 +498,48 @@ def unsubscribe(
                 conn, subscriber_id, "unsubscribed", detail=detail or "all lists", source=source
             )
     return len(changed_lists)
+
+
+@dataclass(frozen=True)
+class UnsubscribeTarget:
+    """Who and what an unsubscribe token names, as the database says now."""
+
+    subscriber: Subscriber
+    list_slug: str | None
+    """The token's list; None for a token that means every list."""
+    list_name: str | None
+    list_done: bool
+    """Already unsubscribed from the token's list (or, for an all-lists token, from all)."""
+    all_done: bool
+    """Unsubscribed from everything: not globally active and on no list any more."""
+
+
+def unsubscribe_target(
+    conn: Connection, subscriber_id: int, list_id: int | None
+) -> UnsubscribeTarget | None:
+    """The subscriber and list an unsubscribe token names, or None if either is gone.
+
+    The web page, one-click POSTs and mailed unsubscribes all read a token this way, so
+    they agree on what "already unsubscribed" means.
+    """
+    sub = get_subscriber_by_id(conn, subscriber_id)
+    if sub is None:
+        return None
+    still_on = set(
+        conn.scalars(
+            sa.select(subscriptions.c.list_id).where(
+                subscriptions.c.subscriber_id == sub.id, subscriptions.c.status == "subscribed"
+            )
+        )
+    )
+    all_done = sub.status != "active" and not still_on
+    if list_id is None:
+        return UnsubscribeTarget(sub, None, None, all_done, all_done)
+    the_list = find_list_by_id(conn, list_id)
+    if the_list is None:
+        return None
+    list_done = all_done or list_id not in still_on
+    return UnsubscribeTarget(sub, the_list.slug, the_list.name, list_done, all_done)
 
 
 SuppressionKind = Literal["bounced", "complained", "blocked"]
