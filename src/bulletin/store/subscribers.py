@@ -299,6 +299,45 @@ def record_event(
     )
 
 
+def has_event_from(conn: Connection, subscriber_id: int, source: str) -> bool:
+    """Whether the subscriber's history holds an event from ``source`` (e.g. one report)."""
+    found = conn.scalar(
+        sa.select(events.c.id)
+        .where(events.c.subscriber_id == subscriber_id, events.c.source == source)
+        .limit(1)
+    )
+    return found is not None
+
+
+def last_event_at(conn: Connection, subscriber_id: int, kind: str) -> datetime | None:
+    """When the subscriber's latest event of ``kind`` happened, or None if there is none."""
+    at: datetime | None = conn.scalar(
+        sa.select(sa.func.max(events.c.at)).where(
+            events.c.subscriber_id == subscriber_id, events.c.kind == kind
+        )
+    )
+    return at
+
+
+def count_events(
+    conn: Connection, subscriber_id: int, kind: str, *, since: datetime, until: datetime
+) -> int:
+    """How many events of ``kind`` the subscriber's history holds from ``since`` to ``until``."""
+    return int(
+        conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(events)
+            .where(
+                events.c.subscriber_id == subscriber_id,
+                events.c.kind == kind,
+                events.c.at >= since,
+                events.c.at <= until,
+            )
+        )
+        or 0
+    )
+
+
 @dataclass(frozen=True)
 class AddResult:
     """What :func:`add_subscriber` did: ``added``, ``resubscribed`` or ``already`` subscribed."""
