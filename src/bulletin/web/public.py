@@ -29,7 +29,6 @@ subscriber -- gets the same 404 page, so the answer says nothing about who is su
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import email.parser
 import email.policy
@@ -38,7 +37,6 @@ import logging
 import math
 import os
 import re
-import signal
 import socket
 import threading
 import time
@@ -71,6 +69,7 @@ from bulletin.store.subscribers import UnsubscribeTarget, unsubscribe, unsubscri
 from bulletin.tokens import KEY_ENV, TokenSigner, UnsubscribeToken, key_file, load_keys
 from bulletin.web.archive import ISSUE_CSP, Archive
 from bulletin.web.pages import STYLESHEET, Words, mask_email, render_page, stylesheet
+from bulletin.web.server import Server, run_until_stopped, url_of
 from bulletin.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -647,19 +646,6 @@ def bind(host: str, port: int) -> socket.socket:
     )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, announcing the address once it listens (tests read the port from it)."""
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self._on_started()
-
-
 def _echo(message: str) -> None:
     print(message, flush=True)
 
@@ -684,9 +670,7 @@ def serve_public(
         app.state.public.engine.dispose()
         raise
     try:
-        bound = sock.getsockname()
-        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        url = f"http://{shown}:{bound[1]}/"
+        url = url_of(sock)
         config = uvicorn.Config(
             app,
             proxy_headers=True,
@@ -715,20 +699,7 @@ def serve_public(
                     "reverse proxy with HTTPS and set base_url to its address."
                 )
 
-        def terminate(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt
-
-        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the
-        # handler that was there before: this one, so a service manager's stop exits 0
-        # like Ctrl+C instead of dying of the signal.
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, terminate) if main else None
-        try:
-            with contextlib.suppress(KeyboardInterrupt):
-                _Server(config, started).run(sockets=[sock])
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
+        run_until_stopped(Server(config, on_started=started), sock)
     finally:
         sock.close()
         app.state.public.engine.dispose()
