@@ -364,7 +364,7 @@ class PublicApp:
 
     def _late(self) -> DatabaseProblem:
         return DatabaseProblem(
-            f"no turn to write within {self.db_wait:g} s (the database is locked or other "
+            f"No turn to write within {self.db_wait:g} s (the database is locked, or other "
             "unsubscribes are waiting for it)",
             hint="Mail providers retry; a lock held long is an import or a send saving.",
             kind="busy",
