@@ -652,10 +652,10 @@ class PreviewProcess:
                 return m
         pytest.fail(f"no line matching {pattern!r}; output:\n{''.join(self.output)}")
 
-    def stop(self) -> int:
-        """Ctrl+C, as a user would; kill only if it hangs."""
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        """Ctrl+C (or ``sig``), as a user would; kill only if it hangs."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
         try:
             return self.proc.wait(8)
         except subprocess.TimeoutExpired:
@@ -699,6 +699,24 @@ def test_cli_serves_until_ctrl_c_even_with_a_live_event_stream(
     out = "".join(proc.output)
     assert "Built in" in out and "Traceback" not in out
     assert not opened.exists(), "--no-open still opened a browser"
+
+
+def test_cli_stops_cleanly_on_sigterm_like_ctrl_c(workspace_dir: Path, tmp_path: Path) -> None:
+    # A service manager or a terminal closing sends SIGTERM: a graceful stop, exit code 0.
+    proc = PreviewProcess(workspace_dir, SLUG, "--no-open", "--port", "0")
+    try:
+        url = proc.wait_for_line(r"at (http://127\.0\.0\.1:\d+/)").group(1)
+        with httpx.stream("GET", url + "events", timeout=5) as stream:
+            assert read_event(stream.iter_lines())["event"] == "build"
+            started = time.monotonic()
+            code = proc.stop(signal.SIGTERM)
+        assert code == 0, "".join(proc.output)
+        assert time.monotonic() - started < 3
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.stop()
+    assert "Traceback" not in "".join(proc.output)
 
 
 def test_cli_opens_the_browser_at_the_preview(workspace_dir: Path, tmp_path: Path) -> None:

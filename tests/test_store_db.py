@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -207,4 +208,36 @@ def test_workspace_database_url_resolves_under_the_workspace(workspace_dir: Path
         create_list(conn, "x")
         add_subscriber(conn, "ana@example.org", "x")
         assert details(conn, "ANA@example.org").subscriber.email == "ana@example.org"
+    engine.dispose()
+
+
+def test_opening_an_up_to_date_store_does_not_wait_for_a_writer(tmp_path: Path) -> None:
+    # bulletin serve (a few seconds of patience) starting while an import saves.
+    path = tmp_path / "bulletin.db"
+    importer = db.open_store(url(path))
+    with db.write_transaction(importer):
+        started = time.monotonic()
+        impatient = db.open_store(url(path), busy_timeout_ms=100)
+        assert time.monotonic() - started < 1
+        with impatient.connect() as conn:
+            assert db.schema_version(conn) == MIGRATIONS[-1].version
+    impatient.dispose()
+    importer.dispose()
+
+
+def test_a_write_with_a_deadline_waits_only_that_long(tmp_path: Path) -> None:
+    path = tmp_path / "bulletin.db"
+    holder = db.open_store(url(path))
+    engine = db.open_store(url(path))  # the usual 30 s for everyone else
+    with db.write_transaction(holder):
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError), db.write_transaction(engine, wait=0.2):
+            pass
+        assert time.monotonic() - started < 2
+    # The pooled connection is back to the engine's own patience for the next user.
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == db.BUSY_TIMEOUT_MS
+    with db.write_transaction(engine, wait=0.2) as conn:
+        create_list(conn, "news")
+    holder.dispose()
     engine.dispose()

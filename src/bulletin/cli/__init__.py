@@ -2,8 +2,9 @@
 
 Each command turns its options into one library call and prints the result. Only this
 package imports click. User errors (:class:`bulletin.errors.BulletinError`) are printed
-without a traceback and exit with their code; anything else is a bug and keeps its
-traceback.
+without a traceback and exit with their code; so is database trouble (a damaged, read-only
+or full store: :func:`bulletin.store.db.database_problem` says which), for every command in
+this one place. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,17 +22,28 @@ from bulletin.errors import BulletinError
 
 
 class BulletinGroup(click.Group):
-    """A group that turns BulletinError into a clean message and exit code."""
+    """A group that turns BulletinError and database trouble into a clean message and exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except BulletinError as exc:
-            message = visible(exc.message, lines=True)
-            err_console.print(Text.assemble(("Error:", "bold red"), " ", message), soft_wrap=True)
-            if exc.hint:
-                err_console.print(visible(exc.hint, lines=True), soft_wrap=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, exc)
+        except Exception as exc:
+            problem = ctx.obj.database_problem(exc) if isinstance(ctx.obj, Context) else None
+            if problem is None:
+                raise
+            _fail(ctx, problem)
+
+
+def _fail(ctx: click.Context, exc: BulletinError) -> None:
+    # Messages quote paths and what users typed: shown as text, never as markup, and with
+    # control characters made visible.
+    message = visible(exc.message, lines=True)
+    err_console.print(Text.assemble(("Error:", "bold red"), " ", message), soft_wrap=True)
+    if exc.hint:
+        err_console.print(visible(exc.hint, lines=True), soft_wrap=True)
+    ctx.exit(exc.exit_code)
 
 
 @click.group(

@@ -16,6 +16,8 @@ from bulletin.store.normalise import CONTROL_CHARACTERS
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from bulletin.store.db import DatabaseProblem
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -26,6 +28,7 @@ class Context:
     def __init__(self, workspace_dir: Path | None) -> None:
         self.workspace_dir = workspace_dir
         self._ws: ws.Workspace | None = None
+        self._engine: Engine | None = None
 
     @property
     def workspace(self) -> ws.Workspace:
@@ -37,7 +40,16 @@ class Context:
         """The workspace's subscriber store, migrated to the current schema."""
         from bulletin.store.db import open_store
 
-        return open_store(self.workspace.database_url())
+        self._engine = open_store(self.workspace.database_url())
+        return self._engine
+
+    def database_problem(self, exc: Exception) -> DatabaseProblem | None:
+        """What ``exc`` means for the user if it is trouble with the store; None otherwise."""
+        if self._engine is None:  # nothing opened the store, so it cannot be about it
+            return None
+        from bulletin.store.db import database_problem
+
+        return database_problem(exc, self._engine)
 
 
 pass_ctx = click.make_pass_decorator(Context)

@@ -27,7 +27,6 @@ from email.message import Message
 from pathlib import Path
 from typing import Literal
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bulletin.errors import Problem
@@ -36,11 +35,14 @@ from bulletin.inbound.addresses import TokenAddress, addresses, header_values
 from bulletin.inbound.addresses import unsubscribe_tokens as list_unsubscribe_tokens
 from bulletin.inbound.mailboxes import MailItem, open_mailbox
 from bulletin.inbound.reports import Failure, Report, analyse, message_key, parse
-from bulletin.store.schema import events, utcnow
+from bulletin.store.schema import utcnow
 from bulletin.store.subscribers import (
     Subscriber,
+    count_events,
     find_subscriber,
     get_subscriber_by_id,
+    has_event_from,
+    last_event_at,
     record_event,
     suppress,
 )
@@ -312,12 +314,7 @@ class _Importer:
 
     def _seen(self, conn: Connection, sub: Subscriber, source: str, prepared: _Prepared) -> bool:
         """Whether this report was imported for this subscriber before (then count it)."""
-        seen = conn.scalar(
-            sa.select(events.c.id)
-            .where(events.c.subscriber_id == sub.id, events.c.source == source)
-            .limit(1)
-        )
-        if seen is None:
+        if not has_event_from(conn, sub.id, source):
             return False
         self.report.already += 1
         self._note(sub.email, "already", "imported before", prepared)
@@ -365,23 +362,7 @@ class _Importer:
         Someone re-subscribed after a bounce starts with a clean slate.
         """
         since = when - self.settings.soft_window
-        resubscribed = conn.scalar(
-            sa.select(sa.func.max(events.c.at)).where(
-                events.c.subscriber_id == subscriber_id, events.c.kind == "resubscribed"
-            )
-        )
+        resubscribed = last_event_at(conn, subscriber_id, "resubscribed")
         if resubscribed is not None and resubscribed > since:
             since = resubscribed
-        return int(
-            conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(events)
-                .where(
-                    events.c.subscriber_id == subscriber_id,
-                    events.c.kind == SOFT_BOUNCE,
-                    events.c.at >= since,
-                    events.c.at <= when,
-                )
-            )
-            or 0
-        )
+        return count_events(conn, subscriber_id, SOFT_BOUNCE, since=since, until=when)

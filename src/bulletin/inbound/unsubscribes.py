@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bulletin.errors import Problem
@@ -21,8 +20,7 @@ from bulletin.inbound import runner
 from bulletin.inbound.addresses import TokenAddress, recipients
 from bulletin.inbound.mailboxes import MailItem, open_mailbox
 from bulletin.inbound.reports import message_key, parse
-from bulletin.store.schema import lists
-from bulletin.store.subscribers import get_subscriber_by_id, unsubscribe
+from bulletin.store.subscribers import unsubscribe, unsubscribe_target
 from bulletin.tokens import TokenSigner, UnsubscribeToken
 from bulletin.workspace import Workspace
 
@@ -131,19 +129,16 @@ def import_unsubscribes(
 def _apply_token(
     conn: Connection, report: UnsubscribeReport, token: UnsubscribeToken, key: str
 ) -> None:
-    sub = get_subscriber_by_id(conn, token.subscriber_id)
-    slug: str | None = None
-    if token.list_id is not None:
-        slug = conn.scalar(sa.select(lists.c.slug).where(lists.c.id == token.list_id))
-    if sub is None or (token.list_id is not None and slug is None):
+    target = unsubscribe_target(conn, token.subscriber_id, token.list_id)
+    if target is None:
         report.unknown += 1  # erased since, or its list deleted: nothing left to stop
         return
-    changed = unsubscribe(conn, sub.id, slug, SOURCE, detail=f"mail {key}")
-    if slug is None and sub.status == "active":
-        changed += 1  # unsubscribe() also set the global status
-    if changed:
-        report.unsubscribed += 1
-        if len(report.done) < SAMPLE_SIZE:
-            report.done.append((sub.email, slug or "every list"))
-    else:
+    slug = target.list_slug
+    already = target.list_done if slug is not None else target.all_done
+    unsubscribe(conn, target.subscriber.id, slug, SOURCE, detail=f"mail {key}")
+    if already:
         report.already += 1
+        return
+    report.unsubscribed += 1
+    if len(report.done) < SAMPLE_SIZE:
+        report.done.append((target.subscriber.email, slug or "every list"))

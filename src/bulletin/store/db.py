@@ -6,20 +6,38 @@ import, foreign keys on). Everything else is SQLAlchemy Core, so a PostgreSQL UR
 Transactions are explicit: :func:`write_transaction` for changes (``BEGIN IMMEDIATE`` on SQLite,
 so a writer takes the lock up front instead of failing half-way with "database is locked"),
 ``engine.begin()`` or ``engine.connect()`` for reads.
+
+Database trouble that is no bug -- a file that is not SQLite, a damaged one, a read-only file
+or folder, a full disk, a lock held too long -- is turned into a :class:`DatabaseProblem` here
+and only here (:func:`database_problem`): the command line prints it for every command, and
+``bulletin serve`` logs it behind its 503 page. Its message names the file and what is wrong,
+its hint what to do, including which backup :func:`migrate` kept beside the file. Anything it
+does not recognise (a missing table, a bad query) stays a bug with its traceback.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RootTransaction, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bulletin.errors import BulletinError
 from bulletin.store import schema
@@ -28,7 +46,11 @@ from bulletin.store.migrations import MIGRATIONS, Migration
 BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another writer (an import holds the lock while it saves)."""
 
+POOL_TIMEOUT = 30.0
+"""How long a thread waits for a free connection of the engine's pool (seconds)."""
+
 _BEGIN_OPTION = "bulletin_sqlite_begin"
+_BUSY_INFO = "bulletin_busy_timeout_ms"
 
 
 # Readable Unicode in the database (ș stays ș, not \u0219) and a stable key order. One encoder
@@ -36,18 +58,25 @@ _BEGIN_OPTION = "bulletin_sqlite_begin"
 _json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Take transaction control away from the sqlite3 module (which does not BEGIN before
-    # SELECT or DDL); SQLAlchemy's "begin" event below emits BEGIN itself.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    # NORMAL is durable across application crashes in WAL mode; only a power loss can lose
-    # the last transactions, never corrupt the file.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+def _sqlite_settings(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    """The "connect" listener that sets up each new SQLite connection."""
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        record.info[_BUSY_INFO] = busy_timeout_ms  # what write_transaction(wait=) restores
+        # Take transaction control away from the sqlite3 module (which does not BEGIN before
+        # SELECT or DDL); SQLAlchemy's "begin" event below emits BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # First, so that a locked database waits here too instead of failing at once.
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # NORMAL is durable across application crashes in WAL mode; only a power loss can
+        # lose the last transactions, never corrupt the file.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return on_connect
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -65,8 +94,15 @@ def sqlite_path(engine: Engine) -> Path | None:
     return Path(database)
 
 
-def connect(url: str) -> Engine:
-    """An engine for ``url`` (from ``Workspace.database_url()``), without migrating."""
+def connect(
+    url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, pool_timeout: float = POOL_TIMEOUT
+) -> Engine:
+    """An engine for ``url`` (from ``Workspace.database_url()``), without migrating.
+
+    ``busy_timeout_ms`` is how long SQLite waits for another writer's lock and
+    ``pool_timeout`` how long a thread waits for a free connection; commands wait long
+    (an import may hold the lock a while), ``bulletin serve`` only a few seconds.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -83,10 +119,11 @@ def connect(url: str) -> Engine:
         except OSError as exc:
             raise BulletinError(
                 f"Cannot create the folder {folder} for the database: {exc.strerror}.",
-                hint="Check database.url in bulletin.toml.",
+                hint="Check database.url in bulletin.toml, and that the user running "
+                f"bulletin ({_user()}) may create that folder (its parent must be writable).",
             ) from None
     try:
-        engine = sa.create_engine(parsed, json_serializer=_json_dumps)
+        engine = sa.create_engine(parsed, json_serializer=_json_dumps, pool_timeout=pool_timeout)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise BulletinError(
             f"database.url {parsed.render_as_string(hide_password=True)!r} needs a database "
@@ -94,7 +131,7 @@ def connect(url: str) -> Engine:
             hint="Install the driver into bulletin's environment, e.g. `pip install psycopg`.",
         ) from None
     if is_sqlite:
-        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "connect", _sqlite_settings(busy_timeout_ms))
         sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
 
@@ -110,10 +147,37 @@ def begin_write(conn: Connection) -> RootTransaction:
 
 
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A connection inside one transaction that will write (committed unless it raises)."""
-    with engine.connect() as conn, begin_write(conn):
-        yield conn
+def write_transaction(engine: Engine, *, wait: float | None = None) -> Iterator[Connection]:
+    """A connection inside one transaction that will write (committed unless it raises).
+
+    ``wait`` (seconds) bounds how long this transaction waits for another writer's lock,
+    instead of the engine's busy timeout: a web request has a deadline, a command has not.
+    """
+    with engine.connect() as conn:
+        if wait is None or engine.dialect.name != "sqlite":
+            with begin_write(conn):
+                yield conn
+            return
+        # On the driver's connection: through SQLAlchemy the PRAGMA would begin the
+        # transaction before BEGIN IMMEDIATE does.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        usual = conn.connection.info.get(_BUSY_INFO, BUSY_TIMEOUT_MS)
+        driver.execute(f"PRAGMA busy_timeout={max(0, int(wait * 1000))}")
+        try:
+            with begin_write(conn):
+                yield conn
+        finally:
+            # Back to the engine's setting for the next user of this pooled connection; a
+            # connection too broken for that is discarded by the pool anyway.
+            with suppress(sqlite3.Error):
+                driver.execute(f"PRAGMA busy_timeout={usual}")
+
+
+def ping(engine: Engine) -> None:
+    """Ask the database a trivial question (``SELECT 1``); raises if it cannot answer."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
 
 
 def schema_version(conn: Connection) -> int:
@@ -147,6 +211,13 @@ def migrate(
     """
     latest = migrations[-1].version if migrations else 0
     target = latest if target is None else target
+    # Versions only grow, so an up-to-date database is known without the write lock: a
+    # command that only reads then works while an import holds the lock, and on a
+    # read-only file.
+    with engine.connect() as conn, conn.begin():
+        current = schema_version(conn)
+    if current >= target and current <= latest and current > 0:
+        return MigrationReport(current, current)
     with write_transaction(engine) as conn:
         before = schema_version(conn)
         if before == 0 and sa.inspect(conn).has_table(schema.subscribers.name):
@@ -169,7 +240,7 @@ def migrate(
     backup_path = None
     path = sqlite_path(engine)
     if backup and before > 0 and path is not None:
-        backup_path = path.with_name(f"{path.name}-before-v{pending[0].version}")
+        backup_path = backup_name(path, pending[0].version)
         _sqlite_backup(engine, backup_path)
     for migration in pending:
         with write_transaction(engine) as conn:
@@ -198,24 +269,244 @@ def _sqlite_backup(engine: Engine, dest: Path) -> None:
         raw.close()
 
 
+def backup_name(path: Path, version: int) -> Path:
+    """Where :func:`migrate` keeps the copy of ``path`` taken before upgrading to ``version``."""
+    return path.with_name(f"{path.name}-before-v{version}")
+
+
+_BACKUP = re.compile(r"-before-v(\d+)\Z")
+
+
+def backups(path: Path) -> list[Path]:
+    """The copies :func:`migrate` kept beside ``path``, newest first."""
+    found: list[tuple[int, Path]] = []
+    for candidate in path.parent.glob(f"{path.name}-before-v*"):
+        match = _BACKUP.search(candidate.name)
+        if match and candidate.is_file():
+            found.append((int(match.group(1)), candidate))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
 def _describe(engine: Engine) -> str:
     path = sqlite_path(engine)
     return f"The database {path}" if path else "The database"
 
 
-def open_store(url: str) -> Engine:
-    """Connect to the store and apply any pending migrations: the normal way in."""
-    engine = connect(url)
+def open_store(
+    url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, pool_timeout: float = POOL_TIMEOUT
+) -> Engine:
+    """Connect to the store and apply any pending migrations: the normal way in.
+
+    Database trouble on the way in (see :func:`database_problem`) is a :class:`DatabaseProblem`.
+    """
+    engine = connect(url, busy_timeout_ms=busy_timeout_ms, pool_timeout=pool_timeout)
     try:
         migrate(engine)
-    except OperationalError as exc:
+    except Exception as exc:
         engine.dispose()
-        raise BulletinError(
-            f"Cannot open the database {engine.url.render_as_string(hide_password=True)}: "
-            f"{exc.orig}.",
-            hint="Check database.url in bulletin.toml and that the folder is writable.",
-        ) from None
+        problem = database_problem(exc, engine)
+        if problem is not None:
+            raise problem from None
+        raise
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+# --- database trouble as user errors ----------------------------------------------------
+
+
+ProblemKind = Literal[
+    "foreign", "damaged", "read-only", "cannot-open", "full", "io", "busy", "unavailable"
+]
+
+
+class DatabaseProblem(BulletinError):
+    """The database cannot be read or written now; nothing was half-done.
+
+    ``kind`` says which trouble (``foreign``: not a SQLite file; ``damaged``; ``read-only``;
+    ``cannot-open``; ``full``: no space left; ``io``: the disk refused a read or write;
+    ``busy``: locked or no connection free in time; ``unavailable``: a database server did
+    not answer). ``busy`` and ``unavailable`` may pass by themselves; the others need someone
+    to act.
+    """
+
+    def __init__(self, message: str, *, hint: str, kind: ProblemKind) -> None:
+        super().__init__(message, hint=hint)
+        self.kind: ProblemKind = kind
+
+
+# SQLite's primary result codes (the low byte of the extended codes sqlite3 reports).
+_SQLITE_PERM = 3
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_PROTOCOL = 15
+_SQLITE_NOTADB = 26
+
+
+def database_problem(exc: BaseException, engine: Engine) -> DatabaseProblem | None:
+    """What ``exc``, raised while using ``engine``, means for the user; None if it is a bug.
+
+    Recognised: SQLite's own errors for a foreign, damaged, read-only, unopenable or full
+    file, a disk I/O error and a lock held too long (by result code, not by message text);
+    a connection pool with no connection free in time; and an OperationalError from a
+    database server (it did not answer, or refused).
+    """
+    if isinstance(exc, PoolTimeout):
+        return DatabaseProblem(
+            f"{_describe(engine)} is busy: no connection came free in time.",
+            hint="Too many requests wait for the database at once; try again shortly.",
+            kind="busy",
+        )
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(orig, sqlite3.Error) and isinstance(code, int):
+        return _sqlite_problem(orig, code, engine)
+    if isinstance(exc, OperationalError) and engine.dialect.name != "sqlite":
+        where = engine.url.render_as_string(hide_password=True)
+        said = str(orig).strip().rstrip(".")
+        return DatabaseProblem(
+            f"The database {where} did not answer or refused the work: {said}.",
+            hint="Check that the database server runs and accepts connections, and "
+            "database.url in bulletin.toml; then run the command again.",
+            kind="unavailable",
+        )
+    return None
+
+
+def _sqlite_problem(orig: sqlite3.Error, code: int, engine: Engine) -> DatabaseProblem | None:
+    path = sqlite_path(engine)
+    the_db = _describe(engine)
+    said = str(orig).strip().rstrip(".")
+    primary = code & 0xFF
+    if primary == _SQLITE_NOTADB:
+        name = str(path) if path else "The database"
+        return DatabaseProblem(
+            f"{name} is not a SQLite database: something else was written over it, or "
+            "database.url names the wrong file.",
+            hint="If database.url in bulletin.toml names the wrong file, correct it. "
+            f"Otherwise move this file aside and {_restore_advice(path)}.",
+            kind="foreign",
+        )
+    if primary == _SQLITE_CORRUPT:
+        keep = f" (keep it: `sqlite3 {path.name} .recover` may save rows from it)" if path else ""
+        return DatabaseProblem(
+            f"{the_db} is damaged (SQLite says: {said}).",
+            hint="Stop every bulletin command and `bulletin serve` that use it. Move the "
+            f"damaged file aside{keep}, then {_restore_advice(path)}.",
+            kind="damaged",
+        )
+    if primary in (_SQLITE_READONLY, _SQLITE_PERM):
+        return DatabaseProblem(
+            f"{the_db} cannot be written: {_read_only_part(path)} is read-only for the user "
+            f"running bulletin ({_user()}).",
+            hint=_permissions_advice(path),
+            kind="read-only",
+        )
+    if primary == _SQLITE_CANTOPEN:
+        return DatabaseProblem(
+            f"Cannot open the database{f' {path}' if path else ''}: {_unopenable_part(path)}.",
+            hint="Check database.url in bulletin.toml. " + _permissions_advice(path),
+            kind="cannot-open",
+        )
+    if primary == _SQLITE_FULL:
+        disk = f"The disk that holds the database {path}" if path else "The database's disk"
+        return DatabaseProblem(
+            f"{disk} is full: the change was not saved.",
+            hint=_space_advice(path),
+            kind="full",
+        )
+    if primary == _SQLITE_IOERR:
+        return DatabaseProblem(
+            f"{the_db} could not be read or written: the system refused ({said}). Most often "
+            "the disk is full or a quota or file size limit is reached; it can also be a "
+            "failing disk.",
+            hint=_space_advice(path) + " If there is space, have the disk checked before going on.",
+            kind="io",
+        )
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_PROTOCOL):
+        return DatabaseProblem(
+            f"{the_db} stayed locked by another program for too long (SQLite says: {said}).",
+            hint="Another bulletin command (an import or a send, say) or a database tool is "
+            "writing to it. Wait until it is done, then run this command again; nothing was "
+            "changed.",
+            kind="busy",
+        )
+    return None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. in a container)
+        return f"uid {os.getuid()}"
+
+
+def _restore_advice(path: Path | None) -> str:
+    if path is None:
+        return "restore it from your backups"
+    found = backups(path)
+    if found:
+        newest = found[0]
+        when = datetime.fromtimestamp(newest.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        return (
+            f"copy {newest.name} (kept beside it before bulletin upgraded the database, "
+            f"{when}) to {path.name}; changes made since then are not in that copy"
+        )
+    return (
+        f"restore {path.name} from your own backups (there is no copy beside it: bulletin "
+        f"keeps one, {path.name}-before-vN, only when it upgrades the database)"
+    )
+
+
+def _read_only_part(path: Path | None) -> str:
+    if path is None:
+        return "the database"
+    file_locked = path.exists() and not os.access(path, os.W_OK)
+    folder_locked = not os.access(path.parent, os.W_OK)
+    if file_locked and folder_locked:
+        return f"the file and its folder {path.parent}"
+    if file_locked:
+        return "the file"
+    if folder_locked:
+        return f"its folder {path.parent}"
+    return "the file or its disk"
+
+
+def _unopenable_part(path: Path | None) -> str:
+    if path is None:
+        return "it cannot be opened"
+    user = _user()
+    if not path.parent.is_dir():
+        return f"its folder {path.parent} does not exist"
+    if not os.access(path.parent, os.R_OK | os.X_OK):
+        return f"its folder {path.parent} cannot be entered by {user}"
+    if path.exists() and not os.access(path, os.R_OK):
+        return f"the file cannot be read by {user}"
+    if not os.access(path.parent, os.W_OK):
+        return f"its folder {path.parent} is not writable for {user}"
+    return "the file or its folder cannot be opened"
+
+
+def _permissions_advice(path: Path | None) -> str:
+    if path is None:
+        return "Fix the permissions so that the user running bulletin may write the database."
+    return (
+        f"Fix the permissions so that the user running bulletin may write {path.name} and "
+        f"its folder (SQLite also writes {path.name}-wal and {path.name}-shm beside it): "
+        "e.g. `chown` them to that user, or run bulletin as the user that owns them."
+    )
+
+
+def _space_advice(path: Path | None) -> str:
+    where = f" (`df -h {path.parent}` shows how much is left)" if path else ""
+    return (
+        f"Free some space on that disk{where}, then run the command again. What was saved "
+        "before is intact, and `bulletin send` carries on where it stopped."
+    )

@@ -178,6 +178,12 @@ def find_list(conn: Connection, slug: str) -> MailingList | None:
     return _list_from_row(row) if row else None
 
 
+def find_list_by_id(conn: Connection, list_id: int) -> MailingList | None:
+    """The list with this id (an unsubscribe token carries it), or None if it was deleted."""
+    row = conn.execute(sa.select(lists).where(lists.c.id == list_id)).first()
+    return _list_from_row(row) if row else None
+
+
 def get_list(conn: Connection, slug: str) -> MailingList:
     """The list with this slug; :class:`UnknownList` (with the known slugs) if there is none."""
     found = find_list(conn, slug)
@@ -301,6 +307,45 @@ def record_event(
             source=source,
             at=at or utcnow(),
         )
+    )
+
+
+def has_event_from(conn: Connection, subscriber_id: int, source: str) -> bool:
+    """Whether the subscriber's history holds an event from ``source`` (e.g. one report)."""
+    found = conn.scalar(
+        sa.select(events.c.id)
+        .where(events.c.subscriber_id == subscriber_id, events.c.source == source)
+        .limit(1)
+    )
+    return found is not None
+
+
+def last_event_at(conn: Connection, subscriber_id: int, kind: str) -> datetime | None:
+    """When the subscriber's latest event of ``kind`` happened, or None if there is none."""
+    at: datetime | None = conn.scalar(
+        sa.select(sa.func.max(events.c.at)).where(
+            events.c.subscriber_id == subscriber_id, events.c.kind == kind
+        )
+    )
+    return at
+
+
+def count_events(
+    conn: Connection, subscriber_id: int, kind: str, *, since: datetime, until: datetime
+) -> int:
+    """How many events of ``kind`` the subscriber's history holds from ``since`` to ``until``."""
+    return int(
+        conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(events)
+            .where(
+                events.c.subscriber_id == subscriber_id,
+                events.c.kind == kind,
+                events.c.at >= since,
+                events.c.at <= until,
+            )
+        )
+        or 0
     )
 
 
@@ -506,6 +551,48 @@ def unsubscribe(
                 conn, subscriber_id, "unsubscribed", detail=detail or "all lists", source=source
             )
     return len(changed_lists)
+
+
+@dataclass(frozen=True)
+class UnsubscribeTarget:
+    """Who and what an unsubscribe token names, as the database says now."""
+
+    subscriber: Subscriber
+    list_slug: str | None
+    """The token's list; None for a token that means every list."""
+    list_name: str | None
+    list_done: bool
+    """Already unsubscribed from the token's list (or, for an all-lists token, from all)."""
+    all_done: bool
+    """Unsubscribed from everything: not globally active and on no list any more."""
+
+
+def unsubscribe_target(
+    conn: Connection, subscriber_id: int, list_id: int | None
+) -> UnsubscribeTarget | None:
+    """The subscriber and list an unsubscribe token names, or None if either is gone.
+
+    The web page, one-click POSTs and mailed unsubscribes all read a token this way, so
+    they agree on what "already unsubscribed" means.
+    """
+    sub = get_subscriber_by_id(conn, subscriber_id)
+    if sub is None:
+        return None
+    still_on = set(
+        conn.scalars(
+            sa.select(subscriptions.c.list_id).where(
+                subscriptions.c.subscriber_id == sub.id, subscriptions.c.status == "subscribed"
+            )
+        )
+    )
+    all_done = sub.status != "active" and not still_on
+    if list_id is None:
+        return UnsubscribeTarget(sub, None, None, all_done, all_done)
+    the_list = find_list_by_id(conn, list_id)
+    if the_list is None:
+        return None
+    list_done = all_done or list_id not in still_on
+    return UnsubscribeTarget(sub, the_list.slug, the_list.name, list_done, all_done)
 
 
 SuppressionKind = Literal["bounced", "complained", "blocked"]

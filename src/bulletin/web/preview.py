@@ -69,6 +69,7 @@ from bulletin.render.types import RenderedIssue
 from bulletin.render.values import SAMPLE_EMAIL, SAMPLE_NAME, sample_values
 from bulletin.sink import DEFAULT_MAILDIR, CapturedMessage, list_captured, read_captured
 from bulletin.web.livereload import BuildFailure, BuildState, LiveReloader
+from bulletin.web.server import Server, run_until_stopped, url_of
 from bulletin.workspace import Workspace
 
 HOST = "127.0.0.1"
@@ -637,38 +638,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
     )
 
 
-class PreviewServer(uvicorn.Server):
-    """uvicorn, plus: announce the URL once listening, and end SSE streams on shutdown.
-
-    uvicorn waits for open responses before it stops; an event stream never ends by itself,
-    so without closing them Ctrl+C would hang while a preview tab is open.
-    """
-
-    def __init__(
-        self,
-        config: uvicorn.Config,
-        preview: PreviewApp,
-        on_started: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(config)
-        self._preview = preview
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self._on_started is not None:
-            self._on_started()
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._preview.reloader.close()
-        await super().shutdown(sockets)
-
-
-def make_server(app: Starlette, *, on_started: Callable[[], None] | None = None) -> PreviewServer:
-    """A :class:`PreviewServer` for ``app``; run it with ``server.run(sockets=[sock])``.
+def make_server(app: Starlette, *, on_started: Callable[[], None] | None = None) -> Server:
+    """A :class:`~bulletin.web.server.Server` for ``app``: ``server.run(sockets=[sock])`` runs it.
 
     ``run`` may be called in a background thread (tests); stop it with
-    ``server.should_exit = True``.
+    ``server.should_exit = True``. Shutting down ends the open event streams (see
+    :mod:`bulletin.web.server`), so Ctrl+C does not hang while a preview tab is open.
     """
     config = uvicorn.Config(
         app,
@@ -676,10 +651,10 @@ def make_server(app: Starlette, *, on_started: Callable[[], None] | None = None)
         access_log=False,
         lifespan="on",
         ws="none",  # the preview speaks HTTP and Server-Sent Events only
-        # Safety net only: PreviewServer.shutdown already ends the event streams.
+        # Safety net only: on_shutdown already ends the event streams.
         timeout_graceful_shutdown=3,
     )
-    return PreviewServer(config, app.state.preview, on_started)
+    return Server(config, on_started=on_started, on_shutdown=app.state.preview.reloader.close)
 
 
 def _echo(message: str) -> None:
@@ -735,7 +710,7 @@ def serve_preview(
     open_browser: bool = True,
     echo: Callable[[str], None] = _echo,
 ) -> None:
-    """Serve the live preview of ``issue_dir`` until Ctrl+C (blocking).
+    """Serve the live preview of ``issue_dir`` until Ctrl+C or SIGTERM (blocking).
 
     Raises :class:`PortInUse` when the port is taken. Prints the URL once the server
     listens (tests read it to learn the port chosen for ``port=0``).
@@ -743,7 +718,7 @@ def serve_preview(
     sock = bind_socket(host, port)
     try:
         app = create_preview_app(workspace, issue_dir, on_build=_build_logger(workspace, echo))
-        url = f"http://{host}:{sock.getsockname()[1]}/"
+        url = url_of(sock)
         watched = ", ".join(workspace.relpath(p) + "/" for p in app.state.preview.reloader.paths)
 
         def started() -> None:
@@ -752,9 +727,7 @@ def serve_preview(
             if open_browser:
                 _open_browser(url)
 
-        server = make_server(app, on_started=started)
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[sock])
+        run_until_stopped(make_server(app, on_started=started), sock)
     finally:
         sock.close()
 
@@ -766,7 +739,6 @@ __all__ = [
     "PortInUse",
     "PreviewApp",
     "PreviewBuild",
-    "PreviewServer",
     "SINK_MAILDIR",
     "bind_socket",
     "build_preview",

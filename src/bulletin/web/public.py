@@ -12,6 +12,13 @@ Routes (all under ``newsletter.base_url``, which a reverse proxy with HTTPS maps
 ``GET  /archive/<slug>``   one issue as a web page: the "view online" link of every email
 ``GET  /healthz``          ``ok`` once the database answers ``SELECT 1`` (for the proxy)
 
+When the database cannot answer in time -- another process holds the write lock (an import
+saving), no connection is free, the disk is full, the file is damaged -- a request gets the
+503 page with Retry-After after at most :data:`DB_WAIT_SECONDS`, the log says what was not
+done, and nothing was changed: mail providers retry one-click POSTs. Unsubscribes take turns
+in the event loop before they write (SQLite lets one writer in at a time), so a queue of them
+behind a long lock holds no worker threads and the pages that only read keep answering.
+
 Safety: every response carries security headers; only GET, HEAD and POST are accepted; POST
 bodies over :data:`MAX_BODY_BYTES` get 413; each client address has a token bucket of
 ``serve.rate_per_minute`` requests (429 with Retry-After); nothing redirects to an address
@@ -21,7 +28,7 @@ subscriber -- gets the same 404 page, so the answer says nothing about who is su
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import copy
 import email.parser
 import email.policy
@@ -30,7 +37,6 @@ import logging
 import math
 import os
 import re
-import signal
 import socket
 import threading
 import time
@@ -39,10 +45,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-import sqlalchemy as sa
 import uvicorn
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -55,12 +59,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bulletin import urls
 from bulletin.errors import BulletinError
 from bulletin.listen import listen_socket
-from bulletin.store.db import open_store, write_transaction
-from bulletin.store.schema import lists, subscriptions
-from bulletin.store.subscribers import Subscriber, get_subscriber_by_id, unsubscribe
+from bulletin.store.db import (
+    DatabaseProblem,
+    database_problem,
+    open_store,
+    ping,
+    write_transaction,
+)
+from bulletin.store.subscribers import UnsubscribeTarget, unsubscribe, unsubscribe_target
 from bulletin.tokens import KEY_ENV, TokenSigner, UnsubscribeToken, key_file, load_keys
 from bulletin.web.archive import ISSUE_CSP, Archive
 from bulletin.web.pages import STYLESHEET, Words, mask_email, render_page, stylesheet
+from bulletin.web.server import Server, run_until_stopped, url_of
 from bulletin.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -72,7 +82,11 @@ MAX_BODY_BYTES = 16 * 1024
 """Largest POST body accepted. A one-click body is 26 bytes; the page's form a few more."""
 
 BUSY_RETRY_SECONDS = 30
-"""Retry-After of a 503 when the database stayed locked past its busy timeout."""
+"""Retry-After of a 503 when the database could not answer in time."""
+
+DB_WAIT_SECONDS = 5.0
+"""The longest a request waits for the database (its turn to write, another process's lock,
+a free connection) before it answers 503. Mail providers give one-click POSTs little time."""
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST"})
 
@@ -272,55 +286,16 @@ def parse_form(content_type: str, body: bytes) -> dict[str, list[str]]:
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
 
 
-# --- the store --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """Who and what a verified token names, as the database says now."""
-
-    subscriber: Subscriber
-    list_slug: str | None
-    list_name: str | None
-    list_done: bool
-    """Already unsubscribed from the token's list (or, for an all-lists token, from all)."""
-    all_done: bool
-    """Unsubscribed from everything: globally suppressed and on no list any more."""
-
-
-def find_target(conn: Connection, token: UnsubscribeToken) -> Target | None:
-    """The subscriber and list of a token, or None if either no longer exists."""
-    sub = get_subscriber_by_id(conn, token.subscriber_id)
-    if sub is None:
-        return None
-    still_on = set(
-        conn.scalars(
-            sa.select(subscriptions.c.list_id).where(
-                subscriptions.c.subscriber_id == sub.id, subscriptions.c.status == "subscribed"
-            )
-        )
-    )
-    all_done = sub.status != "active" and not still_on
-    if token.list_id is None:
-        return Target(sub, None, None, all_done, all_done)
-    row = conn.execute(sa.select(lists.c.slug, lists.c.name).where(lists.c.id == token.list_id))
-    found = row.first()
-    if found is None:
-        return None
-    list_done = all_done or token.list_id not in still_on
-    return Target(sub, found.slug, found.name, list_done, all_done)
+# --- the app ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a POST did: the target as it was, the scope applied, and how much changed."""
 
-    target: Target
+    target: UnsubscribeTarget
     scope: Scope_
     changed: bool
-
-
-# --- the app ----------------------------------------------------------------------------
 
 
 class PublicApp:
@@ -332,11 +307,17 @@ class PublicApp:
         engine: Engine,
         signer: TokenSigner,
         archive: Archive,
+        *,
+        db_wait: float = DB_WAIT_SECONDS,
     ) -> None:
         self.workspace = workspace
         self.engine = engine
         self.signer = signer
         self.archive = archive
+        self.db_wait = db_wait
+        # One writer at a time from this process (see the module docstring). Not a guard of
+        # correctness -- SQLite's lock is -- only of where the waiting happens.
+        self._turn = asyncio.Lock()
         config = workspace.config
         self.base_url = config.newsletter.base_url
         self.https = self.base_url.startswith("https://")
@@ -382,21 +363,48 @@ class PublicApp:
         # One page for every failure, whether or not the subscriber exists.
         return self.message("invalid", 404)
 
-    def busy(self, exc: OperationalError, what: str) -> Response:
+    def busy(self, problem: DatabaseProblem, what: str) -> Response:
         # Never silent: the client sees 503 (mail providers retry one-click requests) and
         # the log says what was not done.
-        log.error("database unavailable while %s; answered 503: %s", what, exc.orig)
+        log.error("database unavailable while %s; answered 503: %s", what, problem.message)
         return self.message("busy", 503, {"Retry-After": str(BUSY_RETRY_SECONDS)})
+
+    def _late(self) -> DatabaseProblem:
+        return DatabaseProblem(
+            f"No turn to write within {self.db_wait:g} s (the database is locked, or other "
+            "unsubscribes are waiting for it)",
+            hint="Mail providers retry; a lock held long is an import or a send saving.",
+            kind="busy",
+        )
 
     # -- unsubscribe -----------------------------------------------------------------------
 
-    def _lookup(self, token: UnsubscribeToken) -> Target | None:
+    def _lookup(self, token: UnsubscribeToken) -> UnsubscribeTarget | None:
         with self.engine.connect() as conn, conn.begin():
-            return find_target(conn, token)
+            return unsubscribe_target(conn, token.subscriber_id, token.list_id)
 
-    def _apply(self, token: UnsubscribeToken, scope: Scope_, source: str) -> Outcome | None:
-        with write_transaction(self.engine) as conn:
-            target = find_target(conn, token)
+    async def _write_in_turn(
+        self, deadline: float, token: UnsubscribeToken, scope: Scope_, source: str
+    ) -> Outcome | None:
+        """:meth:`_apply` in a worker thread once it is this request's turn to write."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._turn.acquire()
+        except TimeoutError:
+            raise self._late() from None
+        try:
+            return await run_in_threadpool(self._apply, token, scope, source, deadline)
+        finally:
+            self._turn.release()
+
+    def _apply(
+        self, token: UnsubscribeToken, scope: Scope_, source: str, deadline: float
+    ) -> Outcome | None:
+        wait = deadline - time.monotonic()
+        if wait <= 0:
+            raise self._late()
+        with write_transaction(self.engine, wait=wait) as conn:
+            target = unsubscribe_target(conn, token.subscriber_id, token.list_id)
             if target is None:
                 return None
             if target.list_slug is None:
@@ -415,7 +423,7 @@ class PublicApp:
         )
         return Outcome(target, scope, not already)
 
-    def _page_lang(self, target: Target) -> str:
+    def _page_lang(self, target: UnsubscribeTarget) -> str:
         return target.subscriber.language or self.lang
 
     async def unsubscribe_page(self, request: Request) -> Response:
@@ -424,8 +432,11 @@ class PublicApp:
             return self.invalid_link()
         try:
             target = await run_in_threadpool(self._lookup, token)
-        except OperationalError as exc:
-            return self.busy(exc, "showing an unsubscribe page")
+        except Exception as exc:
+            problem = database_problem(exc, self.engine)
+            if problem is None:
+                raise
+            return self.busy(problem, "showing an unsubscribe page")
         if target is None:
             return self.invalid_link()
         return self.html(
@@ -438,6 +449,7 @@ class PublicApp:
         )
 
     async def unsubscribe_post(self, request: Request) -> Response:
+        deadline = time.monotonic() + self.db_wait
         token = self.signer.verify_unsubscribe(request.path_params["token"])
         if token is None:
             return self.invalid_link()
@@ -449,10 +461,16 @@ class PublicApp:
         one_click = "One-Click" in fields.get("List-Unsubscribe", [])
         scope: Scope_ = "all" if "all" in fields.get("scope", []) else "list"
         source = "one-click" if one_click else "web"
+        what = f"unsubscribing subscriber {token.subscriber_id} ({source})"
         try:
-            outcome = await run_in_threadpool(self._apply, token, scope, source)
-        except OperationalError as exc:
-            return self.busy(exc, f"unsubscribing subscriber {token.subscriber_id}")
+            outcome = await self._write_in_turn(deadline, token, scope, source)
+        except DatabaseProblem as problem:
+            return self.busy(problem, what)
+        except Exception as exc:
+            found = database_problem(exc, self.engine)
+            if found is None:
+                raise
+            return self.busy(found, what)
         if outcome is None:
             return self.invalid_link()
         target = outcome.target
@@ -487,12 +505,8 @@ class PublicApp:
         return HTMLResponse(body, headers=headers)
 
     async def healthz(self, request: Request) -> Response:
-        def ping() -> None:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-
         try:
-            await run_in_threadpool(ping)
+            await run_in_threadpool(ping, self.engine)
         except Exception as exc:  # any failure means "not healthy", and the log says why
             log.error("health check failed: %s", exc)
             return PlainTextResponse("database unavailable\n", status_code=503)
@@ -562,19 +576,28 @@ def create_public_app(
     engine: Engine | None = None,
     signer: TokenSigner | None = None,
     archive: Archive | None = None,
+    db_wait: float = DB_WAIT_SECONDS,
 ) -> Starlette:
     """The public app of ``workspace`` (``app.state.public`` is the :class:`PublicApp`).
 
-    By default it opens the workspace's store (migrating it if needed), uses the workspace's
-    signing keys (see :func:`signer_for`) and publishes its archive.
+    By default it opens the workspace's store (migrating it if needed) with waits bounded
+    by ``db_wait`` seconds, uses the workspace's signing keys (see :func:`signer_for`) and
+    publishes its archive.
     """
     # The key first: without it nothing is worth opening the database for.
     signer = signer if signer is not None else signer_for(workspace)
+    if engine is None:
+        engine = open_store(
+            workspace.database_url(),
+            busy_timeout_ms=int(db_wait * 1000),
+            pool_timeout=db_wait,
+        )
     public = PublicApp(
         workspace,
-        engine if engine is not None else open_store(workspace.database_url()),
+        engine,
         signer,
         archive if archive is not None else Archive(workspace),
+        db_wait=db_wait,
     )
     limiter = RateLimiter(workspace.config.serve.rate_per_minute)
     app = Starlette(
@@ -634,19 +657,6 @@ def bind(host: str, port: int) -> socket.socket:
     )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, announcing the address once it listens (tests read the port from it)."""
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self._on_started()
-
-
 def _echo(message: str) -> None:
     print(message, flush=True)
 
@@ -671,9 +681,7 @@ def serve_public(
         app.state.public.engine.dispose()
         raise
     try:
-        bound = sock.getsockname()
-        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        url = f"http://{shown}:{bound[1]}/"
+        url = url_of(sock)
         config = uvicorn.Config(
             app,
             proxy_headers=True,
@@ -702,26 +710,14 @@ def serve_public(
                     "reverse proxy with HTTPS and set base_url to its address."
                 )
 
-        def terminate(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt
-
-        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the
-        # handler that was there before: this one, so a service manager's stop exits 0
-        # like Ctrl+C instead of dying of the signal.
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, terminate) if main else None
-        try:
-            with contextlib.suppress(KeyboardInterrupt):
-                _Server(config, started).run(sockets=[sock])
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
+        run_until_stopped(Server(config, on_started=started), sock)
     finally:
         sock.close()
         app.state.public.engine.dispose()
 
 
 __all__ = [
+    "DB_WAIT_SECONDS",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "MAX_BODY_BYTES",
