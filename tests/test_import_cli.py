@@ -177,3 +177,16 @@ def test_sample_csv_imports_cleanly(workspace_dir: Path) -> None:
     assert summary(out)["added"] == 30 and summary(out)["rejected"] == 0
     code, out, _ = bulletin(workspace_dir, "subscribers", "count", "--list", "demo")
     assert int(out) == 30
+
+
+def test_file_text_in_an_error_is_printed_as_written(workspace_dir: Path) -> None:
+    # Error messages quote the file (headers, lines); brackets in it are not console markup.
+    path = workspace_dir / "subscribers" / "brackets.csv"
+    path.write_text("name,[/x]city,[red]note\nIon,Iasi,x\n", encoding="utf-8")
+    code, out, err = bulletin(
+        workspace_dir, "subscribers", "import", str(path), "--list", "news", "--create-list"
+    )
+    assert code == 1
+    header = "no email column. The header has 'name', '[/x]city', '[red]note'."
+    assert header in " ".join(err.split())
+    assert "Traceback" not in err + out

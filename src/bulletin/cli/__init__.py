@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from bulletin import __version__
 from bulletin.cli import compose, inbound, lists, send, sink, subscribers, web
@@ -26,7 +27,9 @@ class BulletinGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BulletinError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc.message}", markup=True, highlight=False)
+            # The message may quote the user's file: print it as text, not as console markup.
+            message = escape(exc.message)
+            err_console.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
             if exc.hint:
                 err_console.print(exc.hint, markup=False)
             ctx.exit(exc.exit_code)
