@@ -186,7 +186,10 @@ BAD_FILES = [
     ("binary.csv", r"binary\.csv is a PNG image, not a CSV file"),
     ("workbook.xlsx", r"is a ZIP archive \(an \.xlsx or \.ods workbook\?\), not a CSV file"),
     ("nul-bytes.csv", r"holds binary data \(line 2\)"),
-    ("undecodable.csv", r"undecodable\.csv, line 4: has bytes that are not valid utf-8 \(0xff\)"),
+    (
+        "undecodable.csv",
+        r"undecodable\.csv, line 4: has bytes that are not valid utf-8 \(0xff 0xfe\)",
+    ),
     ("unclosed-quote.csv", r"line 2: a quoted value runs over .* a quote is probably not closed"),
 ]
 
