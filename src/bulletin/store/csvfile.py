@@ -14,8 +14,9 @@ what spreadsheets actually export:
 * comma, semicolon (European Excel), tab or pipe as delimiter, sniffed from the first lines;
 * CRLF, LF or CR line ends, quoted fields with delimiters, quotes and line breaks inside.
 
-Files that are not text (a workbook saved as .xlsx, a PDF, any binary) are refused with a
-message saying what they look like.
+Files that are not text (a workbook saved as .xlsx, a PDF, any binary), wider than
+:data:`MAX_COLUMNS`, mixing line ends, or with a quote that never closes are refused with a
+message saying what is wrong and where.
 """
 
 from __future__ import annotations
@@ -41,10 +42,16 @@ MAX_LINE_CHARS = 1_000_000
 """A physical line longer than this is not a subscriber row (protects memory)."""
 MAX_RECORD_LINES = 100
 """A quoted field spanning more lines than this is an unclosed quote, not an address block."""
+MAX_COLUMNS = 1000
+"""A wider header is not a subscriber list (and the import stages one column per attribute:
+SQLite allows 2,000 columns in a table, PostgreSQL 1,600)."""
 SHOWN_LINES = 5
 """Damaged lines named in an error message; the rest are counted."""
 
 _LF = b"\n"
+_END = "\x00"
+"""Fed to the csv parser after the last line: text never holds NUL (it is refused), so a
+record that swallows it was still inside quotes when the file ended."""
 DELIMITERS = (",", ";", "\t", "|")
 
 _CSV_HINT = (
@@ -61,6 +68,7 @@ _DAMAGED_HINT = (
     "pasted from a file in another encoding) and save the file again as CSV UTF-8. If the "
     "whole file is in another encoding, name it with --encoding."
 )
+_QUOTE_HINT = 'Check the quotes on that line: a quote inside a value is written twice ("").'
 _DAMAGE = re.compile("[\udc80-\udcff]+")
 _MAGIC = (
     (b"PK\x03\x04", "a ZIP archive (an .xlsx or .ods workbook?)"),
@@ -322,6 +330,7 @@ class CsvReader:
         self._pending = ""
         self._decoder: codecs.IncrementalDecoder | None = None
         self._candidates: tuple[str, ...] = ()
+        self._ended = False
         self.encoding = "utf-8"
         self.encoding_how = "ASCII only"
         first = self._read()
@@ -337,7 +346,9 @@ class CsvReader:
         first = self._setup_encoding(first, encoding)
         if self._decoder is None or self.encoding in encodings.LEGACY:
             self._check_binary(first)
-        self._newline = "\r" if b"\n" not in first and b"\r" in first else "\n"
+        # Old Mac files end lines with CR alone; a file mixing both is split on the commoner.
+        lf, cr = first.count(b"\n"), first.count(b"\r") - first.count(b"\r\n")
+        self._newline = "\r" if cr > lf else "\n"
         if self._decoder is not None and self.encoding.startswith("utf-16"):
             self._newline = "\n"
         self._lines = self._decoded_lines(first)
@@ -348,7 +359,7 @@ class CsvReader:
             if len(sample) >= 50:
                 break
         self.delimiter = _sniff_delimiter(sample)
-        self._reader = csv.reader(_chain(sample, self._lines), delimiter=self.delimiter)
+        self._reader = csv.reader(self._chain(sample), delimiter=self.delimiter)
         self._next_line = 1
         header = None
         for line_no, fields in self._records():
@@ -360,6 +371,13 @@ class CsvReader:
                 hint="Expected a header line such as `email,name,language`.",
             )
         self.header = [unneutralise(h).strip() for h in header]
+        if len(header) > MAX_COLUMNS:
+            raise ImportFileError(
+                f"{self.label}, line {self.header_line}: the header has {len(header):,} columns; "
+                f"a list of subscribers has far fewer (at most {MAX_COLUMNS:,} can be imported).",
+                hint="Keep the columns you need (the addresses, names, languages and the "
+                "attributes your templates use), delete the others and save the file again.",
+            )
 
     def _read(self) -> bytes:
         data = self._raw.read(CHUNK_BYTES)
@@ -551,6 +569,13 @@ class CsvReader:
             self._lines_done += 1
             yield pending
 
+    def _chain(self, first: list[str]) -> Iterator[str]:
+        """The lines for the csv parser: those sniffed, the rest, then the end marker."""
+        yield from first
+        yield from self._lines
+        self._ended = True
+        yield _END
+
     def _records(self) -> Iterator[tuple[int, list[str]]]:
         reader = self._reader
         while True:
@@ -560,24 +585,55 @@ class CsvReader:
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise ImportFileError(
-                    f"{self.label}, line {start}: {exc} (the record runs to line "
-                    f"{reader.line_num}; a quote is probably not closed).",
-                    hint="Check the quotes on that line: a quote inside a value is written "
-                    'twice ("").',
-                ) from None
-            end = reader.line_num
+                raise self._structure_error(exc, start, reader.line_num) from None
+            end = reader.line_num - (1 if self._ended else 0)  # the end marker is no line
             self._next_line = end + 1
             if end - start > MAX_RECORD_LINES:
                 raise ImportFileError(
                     f"{self.label}, line {start}: a quoted value runs over {end - start} lines "
                     f"(to line {end}); a quote is probably not closed.",
-                    hint="Check the quotes on that line: a quote inside a value is written "
-                    'twice ("").',
+                    hint=_QUOTE_HINT,
                 )
+            if self._ended:
+                if fields == [_END]:
+                    return
+                if fields[-1].endswith(_END):
+                    raise ImportFileError(
+                        f"{self.label}, line {start}: a quote opened on this line is never "
+                        "closed: the file ends inside the quoted value.",
+                        hint=_QUOTE_HINT,
+                    )
             if not fields or not any(f.strip() for f in fields):
                 continue  # blank line
             yield start, fields
+
+    def _structure_error(self, exc: csv.Error, start: int, end: int) -> ImportFileError:
+        """What a csv parser error means, said for a person, at the line where it is."""
+        text = str(exc)
+        if text.startswith("field larger than field limit"):
+            limit = csv.field_size_limit()
+            if end > start:
+                return ImportFileError(
+                    f"{self.label}, line {start}: a quoted value runs to line {end} and is "
+                    f"longer than {limit:,} characters; a quote is probably not closed.",
+                    hint=_QUOTE_HINT,
+                )
+            return ImportFileError(
+                f"{self.label}, line {start}: a value is longer than {limit:,} characters, "
+                "more than any name or attribute holds.",
+                hint="Shorten or delete that value in the spreadsheet and save the file again.",
+            )
+        if text.startswith("new-line character seen in unquoted field"):
+            found, others = ("carriage return (CR)", "line feed (LF)")
+            if self._newline == "\r":
+                found, others = others, found
+            return ImportFileError(
+                f"{self.label}, line {end}: the file mixes line ends: this line holds a "
+                f"{found} inside it, where the other lines end with a {others}.",
+                hint="Open the file in a spreadsheet and save it again as CSV, which ends every "
+                "line the same way; a value with a line break must be in quotes.",
+            )
+        return ImportFileError(f"{self.label}, line {start}: {exc}.", hint=_QUOTE_HINT)
 
     def records(self) -> Iterator[tuple[int, list[str]]]:
         """(line where the record starts, fields) for each non-blank record after the header."""
@@ -597,11 +653,6 @@ class CsvReader:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
-    yield from first
-    yield from rest
 
 
 def _printable(text: str, at: int, width: int = 100) -> str:
