@@ -388,8 +388,8 @@ def _mostly_ascii(
     accented = [w for w in first + last if not w.isascii()]
     for _ in range(special):
         i = rnd.randrange(count)
-        email, _, org, city = rows[i]
-        given, family = rows[i][1].split(" ", 1)
+        email, name, org, city = rows[i]
+        given, family = name.split(" ", 1)
         if rnd.random() < 0.5:
             given = rnd.choice(accented)
         else:
