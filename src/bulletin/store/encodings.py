@@ -12,9 +12,11 @@ vowel; Portuguese ``ã`` stands before ``o``, ``e``, ``s`` or at the end; Spanis
 before a vowel; Czech ``ě`` only after b, p, v, f, m, d, t, n...). A word with a symbol
 inside it (``Piteºti``, ``Bo¿ena``), a control character, an undecodable byte, a capital
 inside a lowercase word (``forĂŞt``) or letters of several alphabets (``Ăą``) is not. Each
-reading scores the number of distinct implausible words; :func:`judge` keeps the best and
-says when two readings that differ are equally good (then a person must choose), or when
-the file is UTF-8 with damaged lines.
+reading scores the number of distinct implausible words, and a code page's reading that
+holds control characters or bytes the code page does not define ranks below any other.
+:func:`judge` keeps the best (valid UTF-8 wins a tie) and says when two readings that
+differ are equally good (then a person must choose), or when the file is UTF-8 with
+damaged lines. ``bench/encodings.py`` measures it on ``tests/encoding_corpus.py``.
 
 UTF-16 is recognised by its byte-order mark or its zero bytes, before any of this.
 """
