@@ -187,7 +187,10 @@ BAD_FILES = [
     ("binary.csv", r"binary\.csv is a PNG image, not a CSV file"),
     ("workbook.xlsx", r"is a ZIP archive \(an \.xlsx or \.ods workbook\?\), not a CSV file"),
     ("nul-bytes.csv", r"holds binary data \(line 2\)"),
-    ("undecodable.csv", r"undecodable\.csv, line 4: has bytes that are not valid utf-8 \(0xff\)"),
+    (
+        "undecodable.csv",
+        r"undecodable\.csv, line 4: has bytes that are not valid utf-8 \(0xff 0xfe\)",
+    ),
     ("unclosed-quote.csv", r"line 2: a quoted value runs over .* a quote is probably not closed"),
 ]
 
@@ -206,6 +209,93 @@ def test_bad_files_are_refused_and_change_nothing(
     assert excinfo.value.hint  # says what to do
     assert dump(engine) == before  # the list was not even created
     assert [p.name for p in path.parent.iterdir()] == [name]  # no rejects file either
+
+
+def refused(engine: sa.Engine, path: Path) -> ImportFileError:
+    """Import ``path`` into a new list expecting an error; nothing may change."""
+    with db.write_transaction(engine) as conn:
+        if not dump(engine)["lists"]:
+            create_list(conn, "existing")
+    before = dump(engine)
+    with pytest.raises(ImportFileError) as excinfo:
+        run(engine, path, "new-list")
+    assert dump(engine) == before
+    assert excinfo.value.hint
+    return excinfo.value
+
+
+def test_an_unclosed_quote_on_the_last_row_is_refused(engine: sa.Engine, tmp_path: Path) -> None:
+    error = refused(engine, corpus(tmp_path, "unclosed-quote-last-row.csv"))
+    assert error.message == (
+        "unclosed-quote-last-row.csv, line 3: a quote opened on this line is never closed: "
+        "the file ends inside the quoted value."
+    )
+    # The same without a line break at the end of the file.
+    path = write(tmp_path, "no-eol.csv", 'email,name,city\nion@example.ro,"Bad,x')
+    assert "line 2: a quote opened on this line is never closed" in refused(engine, path).message
+
+
+def test_quotes_closed_on_the_last_row_are_fine(engine: sa.Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "ok.csv", 'email,name\nion@example.ro,"Pop, Ion"')
+    run(engine, path)
+    assert people(engine)["ion@example.ro"].name == "Pop, Ion"
+    path = write(tmp_path, "ok2.csv", 'email,note\nana@example.ro,"two\nlines"\n\n')
+    run(engine, path)
+    assert people(engine)["ana@example.ro"].attributes == {"note": "two\nlines"}
+
+
+def test_mixed_line_ends_are_named(engine: sa.Engine, tmp_path: Path) -> None:
+    error = refused(engine, corpus(tmp_path, "mixed-line-endings.csv"))
+    assert error.message == (
+        "mixed-line-endings.csv, line 3: the file mixes line ends: this line holds a carriage "
+        "return (CR) inside it, where the other lines end with a line feed (LF)."
+    )
+    assert "universal-newline" not in str(error)
+    # A file that starts with old Mac line ends (CR) and later has LF.
+    path = write(tmp_path, "mac.csv", "email,name\rion@example.ro,Ion\rana@example.ro,Ana\nx\r")
+    error = refused(engine, path)
+    assert error.message == (
+        "mac.csv, line 3: the file mixes line ends: this line holds a line feed (LF) inside it, "
+        "where the other lines end with a carriage return (CR)."
+    )
+
+
+def test_a_value_over_the_parser_limit_is_named_as_such(engine: sa.Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "long.csv", 'email,note\nion@example.ro,"' + "x" * 200_000 + '"\n')
+    error = refused(engine, path)
+    assert error.message == (
+        "long.csv, line 2: a value is longer than 131,072 characters, more than any name or "
+        "attribute holds."
+    )
+    assert "quote" not in str(error)
+    # An unclosed quote in a long file reaches the same limit over many lines.
+    rows = "".join(f"u{i}@example.ro,U{i}\n" for i in range(20_000))
+    path = write(tmp_path, "open.csv", 'email,name\nion@example.ro,"Ion\n' + rows)
+    assert refused(engine, path).message == (
+        "open.csv, line 2: a quoted value runs to line 5798 and is longer than 131,072 "
+        "characters; a quote is probably not closed."
+    )
+
+
+@pytest.mark.parametrize("columns", [1001, 1995, 5000])
+def test_wide_files_are_refused_with_a_message(
+    engine: sa.Engine, tmp_path: Path, columns: int
+) -> None:
+    header = ",".join(["email", *(f"c{i}" for i in range(columns - 1))])
+    row = ",".join(["ion@example.ro", *("x" * (columns - 1))])
+    error = refused(engine, write(tmp_path, "wide.csv", f"{header}\n{row}\n"))
+    assert error.message == (
+        f"wide.csv, line 1: the header has {columns:,} columns; a list of subscribers has far "
+        "fewer (at most 1,000 can be imported)."
+    )
+
+
+def test_a_thousand_columns_still_import(engine: sa.Engine, tmp_path: Path) -> None:
+    header = ",".join(["email", *(f"c{i}" for i in range(999))])
+    row = ",".join(["ion@example.ro", *(str(i) for i in range(999))])
+    report = run(engine, write(tmp_path, "wide.csv", f"{header}\n{row}\n"))
+    assert report.added == 1
+    assert people(engine)["ion@example.ro"].attributes["c998"] == "998"
 
 
 def test_undecodable_bytes_late_in_a_big_file_change_nothing(

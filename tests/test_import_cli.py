@@ -249,3 +249,16 @@ def test_error_messages_print_user_text_literally(workspace_dir: Path) -> None:
     result = _invoke(workspace_dir, "subscribers", "add", "[/]@x", "--list", "news")
     assert result.exit_code == 1
     assert "Error: '[/]@x' is not a valid email address" in result.stderr
+
+
+def test_file_text_in_an_error_is_printed_as_written(workspace_dir: Path) -> None:
+    # Error messages quote the file (headers, lines); brackets in it are not console markup.
+    path = workspace_dir / "subscribers" / "brackets.csv"
+    path.write_text("name,[/x]city,[red]note\nIon,Iasi,x\n", encoding="utf-8")
+    code, out, err = bulletin(
+        workspace_dir, "subscribers", "import", str(path), "--list", "news", "--create-list"
+    )
+    assert code == 1
+    header = "no email column. The header has 'name', '[/x]city', '[red]note'."
+    assert header in " ".join(err.split())
+    assert "Traceback" not in err + out

@@ -4,21 +4,26 @@ A :class:`CsvReader` streams records from a file of any size in constant memory.
 what spreadsheets actually export:
 
 * UTF-8 with or without BOM, UTF-16 with BOM (Excel's "Unicode text"), and legacy single-byte
-  exports: cp1250 / ISO-8859-2 (Romanian and Central European Excel) and cp1252 (Western).
-  Without a BOM the encoding is decided at the first non-ASCII bytes: valid UTF-8 wins, else
-  the legacy code page whose decoding reads most like European text. ``--encoding`` overrides.
-  Bytes that the encoding cannot decode are an error naming the line, never mojibake.
+  exports: cp1250 / ISO-8859-2 (Romanian and Central European Excel), cp1252 / ISO-8859-15
+  (Western). Without a BOM the encoding is decided at the first non-ASCII bytes, on that
+  chunk (and up to :data:`MAX_SAMPLE_BYTES` more if it is unclear): the reading whose words
+  are plausible names wins (:mod:`bulletin.store.encodings`). When two readings are equally
+  plausible and differ, the import stops and shows both; code pages that read everything so
+  far alike stay candidates until a later chunk tells them apart. ``--encoding`` overrides.
+  Bytes that the encoding cannot decode are an error naming the lines, never mojibake.
 * comma, semicolon (European Excel), tab or pipe as delimiter, sniffed from the first lines;
 * CRLF, LF or CR line ends, quoted fields with delimiters, quotes and line breaks inside.
 
-Files that are not text (a workbook saved as .xlsx, a PDF, any binary) are refused with a
-message saying what they look like.
+Files that are not text (a workbook saved as .xlsx, a PDF, any binary), wider than
+:data:`MAX_COLUMNS`, mixing line ends, or with a quote that never closes are refused with a
+message saying what is wrong and where.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import os
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -28,18 +33,26 @@ from types import TracebackType
 from typing import IO
 
 from bulletin.errors import BulletinError
-from bulletin.store import normalise
+from bulletin.store import encodings, normalise
 
 CHUNK_BYTES = 1 << 20
+MAX_SAMPLE_BYTES = 4 * CHUNK_BYTES
+"""How far encoding detection reads ahead when the first non-ASCII chunk leaves it unsure."""
 MAX_LINE_CHARS = 1_000_000
 """A physical line longer than this is not a subscriber row (protects memory)."""
 MAX_RECORD_LINES = 100
 """A quoted field spanning more lines than this is an unclosed quote, not an address block."""
+MAX_COLUMNS = 1000
+"""A wider header is not a subscriber list (and the import stages one column per attribute:
+SQLite allows 2,000 columns in a table, PostgreSQL 1,600)."""
+SHOWN_LINES = 5
+"""Damaged lines named in an error message; the rest are counted."""
 
 _LF = b"\n"
+_END = "\x00"
+"""Fed to the csv parser after the last line: text never holds NUL (it is refused), so a
+record that swallows it was still inside quotes when the file ended."""
 DELIMITERS = (",", ";", "\t", "|")
-LEGACY_ENCODINGS = ("cp1250", "iso8859-2", "cp1252")
-"""Single-byte code pages tried when a file is not UTF-8, best first on a tie."""
 
 _CSV_HINT = (
     "Save the sheet as CSV: in Excel, File › Save As › 'CSV UTF-8 (Comma delimited)'; "
@@ -47,8 +60,16 @@ _CSV_HINT = (
 )
 _ENCODING_HINT = (
     "Save the file as CSV UTF-8, or name its encoding with --encoding "
-    "(cp1250 or iso-8859-2 for Romanian, cp1252 for Western European exports)."
+    "(cp1250 or iso-8859-2 for Romanian and Central European, cp1252 for Western European "
+    "exports)."
 )
+_DAMAGED_HINT = (
+    "The rest of the file reads as UTF-8: retype the text on those lines (it was probably "
+    "pasted from a file in another encoding) and save the file again as CSV UTF-8. If the "
+    "whole file is in another encoding, name it with --encoding."
+)
+_QUOTE_HINT = 'Check the quotes on that line: a quote inside a value is written twice ("").'
+_DAMAGE = re.compile("[\udc80-\udcff]+")
 _MAGIC = (
     (b"PK\x03\x04", "a ZIP archive (an .xlsx or .ods workbook?)"),
     (b"\xd0\xcf\x11\xe0", "an Excel .xls workbook"),
@@ -57,14 +78,6 @@ _MAGIC = (
     (b"\x89PNG", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"{\\rtf", "an RTF document"),
-)
-# Letters and punctuation that European text decoded with the right code page is made of.
-# Decoding with the wrong one gives symbols (º ª þ ¹ ¾), C1 controls or rare letters instead.
-_LIKELY = frozenset(
-    "ăâîșțşţĂÂÎȘȚŞŢ"
-    "áàäãåçéèêëíìïñóòôöõøúùûüýÿßæœÁÀÄÃÅÇÉÈÊËÍÌÏÑÓÒÔÖÕØÚÙÛÜÝŸÆŒ"
-    "čćđšžłńśźżőűěřůťďňąęČĆĐŠŽŁŃŚŹŻŐŰĚŘŮŤĎŇĄĘ"
-    "–—‘’‚“”„«»€°…•·"
 )
 
 
@@ -267,43 +280,6 @@ def _canonical_codec(name: str) -> str:
         ) from None
 
 
-def _score_legacy(data: bytes, encoding: str) -> int:
-    text = data.decode(encoding, errors="replace")
-    score = 0
-    for c in text:
-        if c < "\x80":
-            continue
-        if c in _LIKELY:
-            score += 1
-        elif "\x80" <= c <= "\x9f" or c == "\ufffd":
-            score -= 5
-        else:
-            score -= 2
-    return score
-
-
-def guess_legacy_encoding(data: bytes) -> str:
-    """The single-byte code page under which ``data`` reads most like European text."""
-    best = LEGACY_ENCODINGS[0]
-    best_score = None
-    for enc in LEGACY_ENCODINGS:
-        score = _score_legacy(data, enc)
-        if best_score is None or score > best_score:
-            best, best_score = enc, score
-    return best
-
-
-def _looks_utf8(data: bytes) -> bool:
-    text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data, final=False)
-    bad = text.count("\ufffd")
-    if not bad:
-        return True
-    good = sum(1 for c in text if c >= "\x80") - bad
-    # A UTF-8 file with a few damaged bytes is still UTF-8 (and the damage is reported, not
-    # decoded into mojibake); legacy text almost never forms valid multi-byte sequences.
-    return good > 0 and bad <= 4 * good
-
-
 def _utf16_without_bom(data: bytes) -> str | None:
     sample = data[:4096]
     if len(sample) < 8:
@@ -350,7 +326,10 @@ class CsvReader:
         self.size = self.path.stat().st_size
         self.bytes_read = 0
         self._lines_done = 0
+        self._pending = ""
         self._decoder: codecs.IncrementalDecoder | None = None
+        self._candidates: tuple[str, ...] = ()
+        self._ended = False
         self.encoding = "utf-8"
         self.encoding_how = "ASCII only"
         first = self._read()
@@ -364,9 +343,11 @@ class CsvReader:
             if first.startswith(magic):
                 raise ImportFileError(f"{self.label} is {what}, not a CSV file.", hint=_CSV_HINT)
         first = self._setup_encoding(first, encoding)
-        if self._decoder is None or self.encoding in LEGACY_ENCODINGS:
+        if self._decoder is None or self.encoding in encodings.LEGACY:
             self._check_binary(first)
-        self._newline = "\r" if b"\n" not in first and b"\r" in first else "\n"
+        # Old Mac files end lines with CR alone; a file mixing both is split on the commoner.
+        lf, cr = first.count(b"\n"), first.count(b"\r") - first.count(b"\r\n")
+        self._newline = "\r" if cr > lf else "\n"
         if self._decoder is not None and self.encoding.startswith("utf-16"):
             self._newline = "\n"
         self._lines = self._decoded_lines(first)
@@ -377,7 +358,7 @@ class CsvReader:
             if len(sample) >= 50:
                 break
         self.delimiter = _sniff_delimiter(sample)
-        self._reader = csv.reader(_chain(sample, self._lines), delimiter=self.delimiter)
+        self._reader = csv.reader(self._chain(sample), delimiter=self.delimiter)
         self._next_line = 1
         header = None
         for line_no, fields in self._records():
@@ -389,6 +370,13 @@ class CsvReader:
                 hint="Expected a header line such as `email,name,language`.",
             )
         self.header = [unneutralise(h).strip() for h in header]
+        if len(header) > MAX_COLUMNS:
+            raise ImportFileError(
+                f"{self.label}, line {self.header_line}: the header has {len(header):,} columns; "
+                f"a list of subscribers has far fewer (at most {MAX_COLUMNS:,} can be imported).",
+                hint="Keep the columns you need (the addresses, names, languages and the "
+                "attributes your templates use), delete the others and save the file again.",
+            )
 
     def _read(self) -> bytes:
         data = self._raw.read(CHUNK_BYTES)
@@ -445,31 +433,116 @@ class CsvReader:
         if self._decoder is None:
             if chunk.isascii():
                 return chunk.decode("ascii")
-            if _looks_utf8(chunk):
-                self._use("utf-8", "detected")
-            else:
-                self._use(guess_legacy_encoding(chunk), "detected")
+            chunk, final = self._detect(chunk, final, encodings.CANDIDATES)
+        elif len(self._candidates) > 1:
+            differ = encodings.disagreement(self._candidates)
+            if differ.search(chunk):
+                chunk, final = self._detect(chunk, final, self._candidates)
         assert self._decoder is not None
         try:
             return self._decoder.decode(chunk, final)
-        except UnicodeDecodeError as exc:
-            before = exc.object[: exc.start].decode(self.encoding, errors="replace")
-            line = self._lines_done + before.count(self._newline) + 1
-            bad = exc.object[exc.start : max(exc.end, exc.start + 1)].hex(" ")
-            if final and exc.end >= len(exc.object) and self.encoding.startswith("utf"):
-                what = "ends in the middle of a character"
-            else:
-                what = f"has bytes that are not valid {self.encoding} (0x{bad})"
-            raise ImportFileError(
-                f"{self.label}, line {line}: {what} ({self.encoding} {self.encoding_how}).",
-                hint=_ENCODING_HINT,
-            ) from None
+        except UnicodeDecodeError:
+            raise self._damaged(chunk) from None
+
+    def _detect(self, chunk: bytes, final: bool, candidates: tuple[str, ...]) -> tuple[bytes, bool]:
+        """Decide among ``candidates`` on ``chunk`` (and what follows, if unclear)."""
+        while True:
+            verdict = encodings.judge(chunk, candidates, final)
+            if not verdict.ambiguous or final or len(chunk) >= MAX_SAMPLE_BYTES:
+                break
+            more = self._read()
+            chunk, final = chunk + more, not more
+        if verdict.damaged is not None:
+            self._use("utf-8", "detected")
+            raise self._damaged(chunk)
+        if verdict.ambiguous:
+            raise self._ambiguous(verdict.ambiguous)
+        if verdict.encodings[0] != self.encoding or self._decoder is None:
+            # Single-byte decoders keep no state, so switching between chunks is safe.
+            self._use(verdict.encodings[0], "detected")
+        self._candidates = verdict.encodings
+        return chunk, final
+
+    def _ambiguous(self, readings: tuple[encodings.Reading, ...]) -> ImportFileError:
+        """The error for readings that differ: the first line where they do, in each."""
+        nl = self._newline
+        texts = [r.text for r in readings]
+        at = len(os.path.commonprefix(texts))
+        start = texts[0].rfind(nl, 0, at) + 1
+        line = self._lines_done + texts[0].count(nl, 0, start) + 1
+        prefix = self._pending if start == 0 else ""
+        width = max(len(r.encoding) for r in readings) + 1
+        shown = []
+        for r in readings:
+            end = r.text.find(nl, start)
+            text = prefix + r.text[start : end if end >= 0 else len(r.text)]
+            shown.append(
+                f"  {r.encoding + ':':<{width}}  {_printable(text, len(prefix) + at - start)}"
+            )
+        options = [f"--encoding {r.encoding}" for r in readings]
+        choice = " or ".join([", ".join(options[:-1]), options[-1]])
+        return ImportFileError(
+            f"{self.label}: cannot tell the encoding for sure; line {line} reads differently:\n"
+            + "\n".join(shown),
+            hint=f"Run again with {choice}, whichever shows the names right.",
+        )
+
+    def _damaged(self, chunk: bytes) -> ImportFileError:
+        """The error for undecodable bytes: every line holding some, from ``chunk`` to the end.
+
+        ``chunk`` is the one being decoded (it starts inside line ``_lines_done + 1``); the
+        rest of the file is read to count the damage, so that one message names it all.
+        """
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="surrogateescape")
+        nl = self._newline
+        lines: list[int] = []
+        count = last = 0
+        first = b""
+        at_end = False
+        line = self._lines_done + 1
+        while True:
+            final = not chunk
+            text = decoder.decode(chunk, final)
+            pos = 0
+            for m in _DAMAGE.finditer(text):
+                line += text.count(nl, pos, m.start())
+                pos = m.start()
+                if line != last:
+                    count, last = count + 1, line
+                    if len(lines) <= SHOWN_LINES:
+                        lines.append(line)
+                if not first:
+                    first = bytes(ord(c) - 0xDC00 for c in m.group())
+                at_end = final and m.end() == len(text)
+            line += text.count(nl, pos)
+            if final:
+                break
+            chunk = self._read()
+        if count == 1 and at_end and self.encoding.startswith("utf"):
+            what = "ends in the middle of a character"
+        else:
+            shown = " ".join(f"0x{b:02x}" for b in first)
+            what = f"has bytes that are not valid {self.encoding} ({shown})"
+        others = lines[1:]
+        if count > SHOWN_LINES:
+            shown = ", ".join(str(n) for n in others[:SHOWN_LINES])
+            what += f", and so do {count - 1} more lines ({shown}, ...)"
+        elif others:
+            listed = ", ".join(str(n) for n in others[:-1])
+            what += f", and so do line{'s' if len(others) > 1 else ''} "
+            what += f"{listed} and {others[-1]}" if listed else f"{others[-1]}"
+        detected_utf8 = self.encoding == "utf-8" and self.encoding_how == "detected"
+        return ImportFileError(
+            f"{self.label}, line {lines[0]}: {what} ({self.encoding} {self.encoding_how}).",
+            hint=_DAMAGED_HINT if detected_utf8 else _ENCODING_HINT,
+        )
 
     def _decoded_lines(self, chunk: bytes) -> Iterator[str]:
         sep = self._newline
         pending = ""
         while True:
             final = not chunk
+            self._pending = pending  # shown if detection stops on the line it begins
             text = self._decode(chunk, final)
             if "\x00" in text:
                 line = self._lines_done + (pending + text[: text.index("\x00")]).count(sep) + 1
@@ -495,6 +568,13 @@ class CsvReader:
             self._lines_done += 1
             yield pending
 
+    def _chain(self, first: list[str]) -> Iterator[str]:
+        """The lines for the csv parser: those sniffed, the rest, then the end marker."""
+        yield from first
+        yield from self._lines
+        self._ended = True
+        yield _END
+
     def _records(self) -> Iterator[tuple[int, list[str]]]:
         reader = self._reader
         while True:
@@ -504,24 +584,55 @@ class CsvReader:
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise ImportFileError(
-                    f"{self.label}, line {start}: {exc} (the record runs to line "
-                    f"{reader.line_num}; a quote is probably not closed).",
-                    hint="Check the quotes on that line: a quote inside a value is written "
-                    'twice ("").',
-                ) from None
-            end = reader.line_num
+                raise self._structure_error(exc, start, reader.line_num) from None
+            end = reader.line_num - (1 if self._ended else 0)  # the end marker is no line
             self._next_line = end + 1
             if end - start > MAX_RECORD_LINES:
                 raise ImportFileError(
                     f"{self.label}, line {start}: a quoted value runs over {end - start} lines "
                     f"(to line {end}); a quote is probably not closed.",
-                    hint="Check the quotes on that line: a quote inside a value is written "
-                    'twice ("").',
+                    hint=_QUOTE_HINT,
                 )
+            if self._ended:
+                if fields == [_END]:
+                    return
+                if fields[-1].endswith(_END):
+                    raise ImportFileError(
+                        f"{self.label}, line {start}: a quote opened on this line is never "
+                        "closed: the file ends inside the quoted value.",
+                        hint=_QUOTE_HINT,
+                    )
             if not fields or not any(f.strip() for f in fields):
                 continue  # blank line
             yield start, fields
+
+    def _structure_error(self, exc: csv.Error, start: int, end: int) -> ImportFileError:
+        """What a csv parser error means, said for a person, at the line where it is."""
+        text = str(exc)
+        if text.startswith("field larger than field limit"):
+            limit = csv.field_size_limit()
+            if end > start:
+                return ImportFileError(
+                    f"{self.label}, line {start}: a quoted value runs to line {end} and is "
+                    f"longer than {limit:,} characters; a quote is probably not closed.",
+                    hint=_QUOTE_HINT,
+                )
+            return ImportFileError(
+                f"{self.label}, line {start}: a value is longer than {limit:,} characters, "
+                "more than any name or attribute holds.",
+                hint="Shorten or delete that value in the spreadsheet and save the file again.",
+            )
+        if text.startswith("new-line character seen in unquoted field"):
+            found, others = ("carriage return (CR)", "line feed (LF)")
+            if self._newline == "\r":
+                found, others = others, found
+            return ImportFileError(
+                f"{self.label}, line {end}: the file mixes line ends: this line holds a "
+                f"{found} inside it, where the other lines end with a {others}.",
+                hint="Open the file in a spreadsheet and save it again as CSV, which ends every "
+                "line the same way; a value with a line break must be in quotes.",
+            )
+        return ImportFileError(f"{self.label}, line {start}: {exc}.", hint=_QUOTE_HINT)
 
     def records(self) -> Iterator[tuple[int, list[str]]]:
         """(line where the record starts, fields) for each non-blank record after the header."""
@@ -543,9 +654,13 @@ class CsvReader:
         self.close()
 
 
-def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
-    yield from first
-    yield from rest
+def _printable(text: str, at: int, width: int = 100) -> str:
+    """``text`` on one line, control characters spelled out, cut around offset ``at``."""
+    text = text.rstrip("\r\n")
+    if len(text) > width:
+        begin = max(0, min(at - width // 2, len(text) - width))
+        text = ("…" if begin else "") + text[begin : begin + width] + "…"
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _sniff_delimiter(lines: list[str]) -> str:
