@@ -503,3 +503,18 @@ def test_mistakes_in_queries_stay_bugs(tmp_path: Path):
     assert database_problem(duplicate.value, engine) is None
     assert database_problem(RuntimeError("a bug"), engine) is None
     engine.dispose()
+
+
+def test_a_workspace_where_the_signing_key_cannot_be_created(workspace: Workspace):
+    """Without BULLETIN_SECRET_KEY a send creates .bulletin/secret_key; an unwritable
+    workspace used to give a PermissionError traceback."""
+    prefix = unprivileged(workspace)
+    workspace.env.pop("BULLETIN_SECRET_KEY")
+    read_only_file(workspace)
+    workspace.db.chmod(0o666)  # the store is fine: only the key cannot be written
+    read_only(workspace.root)
+
+    result = run(workspace, "send", prefix=prefix)
+
+    assert_user_error(result, "Cannot create the signing key .bulletin/secret_key", "writable")
+    assert rows(workspace.db, "SELECT count(*) FROM sends") == [(0,)]

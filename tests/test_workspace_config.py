@@ -298,3 +298,26 @@ def test_key_lines_locate_every_key_and_nothing_inside_strings(newline: str) -> 
     assert found[("servers", "host")] == 16 and found[("dkim", "selector")] == 18
     assert ("fake",) not in found and ("not", "a", "table") not in found
     assert ("newsletter", "organisation") not in found and ("newsletter", "x") not in found
+
+
+def test_smtp_url_and_language_are_checked_at_load_at_their_lines(tmp_path: Path) -> None:
+    """Issue 8 defect 6: a bad relay URL surfaced only when a send connected."""
+    from bulletin.errors import ConfigError
+    from bulletin.workspace import load_config
+
+    path = tmp_path / "bulletin.toml"
+    path.write_text(
+        '[newsletter]\nname = "N"\nlanguage = "ro_RO!"\n'
+        '[sender]\nfrom_name = "N"\nfrom_email = "n@example.org"\n'
+        '[smtp]\nurl = "smtp://ana:hunter2@mail.example.org:587"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert "bulletin.toml:3: newsletter.language: language 'ro_RO!' is not a language code" in text
+    assert "bulletin.toml:8: smtp.url: must not contain a user name or password" in text
+    assert "hunter2" not in text
+    path.write_text(path.read_text().replace("ro_RO!", "ro_ro").replace("ana:hunter2@", ""))
+    config = load_config(path)
+    assert config.newsletter.language == "ro-RO"

@@ -269,7 +269,14 @@ def load_keys(workspace: Workspace, *, create: bool = True) -> tuple[str, ...]:
         return parse_keys(env, KEY_ENV)
     path = key_file(workspace)
     if create and not path.exists():
-        _create_key_file(path)
+        try:
+            _create_key_file(path)
+        except OSError as exc:
+            raise BulletinError(
+                f"Cannot create the signing key {workspace.relpath(path)}: {exc.strerror or exc}.",
+                hint=f"Make {workspace.relpath(path.parent)}/ writable for this user, or set "
+                f"{KEY_ENV} to the key that signs this workspace's links.",
+            ) from None
     return parse_keys(read_secret_file(path), workspace.relpath(path))
 
 

@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -84,6 +85,14 @@ class NewsletterConfig(_Section):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
 
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        try:
+            return normalise.clean_language(v) or "en"
+        except normalise.InvalidField as exc:
+            raise ValueError(f"{exc.reason}; {exc.hint[:1].lower()}{exc.hint[1:]}") from None
+
     @field_validator("list_id")
     @classmethod
     def _list_id(cls, v: str | None) -> str | None:
@@ -151,9 +160,36 @@ class SmtpConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not v.startswith(("smtp://", "smtps://")):
-            raise ValueError("must start with smtp:// or smtps://")
+        smtp_url_parts(v)
         return v
+
+
+SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
+
+
+def smtp_url_parts(url: str) -> tuple[Literal["smtp", "smtps"], str, int]:
+    """``(scheme, host, port)`` of an smtp.url; ValueError saying what is wrong otherwise.
+
+    Never echoes the URL: a user name and password may be embedded in it.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_DEFAULT_PORTS:
+        raise ValueError("must start with smtp:// or smtps://")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "must not contain a user name or password; put the user in smtp.username and "
+            "the password in BULLETIN_SMTP_PASSWORD"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be just scheme://host:port, without a path or query")
+    if not parts.hostname:
+        raise ValueError("names no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    scheme: Literal["smtp", "smtps"] = "smtps" if parts.scheme == "smtps" else "smtp"
+    return scheme, parts.hostname, port or SMTP_DEFAULT_PORTS[scheme]
 
 
 class SendConfig(_Section):
@@ -437,7 +473,15 @@ def read_secret_file(path: Path) -> str:
             f"Secret file {path} is readable by other users (mode {mode & 0o777:o}).",
             hint=f"Run: chmod 600 {path}",
         )
-    return path.read_text(encoding="utf-8").strip()
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise BulletinError(
+            f"Cannot read the secret file {path}: {exc.strerror or exc}.",
+            hint="It must be readable by the user running bulletin (and by nobody else).",
+        ) from None
+    except UnicodeDecodeError:
+        raise BulletinError(f"Secret file {path} is not UTF-8 text.") from None
 
 
 def find_root(start: Path | None = None) -> Path:

@@ -37,13 +37,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from bulletin.dispatch.transport import ConnectFailed, Delivery, Envelope
 from bulletin.errors import BulletinError, ConfigError, Location, Problem
-from bulletin.workspace import SmtpConfig
+from bulletin.workspace import SmtpConfig, smtp_url_parts
 
-DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 """Ports used when smtp.url names none (RFC 5321 relay port, RFC 8314 submissions)."""
 
 SINK_PORT = 2525
@@ -98,31 +96,17 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:
-    """Split ``smtp://host:port`` or ``smtps://host:port``; raise ConfigError otherwise."""
+    """Split ``smtp://host:port`` or ``smtps://host:port``; raise ConfigError otherwise.
 
-    def bad(message: str) -> ConfigError:
-        problem = Problem(f"smtp.url: {message}", Location("bulletin.toml"), code="config")
-        return ConfigError([problem], hint=_CONFIG_HINT)
-
-    parts = urlsplit(url)
-    if parts.scheme not in DEFAULT_PORTS:
-        raise bad("must start with smtp:// or smtps://")
-    # Never echo the URL here: a user name and password may be embedded in it.
-    if parts.username is not None or parts.password is not None:
-        raise bad(
-            "must not contain a user name or password; put the user in smtp.username and "
-            "the password in BULLETIN_SMTP_PASSWORD"
-        )
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise bad("must be just scheme://host:port, without a path or query")
-    if not parts.hostname:
-        raise bad("names no host")
+    The rule is the configuration's (:func:`bulletin.workspace.smtp_url_parts`), checked when
+    bulletin.toml loads; this is for URLs that did not come through it.
+    """
     try:
-        port = parts.port
-    except ValueError:
-        raise bad("the port must be a number from 1 to 65535") from None
-    scheme: Literal["smtp", "smtps"] = "smtps" if parts.scheme == "smtps" else "smtp"
-    return SmtpTarget(scheme, parts.hostname, port or DEFAULT_PORTS[scheme])
+        scheme, host, port = smtp_url_parts(url)
+    except ValueError as exc:
+        problem = Problem(f"smtp.url: {exc}", Location("bulletin.toml"), code="config")
+        raise ConfigError([problem], hint=_CONFIG_HINT) from None
+    return SmtpTarget(scheme, host, port)
 
 
 class SmtpTransport:
