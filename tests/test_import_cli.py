@@ -262,3 +262,42 @@ def test_file_text_in_an_error_is_printed_as_written(workspace_dir: Path) -> Non
     header = "no email column. The header has 'name', '[/x]city', '[red]note'."
     assert header in " ".join(err.split())
     assert "Traceback" not in err + out
+
+
+def test_remove_asks_without_holding_the_database(workspace_dir: Path) -> None:
+    """The confirmation question used to be asked inside the write transaction: while the
+    officer thought it over, every unsubscribe and import waited for the lock."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    assert bulletin(workspace_dir, "lists", "create", "news")[0] == 0
+    assert bulletin(workspace_dir, "subscribers", "add", "ion@example.ro", "--list", "news")[0] == 0
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "bulletin", "-w", str(workspace_dir)]
+    asking = subprocess.Popen(
+        [*cmd, "subscribers", "remove", "ion@example.ro"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert asking.stdout is not None
+        # Wait until the question is on screen (click prints it without a newline).
+        deadline = time.monotonic() + 30
+        seen = ""
+        while "Delete" not in seen and time.monotonic() < deadline:
+            seen += os.read(asking.stdout.fileno(), 200).decode()
+        assert "Delete ion@example.ro and all its history?" in seen
+        started = time.monotonic()
+        other = subprocess.run(
+            [*cmd, "subscribers", "add", "ana@example.ro", "--list", "news"],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+        assert other.returncode == 0, other.stderr
+        assert time.monotonic() - started < 10  # not the 30 s busy timeout
+        out, _ = asking.communicate("y\n", timeout=60)
+    finally:
+        if asking.poll() is None:
+            asking.kill()
+    assert asking.returncode == 0 and "Removed ion@example.ro." in out
+    assert bulletin(workspace_dir, "subscribers", "count", "--list", "news")[1].strip() == "1"

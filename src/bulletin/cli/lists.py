@@ -20,11 +20,11 @@ def lists_group(click_ctx: click.Context) -> None:
         return
     from rich.table import Table
 
-    from bulletin.store.subscribers import EFFECTIVE_STATUSES, list_counts
+    from bulletin.store import operations
+    from bulletin.store.subscribers import EFFECTIVE_STATUSES
 
     assert isinstance(click_ctx.obj, Context)
-    with click_ctx.obj.store().begin() as conn:
-        rows = list_counts(conn)
+    rows = operations.lists(click_ctx.obj.store())
     if not rows:
         console.print("No lists yet. Create one with `bulletin lists create SLUG`.", markup=False)
         return
@@ -46,11 +46,9 @@ def lists_group(click_ctx: click.Context) -> None:
 @pass_ctx
 def lists_create_cmd(ctx: Context, slug: str, name: str | None) -> None:
     """Create the list SLUG (lower-case letters, digits, dashes)."""
-    from bulletin.store.db import write_transaction
-    from bulletin.store.subscribers import create_list
+    from bulletin.store import operations
 
-    with write_transaction(ctx.store()) as conn:
-        created = create_list(conn, slug, name)
+    created = operations.create_list(ctx.store(), slug, name)
     console.print(visible(f"Created list {created.slug} ({created.name})."))
 
 

@@ -124,7 +124,7 @@ def send_cmd(
         return
     if plan.done:
         assert plan.existing is not None
-        _print_already_done(db, plan.existing.id, plan.issue_slug)
+        _print_already_done(plan)
         return
     if dry_run:
         _dry_run(plan, db)
@@ -158,15 +158,12 @@ def _print_plan(rows: list[tuple[str, str]]) -> None:
     console.print(table)
 
 
-def _print_already_done(db: Engine, send_id: int, slug: str) -> None:
-    from bulletin.store import ledger
-
-    with db.connect() as conn:
-        counts = ledger.counts(conn, send_id)
+def _print_already_done(plan: SendPlan) -> None:
+    counts = plan.counts
     console.print(
-        f"Already sent: {counts['sent']:,} sent, {counts['failed']:,} failed"
-        + (f", {counts['skipped']:,} skipped" if counts["skipped"] else "")
-        + f"; nothing to do. Details: bulletin status {slug}",
+        f"Already sent: {counts.get('sent', 0):,} sent, {counts.get('failed', 0):,} failed"
+        + (f", {counts['skipped']:,} skipped" if counts.get("skipped") else "")
+        + f"; nothing to do. Details: bulletin status {plan.issue_slug}",
         markup=False,
         soft_wrap=True,
     )

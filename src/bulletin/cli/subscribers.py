@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from bulletin.cli._common import Context, console, err_console, pass_ctx, visible
 from bulletin.errors import BulletinError
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from bulletin.store.importer import ImportReport
+    from bulletin.store.subscribers import Subscriber
 
 
 @click.group(
@@ -75,7 +81,7 @@ def subscribers_import_cmd(
     with Progress(
         *columns, console=err_console, transient=True, disable=not err_console.is_terminal
     ) as bar:
-        tasks: dict[str, Any] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
@@ -98,7 +104,7 @@ def subscribers_import_cmd(
     _print_import_report(report)
 
 
-def _print_import_report(report: Any) -> None:
+def _print_import_report(report: ImportReport) -> None:
     from rich.table import Table
 
     title = f"Import of {report.path.name} into {report.list_slug}"
@@ -150,13 +156,11 @@ def subscribers_add_cmd(
     resubscribe: bool,
 ) -> None:
     """Subscribe EMAIL to a list (accepts 'Name <address>')."""
-    from bulletin.store.db import write_transaction
-    from bulletin.store.subscribers import add_subscriber
+    from bulletin.store import operations
 
-    with write_transaction(ctx.store()) as conn:
-        result = add_subscriber(
-            conn, email, list_slug, name=name, language=language, resubscribe=resubscribe
-        )
+    result = operations.add(
+        ctx.store(), email, list_slug, name=name, language=language, resubscribe=resubscribe
+    )
     what = {"added": "Subscribed", "resubscribed": "Re-subscribed", "already": "Already on"}
     extra = f" (was {result.was})" if result.was else ""
     console.print(
@@ -185,15 +189,14 @@ def subscribers_remove_cmd(ctx: Context, email: str, yes: bool) -> None:
     The address is forgotten, so a later import may add it again; to keep someone from
     receiving mail, use `bulletin subscribers unsubscribe EMAIL --all` instead.
     """
-    from bulletin.store.db import write_transaction
-    from bulletin.store.subscribers import get_subscriber, remove_subscriber
+    from bulletin.store import operations
 
-    with write_transaction(ctx.store()) as conn:
-        sub = get_subscriber(conn, email)
-        if not yes:
-            click.confirm(f"Delete {sub.email} and all its history?", abort=True)
-        remove_subscriber(conn, sub.id)
-    console.print(f"Removed {sub.email}.", markup=False)
+    def ask(sub: Subscriber) -> bool:
+        return click.confirm(f"Delete {visible(sub.email)} and all its history?", abort=True)
+
+    removed = operations.forget(ctx.store(), email, None if yes else ask)
+    if removed is not None:
+        console.print(visible(f"Removed {removed.email}."))
 
 
 @subscribers_group.command(
@@ -208,14 +211,11 @@ def subscribers_unsubscribe_cmd(
     ctx: Context, email: str, list_slug: str | None, all_lists: bool
 ) -> None:
     """Unsubscribe EMAIL from one list (--list SLUG) or from everything (--all)."""
-    from bulletin.store.db import write_transaction
-    from bulletin.store.subscribers import get_subscriber, unsubscribe
+    from bulletin.store import operations
 
     if bool(list_slug) == all_lists:
         raise click.UsageError("Give either --list SLUG or --all.")
-    with write_transaction(ctx.store()) as conn:
-        sub = get_subscriber(conn, email)
-        changed = unsubscribe(conn, sub.id, None if all_lists else list_slug, "cli")
+    sub, changed = operations.unsubscribe(ctx.store(), email, None if all_lists else list_slug)
     where = "every list" if all_lists else list_slug
     state = f"Unsubscribed {sub.email} from {where}" if changed or all_lists else "No change"
     console.print(f"{state} ({changed} subscription(s) changed).", markup=False)
@@ -231,10 +231,9 @@ def subscribers_show_cmd(ctx: Context, email: str) -> None:
     """Show EMAIL's details, lists, statuses and history."""
     from rich.table import Table
 
-    from bulletin.store.subscribers import details
+    from bulletin.store import operations
 
-    with ctx.store().begin() as conn:
-        info = details(conn, email)
+    info = operations.details(ctx.store(), email)
     sub = info.subscriber
     card = Table(show_header=False, box=None)
     card.add_column(style="bold")
@@ -296,10 +295,9 @@ def subscribers_show_cmd(ctx: Context, email: str) -> None:
 @pass_ctx
 def subscribers_count_cmd(ctx: Context, list_slug: str | None, status: str) -> None:
     """Print how many subscribers (on a list) are in a status."""
-    from bulletin.store.subscribers import count
+    from bulletin.store import operations
 
-    with ctx.store().begin() as conn:
-        console.print(str(count(conn, list_slug, status)))
+    console.print(str(operations.count(ctx.store(), list_slug, status)))
 
 
 @subscribers_group.command(
@@ -331,18 +329,18 @@ def subscribers_export_cmd(
     """
     import sys
 
-    from bulletin.store.export import export_csv
+    from bulletin.store import operations
 
     wanted = statuses or ("subscribed",)
-    with ctx.store().begin() as conn:
-        if output is None:
-            export_csv(conn, list_slug, sys.stdout, statuses=wanted)
-            return
-        try:
-            with open(output, "w", encoding="utf-8-sig", newline="") as f:
-                n = export_csv(conn, list_slug, f, statuses=wanted)
-        except OSError as exc:
-            raise BulletinError(f"Cannot write {output}: {exc.strerror}.") from None
+    engine = ctx.store()
+    if output is None:
+        operations.export(engine, list_slug, sys.stdout, wanted)
+        return
+    try:
+        with open(output, "w", encoding="utf-8-sig", newline="") as f:
+            n = operations.export(engine, list_slug, f, wanted)
+    except OSError as exc:
+        raise BulletinError(f"Cannot write {output}: {exc.strerror}.") from None
     err_console.print(f"Exported {n:,} subscribers of {list_slug} to {output}.", markup=False)
 
 

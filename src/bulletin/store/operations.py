@@ -1,0 +1,100 @@
+"""The subscriber store's operations as commands use them: one call, its own transactions.
+
+The functions in :mod:`bulletin.store.subscribers` take a connection inside a transaction
+the caller opens, so several calls can commit together. A command needs the opposite: one
+call that opens what it needs, writes with the lock held as briefly as possible, and never
+waits for a person while holding it. These are those calls, for the CLI (and any other
+front end) to use instead of opening transactions itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from sqlalchemy.engine import Engine
+
+from bulletin.store import subscribers as subs
+from bulletin.store.db import write_transaction
+from bulletin.store.export import export_csv
+
+
+def add(
+    engine: Engine,
+    email: str,
+    list_slug: str,
+    *,
+    name: str | None = None,
+    language: str | None = None,
+    resubscribe: bool = False,
+    source: str = "cli",
+) -> subs.AddResult:
+    """Subscribe one address to a list (see :func:`~bulletin.store.subscribers.add_subscriber`)."""
+    with write_transaction(engine) as conn:
+        return subs.add_subscriber(
+            conn,
+            email,
+            list_slug,
+            name=name,
+            language=language,
+            resubscribe=resubscribe,
+            source=source,
+        )
+
+
+def forget(
+    engine: Engine, email: str, confirm: Callable[[subs.Subscriber], bool] | None = None
+) -> subs.Subscriber | None:
+    """Delete a subscriber with their history; None when ``confirm`` said no.
+
+    The question is asked before the write lock is taken: a person thinking it over must not
+    keep unsubscribes waiting. The deletion is by id, so an address that changed meanwhile
+    is not touched by mistake; one that vanished meanwhile is simply gone.
+    """
+    with engine.connect() as conn:
+        sub = subs.get_subscriber(conn, email)
+    if confirm is not None and not confirm(sub):
+        return None
+    with write_transaction(engine) as conn:
+        subs.remove_subscriber(conn, sub.id)
+    return sub
+
+
+def unsubscribe(
+    engine: Engine, email: str, list_slug: str | None, *, source: str = "cli"
+) -> tuple[subs.Subscriber, int]:
+    """Unsubscribe an address from one list, or from all (None); the subscriber and how
+    many subscriptions changed."""
+    with write_transaction(engine) as conn:
+        sub = subs.get_subscriber(conn, email)
+        return sub, subs.unsubscribe(conn, sub.id, list_slug, source)
+
+
+def details(engine: Engine, email: str) -> subs.SubscriberDetails:
+    """A subscriber with their lists and history, read in one snapshot."""
+    with engine.begin() as conn:
+        return subs.details(conn, email)
+
+
+def count(engine: Engine, list_slug: str | None, status: str) -> int:
+    """How many subscribers are in a status (on a list, or overall)."""
+    with engine.begin() as conn:
+        return subs.count(conn, list_slug, status)
+
+
+def export(engine: Engine, list_slug: str, out: TextIO, statuses: Sequence[str]) -> int:
+    """Write a list's members as CSV (one snapshot for both passes); how many were written."""
+    with engine.begin() as conn:
+        return export_csv(conn, list_slug, out, statuses=statuses)
+
+
+def lists(engine: Engine) -> list[subs.ListCounts]:
+    """Every list with member counts by status."""
+    with engine.begin() as conn:
+        return subs.list_counts(conn)
+
+
+def create_list(engine: Engine, slug: str, name: str | None = None) -> subs.MailingList:
+    """Create a list."""
+    with write_transaction(engine) as conn:
+        return subs.create_list(conn, slug, name)
