@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,3 +85,20 @@ def examples(*lines: str) -> str:
     """A command's epilog: its examples, one a line, kept as written by click."""
     head = "Example:" if len(lines) == 1 else "Examples:"
     return f"{head}\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def print_summary(
+    title: str, rows: Iterable[tuple[str, int]], *, dry_run: bool = False, unit: str = "count"
+) -> None:
+    """A finished operation's title (marked as a dry run if it was one) and its counts table."""
+    from rich.table import Table
+
+    if dry_run:
+        title += " (dry run: nothing was changed)"
+    console.print(visible(title), soft_wrap=True)
+    table = Table(show_header=False)
+    table.add_column("what")
+    table.add_column(unit, justify="right")
+    for label, n in rows:
+        table.add_row(label, f"{n:,}")
+    console.print(table)

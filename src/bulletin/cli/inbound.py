@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bulletin.cli._common import Context, console, err_console, pass_ctx, visible
+from bulletin.cli._common import Context, console, err_console, pass_ctx, print_summary, visible
 
 if TYPE_CHECKING:
     from bulletin.inbound.bounces import BounceReport
@@ -41,17 +41,7 @@ def _print_mail_report(
     report: BounceReport | UnsubscribeReport, title: str, lines: list[str]
 ) -> None:
     """Summary table, then what was done to whom, then unreadable messages (exit 1)."""
-    from rich.table import Table
-
-    if report.dry_run:
-        title += " (dry run: nothing was changed)"
-    console.print(title, markup=False, soft_wrap=True)
-    table = Table(show_header=False)
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    for label, n in report.summary_rows():
-        table.add_row(label, f"{n:,}")
-    console.print(table)
+    print_summary(title, report.summary_rows(), dry_run=report.dry_run)
     shown = 20
     for line in lines[:shown]:  # they quote the diagnostics of other people's servers
         console.print(visible(f"  {line}"), soft_wrap=True)

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bulletin.cli._common import Context, console, err_console, pass_ctx, visible
+from bulletin.cli._common import (
+    Context,
+    console,
+    err_console,
+    pass_ctx,
+    print_summary,
+    visible,
+)
 from bulletin.errors import BulletinError
 
 if TYPE_CHECKING:
@@ -105,18 +112,8 @@ def subscribers_import_cmd(
 
 
 def _print_import_report(report: ImportReport) -> None:
-    from rich.table import Table
-
     title = f"Import of {report.path.name} into {report.list_slug}"
-    if report.dry_run:
-        title += " (dry run: nothing was changed)"
-    console.print(visible(title), soft_wrap=True)
-    table = Table(show_header=False)
-    table.add_column("what")
-    table.add_column("rows", justify="right")
-    for label, n in report.summary_rows():
-        table.add_row(label, f"{n:,}")
-    console.print(table)
+    print_summary(title, report.summary_rows(), dry_run=report.dry_run, unit="rows")
     for note in report.notes():  # they quote the file's name and column names
         console.print(visible(note), soft_wrap=True)
     for r in report.rejected_sample:
