@@ -32,11 +32,16 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 # Debian packages the tests drive for real: Chromium (browser tests; Playwright uses
-# /usr/bin/chromium, it never downloads a browser) and fonts with Romanian glyphs.
+# /usr/bin/chromium, it never downloads a browser), fonts with Romanian glyphs, and the
+# PostgreSQL server programs (the test session runs its own cluster in a temporary folder;
+# the package's own service is not used).
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-	  echo "Installing Debian chromium for browser tests..."; \
-	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
+	@pkgs=""; \
+	command -v chromium >/dev/null 2>&1 || pkgs="$$pkgs chromium fonts-dejavu-core"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || pkgs="$$pkgs postgresql"; \
+	if [ -n "$$pkgs" ]; then \
+	  echo "Installing Debian packages for the tests:$$pkgs"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $$pkgs >/dev/null; \
 	fi
 
 lint: install-test
@@ -44,8 +49,10 @@ lint: install-test
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# The whole suite on SQLite, then again on PostgreSQL (tests about SQLite itself are skipped).
 test: install-test system-deps lint
 	$(BIN)/pytest
+	$(BIN)/pytest --db=postgresql
 
 # The demo sends for real, into the local capture server (`bulletin sink`, started here and
 # stopped at the end): nothing leaves the machine. The ledger lives in subscribers/bulletin.db,

@@ -1,25 +1,87 @@
-"""Shared fixtures: a temporary copy of the repository's workspace."""
+"""Shared fixtures: a temporary copy of the repository's workspace, and its database.
+
+The suite runs on SQLite by default and on PostgreSQL with ``--db=postgresql`` (``make test``
+does both). On PostgreSQL the session starts a private server (:mod:`pgserver`) and every
+test gets a new, empty schema: ``database_url`` gives its URL, and ``workspace_dir`` writes it
+into the workspace's bulletin.toml. Tests that are about SQLite itself (its files, locks and
+pragmas) are marked ``sqlite_only`` and skipped on the PostgreSQL pass.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_SLUG = "2014-10-clusterpolisee-03"
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=ENGINES,
+        default=os.environ.get("BULLETIN_TEST_DB", "sqlite"),
+        help="The database engine the store tests run on (default: sqlite).",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    engine = config.getoption("--db")
+    skip = pytest.mark.skip(reason=f"SQLite-only test; this pass runs on {engine}")
+    for item in items:
+        if engine != "sqlite" and item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def db_engine(pytestconfig: pytest.Config) -> str:
+    """``sqlite`` or ``postgresql``: the engine this pass of the suite runs on."""
+    return str(pytestconfig.getoption("--db"))
+
+
+@pytest.fixture(scope="session")
+def pg_server(db_engine: str) -> Iterator[object]:
+    """The session's PostgreSQL server (only on the PostgreSQL pass)."""
+    if db_engine != "postgresql":
+        pytest.skip("PostgreSQL tests run on the --db=postgresql pass")
+    from pgserver import PgServer
+
+    server = PgServer()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def workspace_dir(tmp_path: Path) -> Path:
-    """A fresh workspace: the repository's bulletin.toml, templates/ and issues/ copied."""
+def database_url(request: pytest.FixtureRequest, db_engine: str, tmp_path: Path) -> str:
+    """A URL of an empty store for this test: a SQLite file, or a new PostgreSQL schema."""
+    if db_engine == "sqlite":
+        return f"sqlite:///{tmp_path / 'store' / 'bulletin.db'}"
+    server = request.getfixturevalue("pg_server")
+    url: str = server.new_url()  # type: ignore[attr-defined]
+    return url
+
+
+@pytest.fixture
+def workspace_dir(tmp_path: Path, db_engine: str, request: pytest.FixtureRequest) -> Path:
+    """A fresh workspace: the repository's bulletin.toml, templates/ and issues/ copied.
+
+    On the PostgreSQL pass its database.url names a new schema of the session's server.
+    """
     root = tmp_path / "ws"
     root.mkdir()
     shutil.copy(REPO / "bulletin.toml", root / "bulletin.toml")
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copytree(REPO / "issues", root / "issues")
     (root / "subscribers").mkdir()
+    if db_engine != "sqlite":
+        set_config(root, "database", url=request.getfixturevalue("database_url"))
     return root
 
 
