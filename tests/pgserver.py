@@ -115,11 +115,29 @@ class PgServer:
         )  # fmt: skip
 
     def url(self, database: str = "postgres", *, schema: str | None = None) -> str:
-        """A SQLAlchemy URL for ``database`` (and ``schema`` first on the search path)."""
+        """A SQLAlchemy URL for ``database`` (and ``schema`` first on the search path).
+
+        The schema is also the connections' application_name, so a test can count the
+        connections its own code left open (:meth:`connections`).
+        """
         url = f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{database}"
         if schema is not None:
             url += "?options=" + quote(f"-csearch_path={schema}", safe="")
+            url += "&application_name=" + quote(schema, safe="")
         return url
+
+    def connections(self, application_name: str) -> int:
+        """How many connections with this application_name the server has open now."""
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=USER, dbname="postgres", autocommit=True
+        ) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                (application_name,),
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def execute(self, sql: str, database: str = "postgres") -> None:
         """Run one statement outside a transaction (CREATE DATABASE cannot run inside one)."""
