@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,6 +72,20 @@ def database_url(request: pytest.FixtureRequest, db_engine: str, tmp_path: Path)
 
 
 @pytest.fixture
+def new_database_url(
+    request: pytest.FixtureRequest, db_engine: str, tmp_path: Path
+) -> Callable[[str], str]:
+    """Makes URLs of further empty stores for tests that compare two: ``new_database_url("a")``.
+
+    A SQLite file ``<name>.db`` in the test's folder, or a new PostgreSQL schema.
+    """
+    if db_engine == "sqlite":
+        return lambda name: f"sqlite:///{tmp_path / 'stores' / f'{name}.db'}"
+    server = request.getfixturevalue("pg_server")
+    return lambda name: str(server.new_url())  # type: ignore[attr-defined]
+
+
+@pytest.fixture
 def open_connections(
     request: pytest.FixtureRequest, db_engine: str, database_url: str
 ) -> Callable[[], int]:
@@ -110,7 +123,9 @@ def _dispose_engines() -> Iterator[None]:
     test happens to run then. Only connections back in their pool are closed here: one still
     checked out at the end of a test is a real leak, and still warns.
     """
-    opened: weakref.WeakSet[Engine] = weakref.WeakSet()
+    # Strong references: an engine the test dropped must not be collected, connections
+    # and all, before it is disposed.
+    opened: set[Engine] = set()
 
     def record(conn: Connection) -> None:
         opened.add(conn.engine)

@@ -1,7 +1,7 @@
 """CSV import: the corpus of real-world files, bad input, transactions, dry runs, round trips.
 
-Every test imports into a real SQLite file. Corpus files are copied to tmp_path first because
-an import writes its rejects file beside the input.
+Every test imports into a real store (a SQLite file, or PostgreSQL on that pass). Corpus
+files are copied to tmp_path first because an import writes its rejects file beside the input.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import io
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ CORPUS = Path(__file__).parent / "data" / "csv"
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    engine = db.open_store(f"sqlite:///{tmp_path / 'store' / 'bulletin.db'}")
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = db.open_store(database_url)
     yield engine
     engine.dispose()
 
@@ -463,7 +463,9 @@ HOSTILE: list[tuple[tuple[str, str, str, str], tuple[str, str, dict[str, str]] |
 ]
 
 
-def test_import_and_add_give_the_same_verdicts(tmp_path: Path) -> None:
+def test_import_and_add_give_the_same_verdicts(
+    tmp_path: Path, new_database_url: Callable[[str], str]
+) -> None:
     """The same hostile input gives the same outcome through a CSV import and `add`."""
     cases = [case for case, _ in HOSTILE]
     out = io.StringIO()
@@ -472,8 +474,8 @@ def test_import_and_add_give_the_same_verdicts(tmp_path: Path) -> None:
     writer.writerow(["good@example.ro", "Good", "", ""])  # a file with no valid row is refused
     writer.writerows(cases)
     path = write(tmp_path, "hostile.csv", out.getvalue())
-    imported = db.open_store(f"sqlite:///{tmp_path / 'imported.db'}")
-    added = db.open_store(f"sqlite:///{tmp_path / 'added.db'}")
+    imported = db.open_store(new_database_url("imported"))
+    added = db.open_store(new_database_url("added"))
     try:
         report = run(imported, path)
         assert report.rejects_path is not None
@@ -512,13 +514,15 @@ def test_import_and_add_give_the_same_verdicts(tmp_path: Path) -> None:
         added.dispose()
 
 
-def test_import_and_add_name_attributes_alike(tmp_path: Path) -> None:
+def test_import_and_add_name_attributes_alike(
+    tmp_path: Path, new_database_url: Callable[[str], str]
+) -> None:
     long_header = "Please tell us in a few words why you read this newsletter every month"
     headers = ["Organisation Name", " Organizație\u202e ", long_header]
     out = io.StringIO()
     csv.writer(out).writerows([["email", *headers], ["ana@example.ro", "A", "B", "C"]])
-    imported = db.open_store(f"sqlite:///{tmp_path / 'imported.db'}")
-    added = db.open_store(f"sqlite:///{tmp_path / 'added.db'}")
+    imported = db.open_store(new_database_url("imported"))
+    added = db.open_store(new_database_url("added"))
     try:
         run(imported, write(tmp_path, "keys.csv", out.getvalue()))
         with db.write_transaction(added) as conn:
@@ -704,8 +708,6 @@ def test_dry_run_reports_exactly_what_would_happen_and_changes_nothing(
     _suppressed_store(engine)
     run(engine, corpus(tmp_path, "utf8.csv"))
     path = write(tmp_path, "mix.csv", SUPPRESSED_CSV + "ion.popescu@example.ro,Ion P.\n")
-    db_file = db.sqlite_path(engine)
-    assert db_file is not None
     before = dump(engine)
     dry = run(engine, path, "brand-new", dry_run=True)
     assert dump(engine) == before
