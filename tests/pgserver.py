@@ -154,6 +154,27 @@ class PgServer:
         self.execute(f'CREATE SCHEMA "{schema}"')
         return self.url(schema=schema)
 
+    def add_password_user(self, name: str, password: str) -> None:
+        """A role that must give ``password`` to connect over TCP (everyone else is trusted)."""
+        self.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'")
+        hba = self.data / "pg_hba.conf"
+        # The first matching line wins: this one before initdb's "trust" for everyone.
+        line = f"host all {name} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(line + hba.read_text())
+        self.execute("SELECT pg_reload_conf()")
+        import psycopg
+
+        # The reload is a signal the server acts on shortly after: wait until it asks.
+        for _ in range(100):
+            try:
+                psycopg.connect(
+                    host="127.0.0.1", port=self.port, user=name, dbname="postgres"
+                ).close()
+            except psycopg.OperationalError:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the server never asked {name} for a password")
+
     def new_database(self, prefix: str = "db") -> str:
         """A URL of a new, empty database (for what a schema cannot isolate)."""
         name = f"{prefix}{next(self._schemas)}_{os.getpid()}"

@@ -204,7 +204,7 @@ def test_a_foreign_database_is_refused(database_url: str) -> None:
 def test_bad_urls_and_missing_drivers_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(BulletinError, match="is not a database URL"):
         db.connect("not a url")
-    with pytest.raises(BulletinError, match="driver that is not installed"):
+    with pytest.raises(BulletinError, match="the PostgreSQL driver nosuchdriver, which is not"):
         db.connect("postgresql+nosuchdriver://u@localhost/x")
     blocked = tmp_path / "file"
     blocked.write_text("x")

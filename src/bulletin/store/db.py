@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, RootTransaction, make_url
+from sqlalchemy.engine import URL, Connection, Engine, RootTransaction, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -125,15 +125,32 @@ def connect(
     try:
         engine = sa.create_engine(parsed, json_serializer=_json_dumps, pool_timeout=pool_timeout)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
-        raise BulletinError(
-            f"database.url {parsed.render_as_string(hide_password=True)!r} needs a database "
-            f"driver that is not installed ({exc}).",
-            hint="Install the driver into bulletin's environment, e.g. `pip install psycopg`.",
-        ) from None
+        raise _missing_driver(parsed, exc) from None
     if is_sqlite:
         sa.event.listen(engine, "connect", _sqlite_settings(busy_timeout_ms))
         sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _missing_driver(url: URL, exc: Exception) -> BulletinError:
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "postgresql":
+        if url.get_driver_name() in ("psycopg", ""):
+            return BulletinError(
+                f"database.url ({shown}) needs the PostgreSQL driver (psycopg), which is "
+                "not installed.",
+                hint="Install it into bulletin's environment: pip install 'bulletin[postgres]'",
+            )
+        return BulletinError(
+            f"database.url ({shown}) asks for the PostgreSQL driver "
+            f"{url.get_driver_name()}, which is not installed ({exc}).",
+            hint="bulletin is made and tested with psycopg: write the URL as "
+            "postgresql+psycopg://user:password@host/dbname and pip install 'bulletin[postgres]'",
+        )
+    return BulletinError(
+        f"database.url {shown!r} needs a database driver that is not installed ({exc}).",
+        hint="Install the driver into bulletin's environment.",
+    )
 
 
 def begin_write(conn: Connection) -> RootTransaction:
@@ -289,7 +306,12 @@ def backups(path: Path) -> list[Path]:
 
 def _describe(engine: Engine) -> str:
     path = sqlite_path(engine)
-    return f"The database {path}" if path else "The database"
+    if path is not None:
+        return f"The database {path}"
+    url = engine.url
+    if url.get_backend_name() == "sqlite" or not url.host:
+        return "The database"
+    return f"The database {url.database} at {url.host}:{url.port or 5432}"
 
 
 def open_store(
@@ -368,6 +390,8 @@ def database_problem(exc: BaseException, engine: Engine) -> DatabaseProblem | No
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(orig, sqlite3.Error) and isinstance(code, int):
         return _sqlite_problem(orig, code, engine)
+    if engine.dialect.name == "postgresql" and isinstance(exc, DBAPIError):
+        return _postgres_problem(exc, engine)
     if isinstance(exc, OperationalError) and engine.dialect.name != "sqlite":
         where = engine.url.render_as_string(hide_password=True)
         said = str(orig).strip().rstrip(".")
@@ -378,6 +402,184 @@ def database_problem(exc: BaseException, engine: Engine) -> DatabaseProblem | No
             kind="unavailable",
         )
     return None
+
+
+# PostgreSQL's SQLSTATE codes for trouble that is no bug (errors once connected).
+_PG_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout
+_PG_QUERY_CANCELED = "57014"  # statement_timeout
+_PG_TOO_MANY_CONNECTIONS = ("53300", "53400")
+_PG_SHUTTING_DOWN = ("57P01", "57P02", "57P03")  # admin/crash shutdown, cannot connect now
+_PG_DISK_FULL = "53100"
+_PG_READ_ONLY = "25006"  # a standby, or default_transaction_read_only
+_PG_NO_PRIVILEGE = "42501"
+
+# Connection failures carry no SQLSTATE, only libpq's and the server's words; these are
+# their English forms (a server set to another language falls through to the general case,
+# which still quotes what it said).
+_PG_CONNECT_MESSAGES: tuple[tuple[str, str], ...] = (
+    ("failed to resolve host", "host"),
+    ("could not translate host name", "host"),
+    ("Connection refused", "refused"),
+    ("No such file or directory", "refused"),  # a Unix socket nobody listens on
+    ("timeout expired", "timeout"),
+    ("Connection timed out", "timeout"),
+    ("password authentication failed", "password"),
+    ("no password supplied", "no-password"),
+    ("no pg_hba.conf entry", "hba"),
+    ("too many connections", "full-house"),
+    ("remaining connection slots are reserved", "full-house"),
+    ("the database system is", "starting"),  # starting up, shutting down, in recovery
+    ("server closed the connection", "gone"),
+    ("terminating connection", "gone"),
+    ("consuming input failed", "gone"),
+    ("the connection is lost", "gone"),
+    ("the connection is closed", "gone"),
+)
+_PG_DOES_NOT_EXIST = re.compile(r'(database|role) "([^"]*)" does not exist')
+
+
+def _postgres_problem(exc: DBAPIError, engine: Engine) -> DatabaseProblem | None:
+    """What a PostgreSQL error means for the user, naming the server, never the password."""
+    url = engine.url
+    host = url.host or "localhost"
+    where = host if host.startswith("/") else f"{host}:{url.port or 5432}"
+    server = f"The PostgreSQL server at {where}"
+    database = url.database or url.username or _user()
+    user = url.username or _user()
+    said = str(exc.orig).strip().split("\n", 1)[0].strip().rstrip(".")
+    shown = url.render_as_string(hide_password=True)
+    again = "then run the command again."
+    unchanged = "then run the command again; nothing was changed."
+    code = getattr(exc.orig, "sqlstate", None)
+    if code == _PG_LOCK_NOT_AVAILABLE:
+        return DatabaseProblem(
+            f"The database {database} at {where} kept what this needs locked for too long "
+            f"(the server says: {said}).",
+            hint="Another bulletin command (an import, a send) or a database tool holds the "
+            f"lock. Wait until it is done, {unchanged}",
+            kind="busy",
+        )
+    if code == _PG_QUERY_CANCELED:
+        return DatabaseProblem(
+            f"The database {database} at {where} did not answer in time (the server says: {said}).",
+            hint=f"The server is overloaded or a lock is held long. Wait a little, {unchanged}",
+            kind="busy",
+        )
+    if code in _PG_TOO_MANY_CONNECTIONS:
+        return DatabaseProblem(
+            f"{server} accepts no more connections (the server says: {said}).",
+            hint="Too many programs are connected: wait, or raise max_connections on the "
+            f"server; {again}",
+            kind="busy",
+        )
+    if code in _PG_SHUTTING_DOWN:
+        return DatabaseProblem(
+            f"{server} stopped or restarted while bulletin used it (the server says: {said}).",
+            hint=f"Wait until it is back, {again}",
+            kind="unavailable",
+        )
+    if code == _PG_DISK_FULL:
+        return DatabaseProblem(
+            f"{server} has no space left for the database {database}: the change was not saved.",
+            hint="Ask the database administrator to free space on the server; what was saved "
+            "before is intact, and `bulletin send` carries on where it stopped.",
+            kind="full",
+        )
+    if code == _PG_READ_ONLY:
+        return DatabaseProblem(
+            f"{server} only allows reading the database {database} (the server says: {said}).",
+            hint="database.url in bulletin.toml must name the primary server, not a "
+            "read-only standby.",
+            kind="read-only",
+        )
+    if code == _PG_NO_PRIVILEGE:
+        return DatabaseProblem(
+            f"The PostgreSQL user {user} may not create or change tables in database "
+            f"{database} (the server says: {said}).",
+            hint=f"Make the user the database's owner (ALTER DATABASE {database} OWNER TO "
+            f"{user}), or grant it what bulletin needs (GRANT CREATE, USAGE ON SCHEMA public "
+            f"TO {user}); see the README's PostgreSQL section.",
+            kind="read-only",
+        )
+    if not isinstance(exc, OperationalError) or code is not None:
+        return None
+    kind = next((k for text, k in _PG_CONNECT_MESSAGES if text in said), "")
+    if missing := _PG_DOES_NOT_EXIST.search(said):
+        what, name = missing.groups()
+        if what == "database":
+            return DatabaseProblem(
+                f"{server} has no database {name} (database.url: {shown}).",
+                hint=f"Create it (createdb --owner={user} {name}, as the server's "
+                "administrator), or correct the database name in database.url in bulletin.toml.",
+                kind="cannot-open",
+            )
+        return DatabaseProblem(
+            f"{server} has no user {name} (database.url: {shown}).",
+            hint=f"Correct the user in database.url in bulletin.toml, or create it "
+            f"(createuser --pwprompt {name}, as the server's administrator).",
+            kind="cannot-open",
+        )
+    if kind == "host":
+        return DatabaseProblem(
+            f"The database host {host} in database.url cannot be found ({said}).",
+            hint="Correct the host in database.url in bulletin.toml, or check this machine's "
+            "name resolution (DNS, /etc/hosts).",
+            kind="cannot-open",
+        )
+    if kind == "refused":
+        return DatabaseProblem(
+            f"No PostgreSQL server answers at {where} (database.url: {shown}).",
+            hint="Start the database server, or correct the host and port in database.url in "
+            f"bulletin.toml; {again}",
+            kind="unavailable",
+        )
+    if kind == "timeout":
+        return DatabaseProblem(
+            f"{server} did not answer in time (database.url: {shown}).",
+            hint="Check that the server runs and that no firewall drops the connection; " + again,
+            kind="unavailable",
+        )
+    if kind == "password":
+        return DatabaseProblem(
+            f"{server} refused the password of user {user}.",
+            hint="Correct the password in database.url in bulletin.toml (or in ~/.pgpass), "
+            "or ask the database administrator for it.",
+            kind="cannot-open",
+        )
+    if kind == "no-password":
+        return DatabaseProblem(
+            f"{server} asks for a password for user {user}, and database.url gives none.",
+            hint="Put it in database.url (postgresql+psycopg://user:password@host/dbname) or, "
+            "to keep it out of bulletin.toml, in ~/.pgpass of the user running bulletin.",
+            kind="cannot-open",
+        )
+    if kind == "hba":
+        return DatabaseProblem(
+            f"{server} does not let user {user} connect to database {database} from this "
+            f"machine (the server says: {said}).",
+            hint="Ask the database administrator to allow it in pg_hba.conf, or correct "
+            "database.url in bulletin.toml.",
+            kind="cannot-open",
+        )
+    if kind == "full-house":
+        return DatabaseProblem(
+            f"{server} accepts no more connections (the server says: {said}).",
+            hint="Too many programs are connected: wait, or raise max_connections on the "
+            f"server; {again}",
+            kind="busy",
+        )
+    if kind in ("starting", "gone"):
+        return DatabaseProblem(
+            f"{server} stopped, restarted or dropped the connection (the server says: {said}).",
+            hint=f"Wait until it is back, {again}",
+            kind="unavailable",
+        )
+    return DatabaseProblem(
+        f"{server} did not answer or refused the work: {said} (database.url: {shown}).",
+        hint="Check that the database server runs and accepts connections, and "
+        f"database.url in bulletin.toml; {again}",
+        kind="unavailable",
+    )
 
 
 def _sqlite_problem(orig: sqlite3.Error, code: int, engine: Engine) -> DatabaseProblem | None:
