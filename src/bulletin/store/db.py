@@ -223,8 +223,11 @@ def migrate(
     """Bring the database up to ``target`` (default: the latest version).
 
     Each migration runs in its own transaction with its ``schema_version`` row, and the version
-    is re-read inside it, so two processes opening an old database at once upgrade it once.
+    is re-read inside it with the schema to itself (see :func:`_migration_transaction`), so
+    any number of processes opening an old or empty database at once upgrade it once.
     Before upgrading a SQLite database that already holds data, a copy is kept beside it.
+    A PostgreSQL database gets no copy (``backup`` stays None): there the server's own
+    backups, or a ``pg_dump`` before upgrading bulletin, are the copy; the README says so.
     """
     latest = migrations[-1].version if migrations else 0
     target = latest if target is None else target
@@ -235,7 +238,7 @@ def migrate(
         current = schema_version(conn)
     if current >= target and current <= latest and current > 0:
         return MigrationReport(current, current)
-    with write_transaction(engine) as conn:
+    with _migration_transaction(engine) as conn:
         before = schema_version(conn)
         if before == 0 and sa.inspect(conn).has_table(schema.subscribers.name):
             raise BulletinError(
@@ -244,7 +247,8 @@ def migrate(
                 hint="Point database.url in bulletin.toml at a new file.",
             )
         if before == 0:
-            schema.schema_version.create(conn)
+            # Another process may have created the table and not yet run the first migration.
+            schema.schema_version.create(conn, checkfirst=True)
     if before > latest:
         raise BulletinError(
             f"{_describe(engine)} has schema version {before}, newer than this bulletin "
@@ -260,7 +264,7 @@ def migrate(
         backup_path = backup_name(path, pending[0].version)
         _sqlite_backup(engine, backup_path)
     for migration in pending:
-        with write_transaction(engine) as conn:
+        with _migration_transaction(engine) as conn:
             if schema_version(conn) >= migration.version:
                 continue  # another process got there first
             migration.apply(conn)
@@ -272,6 +276,25 @@ def migrate(
                 )
             )
     return MigrationReport(before, pending[-1].version, backup_path)
+
+
+MIGRATION_LOCK = 0x62756C6C6574696E  # "bulletin" in ASCII
+"""The PostgreSQL advisory lock that lets one process at a time change the schema."""
+
+
+@contextmanager
+def _migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction in which this process alone checks and changes the schema.
+
+    SQLite's BEGIN IMMEDIATE already lets one writer in. PostgreSQL lets two transactions
+    both see no ``schema_version`` table and both create it (the loser fails with
+    DuplicateTable), so there a transaction-scoped advisory lock serialises them; whoever
+    waited re-reads the version once it has the lock, and finds the work done.
+    """
+    with write_transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        yield conn
 
 
 def _sqlite_backup(engine: Engine, dest: Path) -> None:
