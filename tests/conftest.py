@@ -139,6 +139,15 @@ def _dispose_engines() -> Iterator[None]:
             engine.dispose()
 
 
+def pass_database_url(request: pytest.FixtureRequest) -> str | None:
+    """For fixtures of any scope: a new PostgreSQL schema's URL on that pass, else None
+    (the workspace keeps its own SQLite file)."""
+    if request.config.getoption("--db") == "sqlite":
+        return None
+    server = request.getfixturevalue("pg_server")
+    return str(server.new_url())  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def workspace_dir(tmp_path: Path, db_engine: str, request: pytest.FixtureRequest) -> Path:
     """A fresh workspace: the repository's bulletin.toml, templates/ and issues/ copied.
