@@ -63,6 +63,7 @@ class PgServer:
             )
         self.bin = bin_dir
         self.root = Path(root or tempfile.mkdtemp(prefix="bulletin-pg-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
         self.port = _free_port()
         self._as_owner: list[str] = []
@@ -72,7 +73,8 @@ class PgServer:
             shutil.chown(self.root, "postgres")
         self.root.chmod(0o700)
         self._schemas = itertools.count(1)
-        self._start()
+        self._initdb()
+        self.start()
 
     def _run(self, *args: str) -> None:
         result = subprocess.run(
@@ -83,7 +85,7 @@ class PgServer:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"{args[0]} failed: {result.stderr}{result.stdout}\n{tail}")
 
-    def _start(self) -> None:
+    def _initdb(self) -> None:
         self._run(
             str(self.bin / "initdb"),
             "-D", str(self.data),
@@ -93,6 +95,9 @@ class PgServer:
             "--locale=C.UTF-8",
             "--no-sync",
         )  # fmt: skip
+
+    def start(self) -> None:
+        """Start the server (again, after :meth:`halt`) on its port, with its data."""
         options = " ".join(
             [
                 f"-p {self.port}",
@@ -180,6 +185,14 @@ class PgServer:
         name = f"{prefix}{next(self._schemas)}_{os.getpid()}"
         self.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (a restart's first half).
+
+        A fast shutdown: sessions are ended at once, and what was committed is written out
+        first (with synchronous_commit off, an immediate stop could lose the last commits).
+        """
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
 
     def stop(self) -> None:
         """Stop the server at once and remove its folder."""

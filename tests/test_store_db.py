@@ -258,3 +258,65 @@ def test_a_write_with_a_deadline_waits_only_that_long(tmp_path: Path) -> None:
         create_list(conn, "news")
     holder.dispose()
     engine.dispose()
+
+
+def test_a_write_with_a_deadline_waits_only_that_long_on_postgresql(
+    database_url: str, pg_server: object
+) -> None:
+    # PostgreSQL has no database-wide write lock: a row lock held by another program is what
+    # makes a writer wait (an import updating that subscriber, a person in psql).
+    engine = db.open_store(database_url)
+    holder = db.open_store(database_url)
+    with db.write_transaction(engine) as conn:
+        create_list(conn, "news")
+    with db.write_transaction(holder) as locked:
+        locked.execute(sa.select(schema.lists.c.id).with_for_update())
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError) as late:
+            with db.write_transaction(engine, wait=0.2) as conn:
+                conn.execute(sa.update(schema.lists).values(name="News"))
+        assert time.monotonic() - started < 2
+    problem = db.database_problem(late.value, engine)
+    assert problem is not None and problem.kind == "busy"
+    assert "kept what this needs locked for too long" in problem.message
+    assert problem.hint and "nothing was changed" in problem.hint
+    # The pooled connection is back to the engine's own patience for the next user.
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "30s"
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+    with db.write_transaction(engine, wait=0.2) as conn:
+        conn.execute(sa.update(schema.lists).values(name="News"))
+    holder.dispose()
+    engine.dispose()
+
+
+def test_serve_s_connections_bound_every_statement_on_postgresql(
+    database_url: str, pg_server: object
+) -> None:
+    served = db.open_store(database_url, busy_timeout_ms=1500, statement_timeout_ms=1500)
+    with served.connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "1400ms"
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1500ms"
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError) as slow:
+            conn.exec_driver_sql("SELECT pg_sleep(10)")
+        assert time.monotonic() - started < 5
+    problem = db.database_problem(slow.value, served)
+    assert problem is not None and problem.kind == "busy"
+    assert "did not answer in time" in problem.message
+    served.dispose()
+
+
+def test_mistakes_in_queries_stay_bugs(database_url: str) -> None:
+    engine = db.open_store(database_url)
+    with pytest.raises(sa.exc.DBAPIError) as missing, engine.connect() as conn:
+        conn.exec_driver_sql("SELECT * FROM no_such_table")
+    with pytest.raises(sa.exc.IntegrityError) as duplicate, db.write_transaction(engine) as conn:
+        create_list(conn, "news")
+        conn.exec_driver_sql(
+            "INSERT INTO lists (slug, name, created_at) SELECT slug, name, created_at FROM lists"
+        )
+    assert db.database_problem(missing.value, engine) is None
+    assert db.database_problem(duplicate.value, engine) is None
+    assert db.database_problem(RuntimeError("a bug"), engine) is None
+    engine.dispose()

@@ -94,14 +94,47 @@ def sqlite_path(engine: Engine) -> Path | None:
     return Path(database)
 
 
+def _postgres_settings(
+    lock_timeout_ms: int, statement_timeout_ms: int | None
+) -> Callable[[Any, Any], None]:
+    """The "connect" listener that sets up each new PostgreSQL connection."""
+
+    if statement_timeout_ms is not None:
+        lock_timeout_ms = min(lock_timeout_ms, _lock_within(statement_timeout_ms))
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        # Session settings, so they hold through a pooler in session mode as well (startup
+        # options would not).
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {max(1, lock_timeout_ms)}")
+            if statement_timeout_ms is not None:
+                cursor.execute(f"SET statement_timeout = {max(1, statement_timeout_ms)}")
+        dbapi_connection.commit()
+
+    return on_connect
+
+
+def _lock_within(statement_timeout_ms: int) -> int:
+    """A lock_timeout that ends a lock wait just before the statement's own timeout would,
+    so the error says a lock was the reason."""
+    return max(1, statement_timeout_ms - min(100, statement_timeout_ms // 10))
+
+
 def connect(
-    url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, pool_timeout: float = POOL_TIMEOUT
+    url: str,
+    *,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    pool_timeout: float = POOL_TIMEOUT,
+    statement_timeout_ms: int | None = None,
 ) -> Engine:
     """An engine for ``url`` (from ``Workspace.database_url()``), without migrating.
 
-    ``busy_timeout_ms`` is how long SQLite waits for another writer's lock and
-    ``pool_timeout`` how long a thread waits for a free connection; commands wait long
-    (an import may hold the lock a while), ``bulletin serve`` only a few seconds.
+    ``busy_timeout_ms`` is how long a statement waits for another writer's lock (SQLite's
+    busy_timeout, PostgreSQL's lock_timeout; also how long a connection to a PostgreSQL
+    server may take) and ``pool_timeout`` how long a thread waits for a free connection;
+    commands wait long (an import may hold the lock a while), ``bulletin serve`` only a few
+    seconds. ``statement_timeout_ms`` bounds every PostgreSQL statement (serve's; commands
+    have none: freezing a million recipients takes a while).
     """
     try:
         parsed = make_url(url)
@@ -122,13 +155,32 @@ def connect(
                 hint="Check database.url in bulletin.toml, and that the user running "
                 f"bulletin ({_user()}) may create that folder (its parent must be writable).",
             ) from None
+    options: dict[str, Any] = {}
+    connect_args: dict[str, Any] = {}
+    is_postgres = parsed.get_backend_name() == "postgresql"
+    if not is_sqlite:
+        # A server restarted since a connection was pooled: notice before using it, so the
+        # first request after a restart does not fail.
+        options["pool_pre_ping"] = True
+    if is_postgres and "connect_timeout" not in parsed.query:
+        # libpq waits for TCP's own timeout (minutes) for a host that drops packets.
+        connect_args["connect_timeout"] = max(2, -(-busy_timeout_ms // 1000))
     try:
-        engine = sa.create_engine(parsed, json_serializer=_json_dumps, pool_timeout=pool_timeout)
+        engine = sa.create_engine(
+            parsed,
+            json_serializer=_json_dumps,
+            pool_timeout=pool_timeout,
+            connect_args=connect_args,
+            **options,
+        )
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise _missing_driver(parsed, exc) from None
     if is_sqlite:
         sa.event.listen(engine, "connect", _sqlite_settings(busy_timeout_ms))
         sa.event.listen(engine, "begin", _sqlite_begin)
+    elif is_postgres:
+        settings = _postgres_settings(busy_timeout_ms, statement_timeout_ms)
+        sa.event.listen(engine, "connect", settings)
     return engine
 
 
@@ -171,6 +223,16 @@ def write_transaction(engine: Engine, *, wait: float | None = None) -> Iterator[
     instead of the engine's busy timeout: a web request has a deadline, a command has not.
     """
     with engine.connect() as conn:
+        if wait is not None and engine.dialect.name == "postgresql":
+            # For this transaction only: each statement waits at most that long for a lock
+            # or an answer (a transaction of a few statements, like an unsubscribe, a few
+            # times that at worst).
+            ms = max(1, int(wait * 1000))
+            with begin_write(conn):
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_lock_within(ms)}")
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+                yield conn
+            return
         if wait is None or engine.dialect.name != "sqlite":
             with begin_write(conn):
                 yield conn
@@ -338,13 +400,23 @@ def _describe(engine: Engine) -> str:
 
 
 def open_store(
-    url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, pool_timeout: float = POOL_TIMEOUT
+    url: str,
+    *,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    pool_timeout: float = POOL_TIMEOUT,
+    statement_timeout_ms: int | None = None,
 ) -> Engine:
     """Connect to the store and apply any pending migrations: the normal way in.
 
-    Database trouble on the way in (see :func:`database_problem`) is a :class:`DatabaseProblem`.
+    The waits are :func:`connect`'s. Database trouble on the way in (see
+    :func:`database_problem`) is a :class:`DatabaseProblem`.
     """
-    engine = connect(url, busy_timeout_ms=busy_timeout_ms, pool_timeout=pool_timeout)
+    engine = connect(
+        url,
+        busy_timeout_ms=busy_timeout_ms,
+        pool_timeout=pool_timeout,
+        statement_timeout_ms=statement_timeout_ms,
+    )
     try:
         migrate(engine)
     except Exception as exc:
