@@ -1,18 +1,26 @@
 """Opening the database: engine setup, SQLite pragmas, transactions and migrations.
 
 SQLite is the default (one file under ``subscribers/``, WAL mode so readers never wait for an
-import, foreign keys on). Everything else is SQLAlchemy Core, so a PostgreSQL URL works too.
+import, foreign keys on). PostgreSQL (``postgresql+psycopg://``, ``pip install
+'bulletin[postgres]'``) is the other engine, tested as much: every connection gets a
+lock_timeout (and, for ``bulletin serve``, a statement_timeout) so nothing waits without end
+behind another program's lock, and pooled connections are checked before use so a server
+restart costs no request. Everything is SQLAlchemy Core.
 
 Transactions are explicit: :func:`write_transaction` for changes (``BEGIN IMMEDIATE`` on SQLite,
 so a writer takes the lock up front instead of failing half-way with "database is locked"),
-``engine.begin()`` or ``engine.connect()`` for reads.
+``engine.begin()`` or ``engine.connect()`` for reads. Migrations take the schema to themselves
+(SQLite's write lock; a PostgreSQL advisory lock), so processes starting together on an
+empty database create it once.
 
 Database trouble that is no bug -- a file that is not SQLite, a damaged one, a read-only file
-or folder, a full disk, a lock held too long -- is turned into a :class:`DatabaseProblem` here
-and only here (:func:`database_problem`): the command line prints it for every command, and
-``bulletin serve`` logs it behind its 503 page. Its message names the file and what is wrong,
-its hint what to do, including which backup :func:`migrate` kept beside the file. Anything it
-does not recognise (a missing table, a bad query) stays a bug with its traceback.
+or folder, a full disk, a lock held too long; a PostgreSQL server that is down, unknown,
+refuses the password or has no such database or user -- is turned into a
+:class:`DatabaseProblem` here and only here (:func:`database_problem`): the command line
+prints it for every command, and ``bulletin serve`` logs it behind its 503 page. Its message
+names the file or the server (never a password) and what is wrong, its hint what to do,
+including which backup :func:`migrate` kept beside a SQLite file. Anything it does not
+recognise (a missing table, a bad query) stays a bug with its traceback.
 """
 
 from __future__ import annotations
@@ -306,7 +314,8 @@ def migrate(
             raise BulletinError(
                 f"{_describe(engine)} has a subscribers table but no schema_version: "
                 "it was not created by bulletin.",
-                hint="Point database.url in bulletin.toml at a new file.",
+                hint="Point database.url in bulletin.toml at a new file"
+                + (" (or an empty database)." if sqlite_path(engine) is None else "."),
             )
         if before == 0:
             # Another process may have created the table and not yet run the first migration.
@@ -442,11 +451,12 @@ ProblemKind = Literal[
 class DatabaseProblem(BulletinError):
     """The database cannot be read or written now; nothing was half-done.
 
-    ``kind`` says which trouble (``foreign``: not a SQLite file; ``damaged``; ``read-only``;
-    ``cannot-open``; ``full``: no space left; ``io``: the disk refused a read or write;
-    ``busy``: locked or no connection free in time; ``unavailable``: a database server did
-    not answer). ``busy`` and ``unavailable`` may pass by themselves; the others need someone
-    to act.
+    ``kind`` says which trouble (``foreign``: not a SQLite file; ``damaged``; ``read-only``
+    (also: a PostgreSQL user without the rights, a standby); ``cannot-open`` (also: a wrong
+    password, host, user or database name); ``full``: no space left; ``io``: the disk refused
+    a read or write; ``busy``: locked, too slow or no connection free in time;
+    ``unavailable``: a database server did not answer, or went away). ``busy`` and
+    ``unavailable`` may pass by themselves; the others need someone to act.
     """
 
     def __init__(self, message: str, *, hint: str, kind: ProblemKind) -> None:
