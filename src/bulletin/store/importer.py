@@ -591,6 +591,22 @@ class _Saver:
                 .where(in_range)
             )
             self.lookup_ids = sa.select(s.id, s.email_key).select_from(joined).where(in_range)
+        self.subscribe_new: sa.Insert | None = None
+        if self.by_keys:
+            # The subscriptions of a batch's new subscribers are made on the server from
+            # their addresses: their ids need not travel to us and back.
+            now = sa.literal(utcnow(), subscriptions.c.created_at.type)
+            self.subscribe_new = subscriptions.insert().from_select(
+                ["subscriber_id", "list_id", "status", "source", "created_at", "updated_at"],
+                sa.select(
+                    s.id,
+                    sa.literal(list_id, sa.Integer),
+                    sa.literal("subscribed", sa.Text),
+                    sa.literal(source, sa.Text),
+                    now,
+                    now,
+                ).where(in_batch),
+            )
         self.list_id = list_id
         self.report = report
         self.resubscribe = resubscribe
@@ -720,11 +736,12 @@ class _Saver:
             else:
                 report.unchanged += 1
 
-        if new:
+        if new and self.subscribe_new is not None:
+            self.insert_subscribers.run(new)
+            conn.execute(self.subscribe_new, {"keys": [row[1] for row in new]})
+        elif new:
             self.insert_subscribers.run(new)
             seen: set[int] = set()
-            if self.by_keys:
-                batch_keys = {"keys": [row[1] for row in new]}
             for sid, key in conn.execute(self.lookup_ids, batch_keys):
                 if key not in existing and sid not in seen:
                     seen.add(sid)
