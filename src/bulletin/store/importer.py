@@ -565,6 +565,12 @@ class _Saver:
             sub.status.label("list_status"),
         )
         on_list = sa.and_(sub.subscriber_id == s.id, sub.list_id == list_id)
+        self.list_id = list_id
+        self.report = report
+        self.resubscribe = resubscribe
+        self.source = source
+        self.now = utcnow()
+        self.subscribe_new: sa.Insert | None = None
         self.by_keys = conn.dialect.name == "postgresql"
         if self.by_keys:
             # PostgreSQL: the batch's addresses as one array parameter, each found through
@@ -578,7 +584,20 @@ class _Saver:
                 .select_from(subscribers.outerjoin(subscriptions, on_list))
                 .where(in_batch)
             )
-            self.lookup_ids = sa.select(s.id, s.email_key).where(in_batch)
+            # The subscriptions of a batch's new subscribers are made on the server from
+            # their addresses: their ids need not travel to us and back.
+            now = sa.literal(self.now, subscriptions.c.created_at.type)
+            self.subscribe_new = subscriptions.insert().from_select(
+                ["subscriber_id", "list_id", "status", "source", "created_at", "updated_at"],
+                sa.select(
+                    s.id,
+                    sa.literal(list_id, sa.Integer),
+                    sa.literal("subscribed", sa.Text),
+                    sa.literal(source, sa.Text),
+                    now,
+                    now,
+                ).where(in_batch),
+            )
         else:
             # A batch is a contiguous range of staged addresses (they are read in order), so
             # the store is looked up by joining that range of the staging table: no
@@ -591,27 +610,6 @@ class _Saver:
                 .where(in_range)
             )
             self.lookup_ids = sa.select(s.id, s.email_key).select_from(joined).where(in_range)
-        self.subscribe_new: sa.Insert | None = None
-        if self.by_keys:
-            # The subscriptions of a batch's new subscribers are made on the server from
-            # their addresses: their ids need not travel to us and back.
-            now = sa.literal(utcnow(), subscriptions.c.created_at.type)
-            self.subscribe_new = subscriptions.insert().from_select(
-                ["subscriber_id", "list_id", "status", "source", "created_at", "updated_at"],
-                sa.select(
-                    s.id,
-                    sa.literal(list_id, sa.Integer),
-                    sa.literal("subscribed", sa.Text),
-                    sa.literal(source, sa.Text),
-                    now,
-                    now,
-                ).where(in_batch),
-            )
-        self.list_id = list_id
-        self.report = report
-        self.resubscribe = resubscribe
-        self.source = source
-        self.now = utcnow()
         self.insert_subscribers = BulkInsert(
             conn,
             subscribers,
