@@ -35,12 +35,21 @@ install-test: $(VENV)/.installed-test
 # /usr/bin/chromium, it never downloads a browser), fonts with Romanian glyphs, and the
 # PostgreSQL server programs (the test session runs its own cluster in a temporary folder;
 # the package's own service is not used).
+# postgresql's postinst creates a default cluster and starts the service; in a container
+# (no init) or beside another server on port 5432 that start fails, and so would the
+# install. A policy-rc.d that says "do not start services" (what Debian's Docker images
+# ship) is put in place for the install when there is none, and removed after.
 system-deps:
 	@pkgs=""; \
 	command -v chromium >/dev/null 2>&1 || pkgs="$$pkgs chromium fonts-dejavu-core"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || pkgs="$$pkgs postgresql"; \
 	if [ -n "$$pkgs" ]; then \
 	  echo "Installing Debian packages for the tests:$$pkgs"; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    trap '$(SUDO) rm -f /usr/sbin/policy-rc.d' EXIT INT TERM; \
+	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+	    $(SUDO) chmod 755 /usr/sbin/policy-rc.d; \
+	  fi; \
 	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $$pkgs >/dev/null; \
 	fi
 

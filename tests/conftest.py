@@ -9,12 +9,15 @@ pragmas) are marked ``sqlite_only`` and skipped on the PostgreSQL pass.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_SLUG = "2014-10-clusterpolisee-03"
@@ -66,6 +69,83 @@ def database_url(request: pytest.FixtureRequest, db_engine: str, tmp_path: Path)
     server = request.getfixturevalue("pg_server")
     url: str = server.new_url()  # type: ignore[attr-defined]
     return url
+
+
+@pytest.fixture
+def new_database_url(
+    request: pytest.FixtureRequest, db_engine: str, tmp_path: Path
+) -> Callable[[str], str]:
+    """Makes URLs of further empty stores for tests that compare two: ``new_database_url("a")``.
+
+    A SQLite file ``<name>.db`` in the test's folder, or a new PostgreSQL schema.
+    """
+    if db_engine == "sqlite":
+        return lambda name: f"sqlite:///{tmp_path / 'stores' / f'{name}.db'}"
+    server = request.getfixturevalue("pg_server")
+    return lambda name: str(server.new_url())  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def open_connections(
+    request: pytest.FixtureRequest, db_engine: str, database_url: str
+) -> Callable[[], int]:
+    """Counts the connections to this test's database open right now, from any code.
+
+    SQLite: this process's file descriptors on the database file. PostgreSQL: the server's
+    connections carrying the test's schema as application_name.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    if db_engine == "sqlite":
+        path = Path(database_url.removeprefix("sqlite:///"))
+
+        def count_files() -> int:
+            fds = Path("/proc/self/fd")
+            found = 0
+            for fd in fds.iterdir():
+                with contextlib.suppress(OSError):
+                    if Path(os.readlink(fd)) == path:
+                        found += 1
+            return found
+
+        return count_files
+    server = request.getfixturevalue("pg_server")
+    (name,) = parse_qs(urlsplit(database_url).query)["application_name"]
+    return lambda: int(server.connections(name))  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines() -> Iterator[None]:
+    """Every engine a test connected with is disposed when the test ends.
+
+    Tests open stores freely and leave them to the garbage collector; a PostgreSQL
+    connection collected later warns (an error under ``filterwarnings = error``) in whichever
+    test happens to run then. Only connections back in their pool are closed here: one still
+    checked out at the end of a test is a real leak, and still warns.
+    """
+    # Strong references: an engine the test dropped must not be collected, connections
+    # and all, before it is disposed.
+    opened: set[Engine] = set()
+
+    def record(conn: Connection) -> None:
+        opened.add(conn.engine)
+
+    sa.event.listen(Engine, "engine_connect", record)
+    try:
+        yield
+    finally:
+        sa.event.remove(Engine, "engine_connect", record)
+        for engine in list(opened):
+            engine.dispose()
+
+
+def pass_database_url(request: pytest.FixtureRequest) -> str | None:
+    """For fixtures of any scope: a new PostgreSQL schema's URL on that pass, else None
+    (the workspace keeps its own SQLite file)."""
+    if request.config.getoption("--db") == "sqlite":
+        return None
+    server = request.getfixturevalue("pg_server")
+    return str(server.new_url())  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ class PgServer:
             )
         self.bin = bin_dir
         self.root = Path(root or tempfile.mkdtemp(prefix="bulletin-pg-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
         self.port = _free_port()
         self._as_owner: list[str] = []
@@ -72,7 +73,8 @@ class PgServer:
             shutil.chown(self.root, "postgres")
         self.root.chmod(0o700)
         self._schemas = itertools.count(1)
-        self._start()
+        self._initdb()
+        self.start()
 
     def _run(self, *args: str) -> None:
         result = subprocess.run(
@@ -83,7 +85,7 @@ class PgServer:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"{args[0]} failed: {result.stderr}{result.stdout}\n{tail}")
 
-    def _start(self) -> None:
+    def _initdb(self) -> None:
         self._run(
             str(self.bin / "initdb"),
             "-D", str(self.data),
@@ -93,6 +95,9 @@ class PgServer:
             "--locale=C.UTF-8",
             "--no-sync",
         )  # fmt: skip
+
+    def start(self) -> None:
+        """Start the server (again, after :meth:`halt`) on its port, with its data."""
         options = " ".join(
             [
                 f"-p {self.port}",
@@ -115,11 +120,29 @@ class PgServer:
         )  # fmt: skip
 
     def url(self, database: str = "postgres", *, schema: str | None = None) -> str:
-        """A SQLAlchemy URL for ``database`` (and ``schema`` first on the search path)."""
+        """A SQLAlchemy URL for ``database`` (and ``schema`` first on the search path).
+
+        The schema is also the connections' application_name, so a test can count the
+        connections its own code left open (:meth:`connections`).
+        """
         url = f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{database}"
         if schema is not None:
             url += "?options=" + quote(f"-csearch_path={schema}", safe="")
+            url += "&application_name=" + quote(schema, safe="")
         return url
+
+    def connections(self, application_name: str) -> int:
+        """How many connections with this application_name the server has open now."""
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=USER, dbname="postgres", autocommit=True
+        ) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                (application_name,),
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def execute(self, sql: str, database: str = "postgres") -> None:
         """Run one statement outside a transaction (CREATE DATABASE cannot run inside one)."""
@@ -136,11 +159,40 @@ class PgServer:
         self.execute(f'CREATE SCHEMA "{schema}"')
         return self.url(schema=schema)
 
+    def add_password_user(self, name: str, password: str) -> None:
+        """A role that must give ``password`` to connect over TCP (everyone else is trusted)."""
+        self.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'")
+        hba = self.data / "pg_hba.conf"
+        # The first matching line wins: this one before initdb's "trust" for everyone.
+        line = f"host all {name} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(line + hba.read_text())
+        self.execute("SELECT pg_reload_conf()")
+        import psycopg
+
+        # The reload is a signal the server acts on shortly after: wait until it asks.
+        for _ in range(100):
+            try:
+                psycopg.connect(
+                    host="127.0.0.1", port=self.port, user=name, dbname="postgres"
+                ).close()
+            except psycopg.OperationalError:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the server never asked {name} for a password")
+
     def new_database(self, prefix: str = "db") -> str:
         """A URL of a new, empty database (for what a schema cannot isolate)."""
         name = f"{prefix}{next(self._schemas)}_{os.getpid()}"
         self.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (a restart's first half).
+
+        A fast shutdown: sessions are ended at once, and what was committed is written out
+        first (with synchronous_commit off, an immediate stop could lose the last commits).
+        """
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
 
     def stop(self) -> None:
         """Stop the server at once and remove its folder."""

@@ -30,8 +30,8 @@ CORPUS = Path(__file__).parent / "data" / "csv"
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    engine = db.open_store(f"sqlite:///{tmp_path / 'store' / 'bulletin.db'}")
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = db.open_store(database_url)
     yield engine
     engine.dispose()
 

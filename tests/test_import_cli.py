@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -57,7 +58,8 @@ def test_import_prints_a_summary_and_the_rejects_file(workspace_dir: Path) -> No
     assert f"All 5 rejected rows, with reasons: {path.with_name('mixed-bad-rows.rejects.csv')}" in (
         out.replace("\n", "")
     )
-    assert (workspace_dir / "subscribers" / "bulletin.db").is_file()
+    code, out, _ = bulletin(workspace_dir, "subscribers", "count", "--list", "news")
+    assert (code, out.strip()) == (0, "2")  # saved in the workspace's store
 
 
 def test_import_dry_run_says_so_and_changes_nothing(workspace_dir: Path) -> None:
@@ -301,3 +303,15 @@ def test_remove_asks_without_holding_the_database(workspace_dir: Path) -> None:
             asking.kill()
     assert asking.returncode == 0 and "Removed ion@example.ro." in out
     assert bulletin(workspace_dir, "subscribers", "count", "--list", "news")[1].strip() == "1"
+
+
+def test_a_command_closes_its_database_connections(
+    workspace_dir: Path, open_connections: Callable[[], int]
+) -> None:
+    # In-process callers (tests, a scheduler running commands) must not collect connections.
+    assert _invoke(workspace_dir, "lists", "create", "news").exit_code == 0
+    assert _invoke(workspace_dir, "subscribers", "add", "ana@example.org", "--list", "news")
+    assert _invoke(workspace_dir, "lists").exit_code == 0
+    failed = _invoke(workspace_dir, "subscribers", "add", "ana@example.org", "--list", "nope")
+    assert failed.exit_code == 1
+    assert open_connections() == 0

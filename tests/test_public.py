@@ -1,9 +1,10 @@
 """``bulletin serve`` as a real server process on a loopback port, driven over HTTP.
 
 One server for the module (starting one costs a couple of seconds) over a copy of the sample
-workspace with a real SQLite store. Each test makes its own subscribers, so tests do not
-depend on one another, and checks the database through its own connection: what the server
-answered is only half of the story, what it committed is the other half.
+workspace with a real store (SQLite, or PostgreSQL on that pass). Each test makes its own
+subscribers, so tests do not depend on one another, and checks the database through its own
+connection: what the server answered is only half of the story, what it committed is the
+other half.
 
 Every request names a client address of its own in X-Forwarded-For (the test client's peer
 is 127.0.0.1, a trusted proxy by default), so the per-address rate limit only bites in the
@@ -37,7 +38,7 @@ from bulletin.store.db import open_store, write_transaction
 from bulletin.store.schema import events, lists, subscribers, subscriptions
 from bulletin.store.subscribers import add_subscriber, create_list, find_list, remove_subscriber
 from bulletin.tokens import TokenSigner
-from conftest import REPO, SAMPLE_SLUG
+from conftest import REPO, SAMPLE_SLUG, pass_database_url, set_config
 
 BULLETIN = Path(sys.executable).parent / "bulletin"
 RATE = 30
@@ -57,8 +58,12 @@ PAGE_CSP = (
 # -- the server -----------------------------------------------------------------------------
 
 
-def make_workspace(root: Path, extra_config: str = "") -> Path:
-    """The repository's workspace files copied to ``root``, with a test [serve] section."""
+def make_workspace(root: Path, extra_config: str = "", *, database_url: str | None = None) -> Path:
+    """The repository's workspace files copied to ``root``, with a test [serve] section.
+
+    ``database_url`` (see :func:`conftest.pass_database_url`) replaces the workspace's own
+    SQLite file.
+    """
     import shutil
 
     root.mkdir(parents=True)
@@ -68,6 +73,8 @@ def make_workspace(root: Path, extra_config: str = "") -> Path:
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copytree(REPO / "issues", root / "issues")
     (root / "subscribers").mkdir()
+    if database_url is not None:
+        set_config(root, "database", url=database_url)
     return root
 
 
@@ -141,8 +148,12 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    root = make_workspace(tmp_path_factory.mktemp("serve") / "ws")
+def site(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Site]:
+    root = make_workspace(
+        tmp_path_factory.mktemp("serve") / "ws", database_url=pass_database_url(request)
+    )
     workspace = ws.load(root)
     engine = open_store(workspace.database_url())
     with write_transaction(engine) as conn:

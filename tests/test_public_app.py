@@ -100,6 +100,7 @@ def test_hsts_only_with_an_https_base_url(workspace_dir: Path):
     app.state.public.engine.dispose()
 
 
+@pytest.mark.sqlite_only  # PostgreSQL: test_serve_postgres.py
 def test_a_locked_database_answers_503_and_loses_nothing(
     workspace_dir: Path, caplog: pytest.LogCaptureFixture
 ):
@@ -165,6 +166,7 @@ def test_no_free_connection_answers_503_not_500(
     engine.dispose()
 
 
+@pytest.mark.sqlite_only  # PostgreSQL: test_serve_postgres.py
 def test_a_damaged_database_answers_503_not_500(
     workspace_dir: Path, caplog: pytest.LogCaptureFixture
 ):

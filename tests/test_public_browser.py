@@ -18,7 +18,7 @@ from bulletin import workspace as ws
 from bulletin.store.db import open_store, write_transaction
 from bulletin.store.subscribers import create_list
 from bulletin.tokens import TokenSigner
-from conftest import CHROMIUM, CHROMIUM_ARGS, SAMPLE_SLUG  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_ARGS, SAMPLE_SLUG, pass_database_url  # noqa: E402
 from test_public import (
     ServeProcess,
     Site,
@@ -38,8 +38,12 @@ if not CHROMIUM.exists():  # pragma: no cover - the Makefile installs it
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    root = make_workspace(tmp_path_factory.mktemp("serve-browser") / "ws")
+def site(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Site]:
+    root = make_workspace(
+        tmp_path_factory.mktemp("serve-browser") / "ws", database_url=pass_database_url(request)
+    )
     workspace = ws.load(root)
     engine = open_store(workspace.database_url())
     with write_transaction(engine) as conn:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from bulletin import workspace as ws
@@ -90,6 +91,7 @@ def unsubscribed(engine: sa.Engine, ids: list[int]) -> set[int]:
         )
 
 
+@pytest.mark.sqlite_only  # PostgreSQL's locks: test_serve_postgres.py
 def test_a_long_write_lock_answers_503_never_500_and_loses_nothing(tmp_path: Path):
     root = make_workspace(tmp_path / "ws")
     workspace = ws.load(root)

@@ -1,9 +1,14 @@
-"""The store's database: SQLite settings, migrations, upgrades from the first schema."""
+"""The store's database: SQLite settings, migrations, upgrades from the first schema.
+
+Migrations run on both engines; what is about SQLite itself (WAL, pragmas, the file kept
+beside the database before an upgrade, its lock) is marked ``sqlite_only``.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +29,7 @@ def url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+@pytest.mark.sqlite_only
 def test_open_store_creates_the_folder_and_a_wal_database_with_foreign_keys(
     tmp_path: Path,
 ) -> None:
@@ -38,8 +44,8 @@ def test_open_store_creates_the_folder_and_a_wal_database_with_foreign_keys(
     engine.dispose()
 
 
-def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
-    engine = db.open_store(url(tmp_path / "b.db"))
+def test_foreign_keys_are_enforced(database_url: str) -> None:
+    engine = db.open_store(database_url)
     with pytest.raises(sa.exc.IntegrityError), db.write_transaction(engine) as conn:
         conn.execute(
             schema.subscriptions.insert().values(
@@ -63,9 +69,11 @@ def _columns(conn: Connection) -> dict[str, dict[str, tuple[bool, bool]]]:
     }
 
 
-def test_migrations_build_exactly_the_schema_the_code_queries(tmp_path: Path) -> None:
-    migrated = db.open_store(url(tmp_path / "migrated.db"))
-    reference = db.connect(url(tmp_path / "reference.db"))
+def test_migrations_build_exactly_the_schema_the_code_queries(
+    new_database_url: Callable[[str], str],
+) -> None:
+    migrated = db.open_store(new_database_url("migrated"))
+    reference = db.connect(new_database_url("reference"))
     schema.metadata.create_all(reference)
     with migrated.connect() as a, reference.connect() as b:
         assert _columns(a) == _columns(b)
@@ -86,8 +94,8 @@ def _dump(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
         }
 
 
-def _v1_with_data(path: Path) -> sa.Engine:
-    engine = db.connect(url(path))
+def _v1_with_data(database_url: str) -> sa.Engine:
+    engine = db.connect(database_url)
     db.migrate(engine, target=1)
     with db.write_transaction(engine) as conn:
         create_list(conn, "newsletter-ro", "Newsletter (română)")
@@ -109,11 +117,8 @@ def _m2_example(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE subscribers ADD COLUMN score INTEGER NOT NULL DEFAULT 0")
 
 
-def test_upgrade_from_the_first_schema_keeps_every_row_and_keeps_a_backup(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "bulletin.db"
-    engine = _v1_with_data(path)
+def test_upgrade_from_the_first_schema_keeps_every_row(database_url: str) -> None:
+    engine = _v1_with_data(database_url)
     before = _dump(engine)
     migrations = (*V1, Migration(2, "deliveries, subscribers.score", _m2_example))
 
@@ -132,20 +137,31 @@ def test_upgrade_from_the_first_schema_keeps_every_row_and_keeps_a_backup(
             "Ion.Popescu@example.ro",
             "ștefan@example.ro",
         ]
-    assert report.backup == tmp_path / "bulletin.db-before-v2"
-    backup = sqlite3.connect(report.backup)
-    assert backup.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
-    assert backup.execute("SELECT count(*) FROM subscribers").fetchone() == (2,)
-    backup.close()
     # Running again is a no-op.
     assert db.migrate(engine, migrations=migrations) == db.MigrationReport(2, 2)
     engine.dispose()
 
 
+@pytest.mark.sqlite_only
+def test_an_upgrade_of_a_sqlite_file_keeps_a_copy_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / "bulletin.db"
+    engine = _v1_with_data(url(path))
+    migrations = (*V1, Migration(2, "deliveries, subscribers.score", _m2_example))
+
+    report = db.migrate(engine, migrations=migrations)
+
+    assert report.backup == tmp_path / "bulletin.db-before-v2"
+    backup = sqlite3.connect(report.backup)
+    assert backup.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
+    assert backup.execute("SELECT count(*) FROM subscribers").fetchone() == (2,)
+    backup.close()
+    engine.dispose()
+
+
 def test_a_failing_migration_leaves_the_database_at_the_previous_version(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    engine = _v1_with_data(tmp_path / "bulletin.db")
+    engine = _v1_with_data(database_url)
     before = _dump(engine)
 
     def broken(conn: Connection) -> None:
@@ -163,9 +179,8 @@ def test_a_failing_migration_leaves_the_database_at_the_previous_version(
     engine.dispose()
 
 
-def test_opening_a_database_from_a_newer_bulletin_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "bulletin.db"
-    engine = _v1_with_data(path)
+def test_opening_a_database_from_a_newer_bulletin_is_refused(database_url: str) -> None:
+    engine = _v1_with_data(database_url)
     with db.write_transaction(engine) as conn:
         conn.execute(
             schema.schema_version.insert().values(
@@ -174,23 +189,22 @@ def test_opening_a_database_from_a_newer_bulletin_is_refused(tmp_path: Path) -> 
         )
     engine.dispose()
     with pytest.raises(BulletinError, match="schema version 99, newer than this bulletin"):
-        db.open_store(url(path))
+        db.open_store(database_url)
 
 
-def test_a_foreign_database_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "other.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE subscribers (id INTEGER PRIMARY KEY, mail TEXT)")
-    con.commit()
-    con.close()
+def test_a_foreign_database_is_refused(database_url: str) -> None:
+    other = db.connect(database_url)
+    with other.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE subscribers (id INTEGER PRIMARY KEY, mail TEXT)")
+    other.dispose()
     with pytest.raises(BulletinError, match="not created by bulletin"):
-        db.open_store(url(path))
+        db.open_store(database_url)
 
 
 def test_bad_urls_and_missing_drivers_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(BulletinError, match="is not a database URL"):
         db.connect("not a url")
-    with pytest.raises(BulletinError, match="driver that is not installed"):
+    with pytest.raises(BulletinError, match="the PostgreSQL driver nosuchdriver, which is not"):
         db.connect("postgresql+nosuchdriver://u@localhost/x")
     blocked = tmp_path / "file"
     blocked.write_text("x")
@@ -198,6 +212,7 @@ def test_bad_urls_and_missing_drivers_are_user_errors(tmp_path: Path) -> None:
         db.open_store(url(blocked / "sub" / "bulletin.db"))
 
 
+@pytest.mark.sqlite_only
 def test_workspace_database_url_resolves_under_the_workspace(workspace_dir: Path) -> None:
     from bulletin import workspace as ws
 
@@ -211,6 +226,7 @@ def test_workspace_database_url_resolves_under_the_workspace(workspace_dir: Path
     engine.dispose()
 
 
+@pytest.mark.sqlite_only
 def test_opening_an_up_to_date_store_does_not_wait_for_a_writer(tmp_path: Path) -> None:
     # bulletin serve (a few seconds of patience) starting while an import saves.
     path = tmp_path / "bulletin.db"
@@ -225,6 +241,7 @@ def test_opening_an_up_to_date_store_does_not_wait_for_a_writer(tmp_path: Path) 
     importer.dispose()
 
 
+@pytest.mark.sqlite_only
 def test_a_write_with_a_deadline_waits_only_that_long(tmp_path: Path) -> None:
     path = tmp_path / "bulletin.db"
     holder = db.open_store(url(path))
@@ -240,4 +257,66 @@ def test_a_write_with_a_deadline_waits_only_that_long(tmp_path: Path) -> None:
     with db.write_transaction(engine, wait=0.2) as conn:
         create_list(conn, "news")
     holder.dispose()
+    engine.dispose()
+
+
+def test_a_write_with_a_deadline_waits_only_that_long_on_postgresql(
+    database_url: str, pg_server: object
+) -> None:
+    # PostgreSQL has no database-wide write lock: a row lock held by another program is what
+    # makes a writer wait (an import updating that subscriber, a person in psql).
+    engine = db.open_store(database_url)
+    holder = db.open_store(database_url)
+    with db.write_transaction(engine) as conn:
+        create_list(conn, "news")
+    with db.write_transaction(holder) as locked:
+        locked.execute(sa.select(schema.lists.c.id).with_for_update())
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError) as late:
+            with db.write_transaction(engine, wait=0.2) as conn:
+                conn.execute(sa.update(schema.lists).values(name="News"))
+        assert time.monotonic() - started < 2
+    problem = db.database_problem(late.value, engine)
+    assert problem is not None and problem.kind == "busy"
+    assert "kept what this needs locked for too long" in problem.message
+    assert problem.hint and "nothing was changed" in problem.hint
+    # The pooled connection is back to the engine's own patience for the next user.
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "30s"
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+    with db.write_transaction(engine, wait=0.2) as conn:
+        conn.execute(sa.update(schema.lists).values(name="News"))
+    holder.dispose()
+    engine.dispose()
+
+
+def test_serve_s_connections_bound_every_statement_on_postgresql(
+    database_url: str, pg_server: object
+) -> None:
+    served = db.open_store(database_url, busy_timeout_ms=1500, statement_timeout_ms=1500)
+    with served.connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "1400ms"
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1500ms"
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError) as slow:
+            conn.exec_driver_sql("SELECT pg_sleep(10)")
+        assert time.monotonic() - started < 5
+    problem = db.database_problem(slow.value, served)
+    assert problem is not None and problem.kind == "busy"
+    assert "did not answer in time" in problem.message
+    served.dispose()
+
+
+def test_mistakes_in_queries_stay_bugs(database_url: str) -> None:
+    engine = db.open_store(database_url)
+    with pytest.raises(sa.exc.DBAPIError) as missing, engine.connect() as conn:
+        conn.exec_driver_sql("SELECT * FROM no_such_table")
+    with pytest.raises(sa.exc.IntegrityError) as duplicate, db.write_transaction(engine) as conn:
+        create_list(conn, "news")
+        conn.exec_driver_sql(
+            "INSERT INTO lists (slug, name, created_at) SELECT slug, name, created_at FROM lists"
+        )
+    assert db.database_problem(missing.value, engine) is None
+    assert db.database_problem(duplicate.value, engine) is None
+    assert db.database_problem(RuntimeError("a bug"), engine) is None
     engine.dispose()

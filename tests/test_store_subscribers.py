@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -31,8 +30,8 @@ from bulletin.store.subscribers import (
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    engine = db.open_store(f"sqlite:///{tmp_path / 'bulletin.db'}")
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = db.open_store(database_url)
     with db.write_transaction(engine) as conn:
         create_list(conn, "newsletter-ro", "Newsletter în română")
         create_list(conn, "events")

@@ -70,6 +70,9 @@ def cli(ctx: click.Context, workspace: Path | None) -> None:
     A workspace is a folder with bulletin.toml, issues/, templates/ and subscribers/.
     """
     ctx.obj = Context(workspace)
+    # A process exiting closes its connections anyway; a caller running commands in-process
+    # (tests, a scheduler) would otherwise collect a PostgreSQL connection per command.
+    ctx.call_on_close(ctx.obj.close)
 
 
 for _module in (compose, subscribers, lists, send, inbound, sink, web):

@@ -44,6 +44,11 @@ class Context:
         self._engine = open_store(self.workspace.database_url())
         return self._engine
 
+    def close(self) -> None:
+        """Close the store's connections (when the command ends, however it ends)."""
+        if self._engine is not None:
+            self._engine.dispose()
+
     def database_problem(self, exc: Exception) -> DatabaseProblem | None:
         """What ``exc`` means for the user if it is trouble with the store; None otherwise."""
         if self._engine is None:  # nothing opened the store, so it cannot be about it

@@ -7,6 +7,15 @@ compiles the statement once for the connection's dialect, converts only the colu
 type needs it (JSON, timestamps; text and integers pass through), and hands plain tuples to
 the driver's ``executemany``. The SQL and the conversions still come from SQLAlchemy, so it
 works on any dialect.
+
+:class:`BulkUpdate` is the same for updates by primary key, each row with its own values.
+
+On PostgreSQL the rows go through ``COPY ... FROM STDIN`` instead (psycopg's
+``cursor.copy()``): even pipelined, an INSERT per row costs the client a parameter set and
+the server a statement, and a 100,000-row import took 3.5 times SQLite's time that way. COPY
+streams the rows in one statement. SQLite keeps ``executemany``, which is already its fastest
+way in. Updates on PostgreSQL are one ``UPDATE ... FROM unnest(arrays)`` per call instead of
+a statement per row (a re-import that changed 100,000 names took 2.3 times SQLite's time).
 """
 
 from __future__ import annotations
@@ -16,9 +25,33 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection, Dialect
 
 _UNSET = object()
+
+
+# PostgreSQL types whose binary COPY form psycopg writes from the values the bind processors
+# give (an int, a str, a bool, an aware datetime, JSON already encoded as a str). Binary
+# saves the server parsing text and the client formatting it: a quarter of a COPY's time.
+_BINARY_TYPES = {
+    "INTEGER": "int4",
+    "BIGINT": "int8",
+    "SMALLINT": "int2",
+    "TEXT": "text",
+    "VARCHAR": "text",
+    "BOOLEAN": "bool",
+    "JSON": "json",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "FLOAT": "float8",
+    "DOUBLE PRECISION": "float8",
+}
+
+
+def _binary_type(col_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str | None:
+    """The name psycopg's binary COPY knows the column's type by, or None (then COPY is text)."""
+    name = col_type.dialect_impl(dialect).compile(dialect=dialect)
+    return _BINARY_TYPES.get(name.split("(", 1)[0].strip())
 
 
 class BulkInsert:
@@ -52,6 +85,19 @@ class BulkInsert:
             sql_order = list(every)
         self._names = sql_order
         self._pick = operator.itemgetter(*(every.index(k) for k in sql_order))
+        self._copy_sql: str | None = None
+        self._copy_types: list[str] | None = None
+        if dialect.name == "postgresql":
+            quote = dialect.identifier_preparer.quote
+            types = [_binary_type(table.c[c].type, dialect) for c in every]
+            binary = all(types)
+            self._copy_sql = (
+                f"COPY {dialect.identifier_preparer.format_table(table)} "
+                f"({', '.join(quote(c) for c in every)}) FROM STDIN"
+                + (" (FORMAT BINARY)" if binary else "")
+            )
+            if binary:
+                self._copy_types = [t for t in types if t]
 
         def processor(column: str) -> Callable[[Any], Any] | None:
             col_type = table.c[column].type
@@ -68,6 +114,9 @@ class BulkInsert:
     def run(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert ``rows`` (tuples of values in ``columns`` order)."""
         if not rows:
+            return
+        if self._copy_sql is not None:
+            self._copy(rows)
             return
         pick, tail, converters = self._pick, self._tail, self._converters
         params: list[tuple[Any, ...]]
@@ -97,3 +146,80 @@ class BulkInsert:
         else:
             names = self._names
             self.conn.exec_driver_sql(self.sql, [dict(zip(names, p, strict=True)) for p in params])
+
+    def _copy(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        # The driver's own connection, inside the transaction the caller's connection began.
+        driver = self.conn.connection.driver_connection
+        assert driver is not None and self._copy_sql is not None
+        tail, converters = self._tail, self._converters
+        with driver.cursor() as cursor, cursor.copy(self._copy_sql) as copy:
+            if self._copy_types is not None:
+                copy.set_types(self._copy_types)
+            write = copy.write_row
+            if not converters:
+                for row in rows:
+                    write(row + tail)
+                return
+            last_in: list[Any] = [_UNSET] * len(converters)
+            last_out: list[Any] = [None] * len(converters)
+            for row in rows:
+                out = list(row)
+                for n, (index, proc) in enumerate(converters):
+                    value = out[index]
+                    if value is last_in[n]:
+                        out[index] = last_out[n]
+                    else:
+                        out[index] = last_out[n] = proc(value)
+                        last_in[n] = value
+                out += tail
+                write(out)
+
+
+class BulkUpdate:
+    """An UPDATE of ``table`` rows found by the column ``key``, each with its own values.
+
+    Rows are tuples ``(key, *values)`` in ``columns`` order; ``constants`` are set on every
+    row alike (an ``updated_at``).
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        key: str,
+        columns: Sequence[str],
+        constants: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.columns = tuple(columns)
+        names = (key, *self.columns)
+        self._arrays = conn.dialect.name == "postgresql"
+        if self._arrays:
+            # One array parameter per column, unnested side by side into rows; each array
+            # has the column's own type, so JSON and timestamps convert as they always do.
+            unnested = (
+                sa.func.unnest(
+                    *(sa.bindparam(f"b_{n}", type_=ARRAY(table.c[n].type)) for n in names)
+                )
+                .table_valued(*names)
+                .render_derived(name="bulk_values")
+            )
+            where = table.c[key] == unnested.c[key]
+            values: dict[str, Any] = {c: unnested.c[c] for c in self.columns}
+        else:
+            where = table.c[key] == sa.bindparam(f"b_{key}")
+            values = {c: sa.bindparam(f"b_{c}", type_=table.c[c].type) for c in self.columns}
+        self._statement = table.update().where(where).values({**values, **(constants or {})})
+        self._names = names
+
+    def run(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Update one row per tuple ``(key, *values)``."""
+        if not rows:
+            return
+        if self._arrays:
+            columns = zip(*rows, strict=True)
+            params = {f"b_{n}": list(c) for n, c in zip(self._names, columns, strict=True)}
+            self.conn.execute(self._statement, params)
+        else:
+            names = [f"b_{n}" for n in self._names]
+            self.conn.execute(self._statement, [dict(zip(names, r, strict=True)) for r in rows])

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from bulletin.store import csvfile
-from bulletin.store.bulk import BulkInsert
+from bulletin.store.bulk import BulkInsert, BulkUpdate
 from bulletin.store.csvfile import ColumnMap, CsvReader, ImportFileError, unneutralise
 from bulletin.store.db import begin_write
 from bulletin.store.normalise import (
@@ -552,35 +553,63 @@ class _Saver:
         source: str,
     ) -> None:
         self.conn = conn
-        # A batch is a contiguous range of staged addresses (they are read in order), so the
-        # store is looked up by joining that range of the staging table: no parameter list.
         t, s, sub = staging.c, subscribers.c, subscriptions.c
-        in_range = t.email_key.between(sa.bindparam("first"), sa.bindparam("last"))
-        joined = staging.join(subscribers, s.email_key == t.email_key)
-        self.lookup = (
-            sa.select(
-                s.id,
-                s.email_key,
-                s.email,
-                s.name,
-                s.language,
-                s.attributes,
-                s.status,
-                sub.status.label("list_status"),
-            )
-            .select_from(
-                joined.outerjoin(
-                    subscriptions, sa.and_(sub.subscriber_id == s.id, sub.list_id == list_id)
-                )
-            )
-            .where(in_range)
+        columns = (
+            s.id,
+            s.email_key,
+            s.email,
+            s.name,
+            s.language,
+            s.attributes,
+            s.status,
+            sub.status.label("list_status"),
         )
-        self.lookup_ids = sa.select(s.id, s.email_key).select_from(joined).where(in_range)
+        on_list = sa.and_(sub.subscriber_id == s.id, sub.list_id == list_id)
         self.list_id = list_id
         self.report = report
         self.resubscribe = resubscribe
         self.source = source
         self.now = utcnow()
+        self.subscribe_new: sa.Insert | None = None
+        self.by_keys = conn.dialect.name == "postgresql"
+        if self.by_keys:
+            # PostgreSQL: the batch's addresses as one array parameter, each found through
+            # the unique index. Joined with the staging table instead, the planner (which
+            # cannot know how many staged rows a range holds) chose to scan every
+            # subscriber once per batch: quadratic, minutes for a million rows.
+            keys = sa.bindparam("keys", type_=ARRAY(sa.Text))
+            in_batch = s.email_key == sa.any_(keys)
+            self.lookup = (
+                sa.select(*columns)
+                .select_from(subscribers.outerjoin(subscriptions, on_list))
+                .where(in_batch)
+            )
+            # The subscriptions of a batch's new subscribers are made on the server from
+            # their addresses: their ids need not travel to us and back.
+            now = sa.literal(self.now, subscriptions.c.created_at.type)
+            self.subscribe_new = subscriptions.insert().from_select(
+                ["subscriber_id", "list_id", "status", "source", "created_at", "updated_at"],
+                sa.select(
+                    s.id,
+                    sa.literal(list_id, sa.Integer),
+                    sa.literal("subscribed", sa.Text),
+                    sa.literal(source, sa.Text),
+                    now,
+                    now,
+                ).where(in_batch),
+            )
+        else:
+            # A batch is a contiguous range of staged addresses (they are read in order), so
+            # the store is looked up by joining that range of the staging table: no
+            # parameter list.
+            in_range = t.email_key.between(sa.bindparam("first"), sa.bindparam("last"))
+            joined = staging.join(subscribers, s.email_key == t.email_key)
+            self.lookup = (
+                sa.select(*columns)
+                .select_from(joined.outerjoin(subscriptions, on_list))
+                .where(in_range)
+            )
+            self.lookup_ids = sa.select(s.id, s.email_key).select_from(joined).where(in_range)
         self.insert_subscribers = BulkInsert(
             conn,
             subscribers,
@@ -610,15 +639,12 @@ class _Saver:
             ["subscriber_id", "kind", "detail"],
             constants={"list_id": list_id, "source": source, "at": self.now},
         )
-        self.update_fields = (
-            subscribers.update()
-            .where(s.id == sa.bindparam("b_id"))
-            .values(
-                name=sa.bindparam("b_name"),
-                language=sa.bindparam("b_language"),
-                attributes=sa.bindparam("b_attributes", type_=sa.JSON),
-                updated_at=sa.bindparam("b_now"),
-            )
+        self.update_fields = BulkUpdate(
+            conn,
+            subscribers,
+            "id",
+            ["name", "language", "attributes"],
+            constants={"updated_at": self.now},
         )
         self.reactivate = (
             subscribers.update()
@@ -636,16 +662,20 @@ class _Saver:
 
     def apply(self, batch: list[_Merged]) -> None:
         conn, report, now = self.conn, self.report, self.now
-        key_range = (batch[0].key, batch[-1].key)
+        batch_keys: dict[str, Any]
+        if self.by_keys:
+            batch_keys = {"keys": [m.key for m in batch]}
+        else:
+            batch_keys = {"first": batch[0].key, "last": batch[-1].key}
         existing: dict[str, Any] = {}
         on_list: dict[int, str] = {}
-        for r in conn.execute(self.lookup, {"first": key_range[0], "last": key_range[1]}):
+        for r in conn.execute(self.lookup, batch_keys):
             existing[r.email_key] = r
             if r.list_status is not None:
                 on_list[r.id] = r.list_status
         new: list[tuple[Any, ...]] = []
         subscribe_ids: list[int] = []
-        field_updates: list[dict[str, Any]] = []
+        field_updates: list[tuple[Any, ...]] = []
         reactivate: list[dict[str, Any]] = []
         relist: list[dict[str, Any]] = []
         history: list[tuple[Any, ...]] = []
@@ -670,7 +700,7 @@ class _Saver:
             list_status = on_list.get(row.id)
             changes, fields = _changes(row, m)
             if changes:
-                field_updates.append({"b_id": row.id, "b_now": now, **fields})
+                field_updates.append((row.id, *fields))
             was = row.status if row.status != "active" else None
             if was is None and list_status == "unsubscribed":
                 was = f"unsubscribed from {report.list_slug}"
@@ -704,17 +734,17 @@ class _Saver:
             else:
                 report.unchanged += 1
 
-        if new:
+        if new and self.subscribe_new is not None:
+            self.insert_subscribers.run(new)
+            conn.execute(self.subscribe_new, {"keys": [row[1] for row in new]})
+        elif new:
             self.insert_subscribers.run(new)
             seen: set[int] = set()
-            for sid, key in conn.execute(
-                self.lookup_ids, {"first": key_range[0], "last": key_range[1]}
-            ):
+            for sid, key in conn.execute(self.lookup_ids, batch_keys):
                 if key not in existing and sid not in seen:
                     seen.add(sid)
                     subscribe_ids.append(sid)
-        if field_updates:
-            conn.execute(self.update_fields, field_updates)
+        self.update_fields.run(field_updates)
         if reactivate:
             conn.execute(self.reactivate, reactivate)
         if relist:
@@ -726,8 +756,9 @@ class _Saver:
         return (subscriber_id, kind, detail)
 
 
-def _changes(row: Any, m: _Merged) -> tuple[str, dict[str, Any]]:
-    """What the file would change on a stored subscriber: a description and new values."""
+def _changes(row: Any, m: _Merged) -> tuple[str, tuple[str, str, dict[str, Any]] | tuple[()]]:
+    """What the file would change on a stored subscriber: a description and the new name,
+    language and attributes."""
     changed: list[str] = []
     name, language, attributes = row.name, row.language, row.attributes or {}
     if m.name and m.name != name:
@@ -746,5 +777,5 @@ def _changes(row: Any, m: _Merged) -> tuple[str, dict[str, Any]]:
             )
             attributes = merged
     if not changed:
-        return "", {}
-    return ", ".join(changed), {"b_name": name, "b_language": language, "b_attributes": attributes}
+        return "", ()
+    return ", ".join(changed), (name, language, attributes)

@@ -531,11 +531,17 @@ def unsubscribe(
     if list_slug is not None:
         list_id = get_list(conn, list_slug).id
         where.append(subscriptions.c.list_id == list_id)
-    changed_lists = list(conn.scalars(sa.select(subscriptions.c.list_id).where(*where)))
-    if changed_lists:
-        conn.execute(
-            subscriptions.update().where(*where).values(status="unsubscribed", updated_at=now)
+    # The rows this statement changed, not the ones a read before it saw: on PostgreSQL two
+    # unsubscribes of one address (two serve processes, a retry) can both read "subscribed",
+    # and only the one whose UPDATE changed the row may record the event.
+    changed_lists = sorted(
+        conn.scalars(
+            subscriptions.update()
+            .where(*where)
+            .values(status="unsubscribed", updated_at=now)
+            .returning(subscriptions.c.list_id)
         )
+    )
     for changed in changed_lists:
         record_event(
             conn, subscriber_id, "unsubscribed", list_id=changed, detail=detail, source=source

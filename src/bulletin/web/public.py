@@ -13,11 +13,18 @@ Routes (all under ``newsletter.base_url``, which a reverse proxy with HTTPS maps
 ``GET  /healthz``          ``ok`` once the database answers ``SELECT 1`` (for the proxy)
 
 When the database cannot answer in time -- another process holds the write lock (an import
-saving), no connection is free, the disk is full, the file is damaged -- a request gets the
-503 page with Retry-After after at most :data:`DB_WAIT_SECONDS`, the log says what was not
-done, and nothing was changed: mail providers retry one-click POSTs. Unsubscribes take turns
-in the event loop before they write (SQLite lets one writer in at a time), so a queue of them
-behind a long lock holds no worker threads and the pages that only read keep answering.
+saving), no connection is free, the disk is full, the file is damaged; on PostgreSQL a row or
+table lock held past serve's lock and statement timeouts, or a server that is down -- a
+request gets the 503 page with Retry-After after at most :data:`DB_WAIT_SECONDS` (a statement
+at a time on PostgreSQL), the log says what was not done, and nothing was changed: mail
+providers retry one-click POSTs. Unsubscribes take turns in the event loop before they write
+(SQLite lets one writer in at a time), so a queue of them behind a long lock holds no worker
+threads and the pages that only read keep answering.
+
+Several serve processes may share one database behind a proxy (an unsubscribe is one
+transaction, and its event is recorded by whichever process changed the row). What lives in
+each process's memory is per process: the rate limit per client address, the turn taking,
+and the rendered archive.
 
 Safety: every response carries security headers; only GET, HEAD and POST are accepted; POST
 bodies over :data:`MAX_BODY_BYTES` get 413; each client address has a token bucket of
@@ -115,7 +122,8 @@ Scope_ = Literal["list", "all"]
 class RateLimiter:
     """A token bucket per client: ``per_minute`` requests in a burst, refilled continuously.
 
-    In memory, per process: ``bulletin serve`` runs one process (see the deployment notes).
+    In memory, per process: behind a proxy that spreads requests over N serve processes, a
+    client gets up to N times the rate (see the deployment notes).
     Memory is bounded: past ``max_clients`` buckets, the full ones (idle clients) are
     dropped, and if that is not enough, all of them.
     """
@@ -591,6 +599,7 @@ def create_public_app(
             workspace.database_url(),
             busy_timeout_ms=int(db_wait * 1000),
             pool_timeout=db_wait,
+            statement_timeout_ms=int(db_wait * 1000),
         )
     public = PublicApp(
         workspace,
@@ -670,7 +679,7 @@ def serve_public(
 ) -> None:
     """Run the public app with uvicorn until Ctrl+C or SIGTERM (blocking).
 
-    One process: the rate limit and the archive cache live in memory. Behind a proxy in
+    The rate limit and the archive cache live in this process's memory. Behind a proxy in
     ``serve.trusted_proxies``, the client address comes from X-Forwarded-For.
     """
     app = create_public_app(workspace)
