@@ -583,12 +583,18 @@ def test_slots_come_from_one_schedule_for_every_sender(store: Engine) -> None:
     assert gaps == {0.1}
     with db.write_transaction(store) as conn:
         join(conn, send, "w2", now)
-    blocks = [reserve(store, send) for _ in range(4)]
-    # Two senders: blocks of 3, each starting where the last one ended, never overlapping.
-    assert [len(b.slots) for b in blocks] == [3, 3, 3, 3]
-    every = [*alone.slots, *(s for b in blocks for s in b.slots)]
-    steps = [(b - a).total_seconds() for a, b in pairwise(every)]
-    assert min(steps) >= 0.1 - 1e-6, steps
+    blocks = [reserve(store, send) for _ in range(6)]
+    # Two senders: blocks of 3 at 5/s each (its share), one starting every 0.3 s.
+    assert [len(b.slots) for b in blocks] == [3] * 6
+    assert {b.interval for b in blocks} == {0.2}
+    assert blocks[0].slots[0] == alone.slots[0] + timedelta(seconds=0.5)
+    starts = [b.slots[0] for b in blocks]
+    assert {round((b - a).total_seconds(), 6) for a, b in pairwise(starts)} == {0.3}
+    every = sorted([*alone.slots, *(s for b in blocks for s in b.slots)])
+    # However they fall together: never more than 10 in any second, as 10/s allows.
+    for i, first in enumerate(every):
+        in_a_second = [s for s in every[i:] if (s - first).total_seconds() < 1.0]
+        assert len(in_a_second) <= 10, (i, every)
     # A send without a limit grants nothing to wait for.
     with db.write_transaction(store) as conn:
         ledger.set_rate(conn, send.id, 0.0, 0)

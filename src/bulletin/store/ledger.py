@@ -1226,11 +1226,15 @@ def reserve_slots(
     """Reserve the next block of send slots of a send's shared rate (GCRA over the database).
 
     One short write transaction: the send's row is locked, and its schedule (``slot_next``,
-    the next free slot in database time) moves on by the block. The block is this sender's
-    share of ``seconds`` of the rate (the rate divided among the live senders). For an
-    hourly limit, the blocks granted in the last hour are counted, and the block starts
-    when it fits: so at most ``rate_hour`` slots fall in any hour, over all senders. Slots
-    a sender does not use are lost -- the send gets slower, never faster.
+    the next free slot in database time) moves on by the block, ``size / rate``. The block
+    is this sender's share of ``seconds`` of the rate (the rate divided among the live
+    senders), its slots spaced at that share's pace (``live / rate``): blocks of several
+    senders run side by side, at most one per live sender at a time, so together they keep
+    to the rate, and no sender is handed slots faster than its share (which it might not
+    keep up with). For an hourly limit, the blocks granted in the hour before this one
+    starts are counted, and it starts when it fits: so at most ``rate_hour`` slots fall in
+    any hour, over all senders. Slots a sender does not use are lost -- the send gets
+    slower, never faster.
     """
     row = conn.execute(
         sa.select(sends.c.rate, sends.c.rate_hour, sends.c.slot_next)
@@ -1247,7 +1251,8 @@ def reserve_slots(
     size = max(1, math.ceil(per_second * seconds / live))
     if rate_hour:
         size = min(size, rate_hour)
-    interval = timedelta(seconds=1 / rate) if rate else timedelta(0)
+    step = timedelta(seconds=1 / rate) if rate else timedelta(0)
+    interval = step * live  # this sender's pace: its share of the rate
     start = max(row.slot_next or now, now)
     if rate_hour:
         conn.execute(
@@ -1272,9 +1277,7 @@ def reserve_slots(
                 send_id=send_id, last_slot=start + interval * (size - 1), slots=size
             )
         )
-    conn.execute(
-        sends.update().where(sends.c.id == send_id).values(slot_next=start + interval * size)
-    )
+    conn.execute(sends.update().where(sends.c.id == send_id).values(slot_next=start + step * size))
     return Slots(now, [start + interval * i for i in range(size)], interval.total_seconds())
 
 
