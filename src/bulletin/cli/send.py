@@ -127,6 +127,8 @@ def send_cmd(
         join=False if no_join else None,
     )
     db = ctx.store()
+    # Its connections closed when the command ends (a PostgreSQL session each).
+    click.get_current_context().call_on_close(db.dispose)
     plan = prepare_send(workspace, db, issue, list_slugs, options, test=bool(test_addresses))
     for problem in plan.warnings:
         err_console.print(f"warning: {problem}", markup=False, soft_wrap=True)
@@ -340,12 +342,12 @@ def _print_send_result(result: SendResult, slug: str, resume: str) -> None:
             soft_wrap=True,
         )
     ctx = click.get_current_context()
-    others = _others(result.others)
+    others = "1 other sender" if result.others == 1 else f"{result.others} other senders"
     if result.state == "done":
         console.print(f"Done: {slug} is sent.", markup=False)
     elif result.state == "running":
         console.print(
-            f"Nothing is left for this sender; {others} finish the last recipients. "
+            f"Nothing is left for this sender; the last recipients are with {others}. "
             f"See `bulletin status {slug}`.",
             markup=False,
             soft_wrap=True,
@@ -362,12 +364,14 @@ def _print_send_result(result: SendResult, slug: str, resume: str) -> None:
     elif result.state == "paused":
         err_console.print(f"[bold red]Paused:[/] {result.note}", soft_wrap=True)
         if result.others:
-            err_console.print(f"This sender stopped; {others} carry on.", markup=False)
+            err_console.print(
+                f"This sender stopped; the send carries on with {others}.", markup=False
+            )
         err_console.print(f"When it is fixed, run `{resume}` to resume.", markup=False)
         ctx.exit(75)
     elif result.others:
         console.print(
-            f"Interrupted: this sender stopped; {others} carry on with the send. Run "
+            f"Interrupted: this sender stopped; the send carries on with {others}. Run "
             f"`{resume}` to join them again.",
             markup=False,
             soft_wrap=True,
@@ -378,10 +382,6 @@ def _print_send_result(result: SendResult, slug: str, resume: str) -> None:
             f"Interrupted. Run `{resume}` to resume where it stopped.", markup=False, soft_wrap=True
         )
         ctx.exit(130)
-
-
-def _others(n: int) -> str:
-    return "1 other sender" if n == 1 else f"{n} other senders"
 
 
 @click.command(
@@ -415,6 +415,7 @@ def status_cmd(
     from bulletin.dispatch.status import send_status, write_csv
 
     db = ctx.store()
+    click.get_current_context().call_on_close(db.dispose)
     found = send_status(db, issue, list_slug, limit=None if failed_only else 20)
     if as_csv:
         write_csv(db, [s.send for s in found], sys.stdout, problems_only=failed_only)
