@@ -832,32 +832,33 @@ def _claimable(send_id: int, ids: Sequence[int], wanted: Sequence[int]) -> sa.Se
             deliveries.c.subscriber_id,
             subscribers.c.name,
             subscribers.c.attributes,
-            _eligible_now(ids).label("eligible"),
+            _eligible_now(ids, wanted).label("eligible"),
         )
         .select_from(deliveries.join(subscribers))
         .where(deliveries.c.send_id == send_id, deliveries.c.subscriber_id.in_(wanted))
     )
 
 
-def _eligible_now(ids: Sequence[int]) -> sa.ColumnElement[bool]:
-    """For a ledger row: its subscriber is active and subscribed to one of the lists now."""
-    subscribed = sa.exists(
-        sa.select(sa.literal(1))
-        .select_from(subscriptions)
+def _eligible_now(ids: Sequence[int], wanted: Sequence[int]) -> sa.ColumnElement[bool]:
+    """For a ledger row among ``wanted``: its subscriber is active and subscribed to one of
+    the lists now.
+
+    The subquery names ``wanted`` itself so that both engines answer it from the
+    subscriptions' primary key, a few rows; as a correlated EXISTS PostgreSQL would walk
+    the whole list's subscriptions for every promotion.
+    """
+    person = subscribers.alias("person")
+    current = (
+        sa.select(subscriptions.c.subscriber_id)
+        .join(person, person.c.id == subscriptions.c.subscriber_id)
         .where(
-            subscriptions.c.subscriber_id == deliveries.c.subscriber_id,
+            subscriptions.c.subscriber_id.in_(wanted),
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
+            person.c.status == "active",
         )
     )
-    # An alias: a query that joins the subscribers table already must not correlate this.
-    person = subscribers.alias("person")
-    active = sa.exists(
-        sa.select(sa.literal(1))
-        .select_from(person)
-        .where(person.c.id == deliveries.c.subscriber_id, person.c.status == "active")
-    )
-    return sa.and_(active, subscribed)
+    return deliveries.c.subscriber_id.in_(current)
 
 
 def due_queries(send_id: int, limit: int, now: datetime) -> tuple[sa.Select[Any], sa.Select[Any]]:
@@ -1042,7 +1043,7 @@ def promote(
         deliveries.c.state == "queued",
         deliveries.c.lease_until > now,
     )
-    eligible = _eligible_now(ids)
+    eligible = _eligible_now(ids, wanted)
     rows = conn.execute(
         deliveries.update()
         .where(*mine, eligible)
