@@ -652,3 +652,24 @@ def test_no_answer_from_the_database_means_no_slot_yet() -> None:
     limiter = SharedRateLimiter(lambda: answers.pop(0))
     assert limiter.acquire(threading.Event())
     assert answers == []
+
+
+def test_whoever_stops_last_marks_senders_not_heard_of_as_gone(store: Engine) -> None:
+    send = new_send(store, ("a",))
+    now = utcnow()
+    later = now + timedelta(seconds=LEASE + 1)
+    with db.write_transaction(store) as conn:
+        join(conn, send, "silent", now, host="mail-2.example", pid=42)
+        join(conn, send, "me", now)
+        ledger.beat(conn, send.id, "me", now=later, lease_seconds=LEASE, sent=0, rate=0.0)
+        end = ledger.stop_worker(conn, send.id, "me", "interrupted", now=later)
+        assert (end.state, end.others) == ("interrupted", [])
+        silent = next(w for w in ledger.workers_of(conn, send.id) if w.id == "silent")
+    assert (silent.state, silent.stopped_at) == ("failed", later)
+    assert silent.note == "not heard of since its lease ran out"
+    with db.write_transaction(store) as conn:
+        # Should it wake after all, its heartbeat finds it stopped: it holds nothing.
+        assert (
+            ledger.beat(conn, send.id, "silent", now=later, lease_seconds=LEASE, sent=0, rate=0.0)
+            is None
+        )

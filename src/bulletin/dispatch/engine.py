@@ -316,6 +316,10 @@ class SendEngine:
         self._send_id = 0
         self._last_event = 0
         self._wait_note = ""
+        self._lost_note = ("", 0.0)
+        """Shown with the progress for a while after this sender lost its leases."""
+        self._others_hold = False
+        """The last claim found nothing due while other senders hold recipients."""
 
     # -- control (any thread) ----------------------------------------------------------
 
@@ -396,7 +400,8 @@ class SendEngine:
             # its lease to end).
             self._stopping.set()
             self._settle()
-            self._leave("interrupted", "quit at once", started)
+            with suppress(Exception):
+                self._leave("interrupted", "quit at once", started)
             raise
         except BaseException:
             # A bug: leave at once; whatever is `sending` counts as in doubt.
@@ -515,7 +520,11 @@ class SendEngine:
                     return "finished"
                 if wait > opts.max_wait:
                     return "waiting"
-                self._wait_note = f"waiting {wait:.0f} s for deferred recipients"
+                self._wait_note = (
+                    "waiting for the other senders' last recipients"
+                    if self._others_hold
+                    else f"waiting {wait:.0f} s for deferred recipients"
+                )
                 if self._stopping.wait(min(wait, 1.0)):
                     return "stopped"
             else:
@@ -602,7 +611,7 @@ class SendEngine:
             self._add_result(self._queued.popleft(), "release")
         self._orphans.update(self._outstanding.values())
         self._outstanding.clear()
-        self._note = f"This sender lost its claims: {why}; carrying on."
+        self._lost_note = (f"lost its claims: {why}; carrying on", self._clock() + 10.0)
         for attempt in range(2):
             try:
                 self._commit()
@@ -693,6 +702,7 @@ class SendEngine:
                 lease_seconds=self._lease,
             )
             due_in = 0.0
+            held = 0
             if got.exhausted:
                 due = ledger.next_retry(conn, self._send_id)
                 due_in = float("inf") if due is None else (due - now).total_seconds()
@@ -705,6 +715,7 @@ class SendEngine:
             if in_doubt:
                 self._counts = ledger.counts(conn, self._send_id)
         self._in_doubt += in_doubt
+        self._others_hold = held > 0
         if got.claimed and not self._outstanding:
             epoch.deadline = asked + self._lease - self._margin
         counts = self._counts
@@ -995,7 +1006,8 @@ class SendEngine:
         if self.on_progress is None:
             return
         c = self._counts
-        note = self._note or self._wait_note
+        lost, until = self._lost_note
+        note = self._note or (lost if now < until else "") or self._wait_note
         self.on_progress(
             Progress(
                 total=sum(c.values()),

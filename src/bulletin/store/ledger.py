@@ -581,13 +581,29 @@ def bury_dead(conn: Connection, send_id: int, now: datetime) -> int:
         for w in workers_of(conn, send_id)
         if w.stopped_at is None and w.state == "running" and _gone_here(w)
     ]
-    if found:
-        conn.execute(
-            workers.update()
-            .where(workers.c.id.in_(found), workers.c.stopped_at.is_(None))
-            .values(stopped_at=now, state="failed", note="its process ended without stopping")
-        )
-    return len(found)
+    return _mark_stopped(conn, found, now, "its process ended without stopping")
+
+
+def _mark_stopped(conn: Connection, ids: Sequence[str], now: datetime, note: str) -> int:
+    """Mark other senders stopped (``failed``), skipping any whose row is locked right now.
+
+    Never waiting for a sender's row keeps the lock order of every transaction the same
+    (rows of senders and recipients skipped if busy, then the send's row): no deadlock.
+    """
+    if not ids:
+        return 0
+    free = (
+        sa.select(workers.c.id)
+        .where(workers.c.id.in_(ids), workers.c.stopped_at.is_(None))
+        .with_for_update(skip_locked=True)
+    )
+    done = conn.execute(
+        workers.update()
+        .where(workers.c.id.in_(_ids_once(free)))
+        .values(stopped_at=now, state="failed", note=note)
+        .returning(workers.c.id)
+    ).all()
+    return len(done)
 
 
 def live_workers(conn: Connection, send_id: int, now: datetime) -> list[WorkerRow]:
@@ -656,7 +672,7 @@ def register_worker(
         )
     )
     values: dict[str, Any] = {"runs": sends.c.runs + 1, "rate": rate, "rate_hour": rate_hour}
-    if not live:
+    if not live and send.state != "done":
         values.update(
             state="running",
             note="",
@@ -781,6 +797,15 @@ def stop_worker(
     (``interrupted``, ``paused``; ``waiting`` with the next retry's time when only deferred
     recipients are left).
     """
+    # Senders not heard of within their lease, and not stopped: whoever concludes the send
+    # says they are gone (one that wakes finds itself stopped and starts anew).
+    quiet = [
+        w.id
+        for w in workers_of(conn, send_id)
+        if w.stopped_at is None
+        and w.id != worker_id
+        and w.heartbeat_at + timedelta(seconds=w.lease_seconds) <= now
+    ]
     conn.execute(sa.select(sends.c.id).where(sends.c.id == send_id).with_for_update()).one()
     conn.execute(
         workers.update()
@@ -799,6 +824,8 @@ def stop_worker(
     others = live_workers(conn, send_id, now)
     values: dict[str, Any] = {"active_seconds": sends.c.active_seconds + active_seconds}
     retry_at = None
+    if not others:
+        _mark_stopped(conn, quiet, now, "not heard of since its lease ran out")
     if left == 0:
         values.update(
             state="done",
@@ -894,6 +921,12 @@ def due_queries(send_id: int, limit: int, now: datetime) -> tuple[sa.Select[Any]
         .with_for_update(skip_locked=True)
     )
     return deferred, pending
+
+
+def _ids_once(query: sa.Select[Any]) -> sa.Select[Any]:
+    """:func:`_once` for a query of sender ids."""
+    picked = query.cte("picked_workers").prefix_with("MATERIALIZED")
+    return sa.select(picked.c.id)
 
 
 def _once(query: sa.Select[Any]) -> sa.Select[Any]:
