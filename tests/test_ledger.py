@@ -673,3 +673,46 @@ def test_whoever_stops_last_marks_senders_not_heard_of_as_gone(store: Engine) ->
             ledger.beat(conn, send.id, "silent", now=later, lease_seconds=LEASE, sent=0, rate=0.0)
             is None
         )
+
+
+@pytest.mark.postgresql_only
+def test_freezing_a_send_right_after_an_import_gives_the_planner_statistics(
+    store: Engine,
+) -> None:
+    """Without statistics PostgreSQL plans the recipients' count and the freezing as nested
+    loops over the whole list (3 s at 5,000 members, minutes at 50,000) and every claim as a
+    walk over every pending row; autovacuum only comes round up to a minute later."""
+    with db.write_transaction(store) as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO subscribers (email, email_key, smtputf8, name, language, attributes,"
+                " status, source, created_at, updated_at) SELECT 'x' || g || '@example.ro',"
+                " 'x' || g || '@example.ro', false, '', '', '{}', 'active', 'import', now(),"
+                " now() FROM generate_series(1, 3000) AS g"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO subscriptions SELECT id, 1, 'subscribed', 'import', now(), now()"
+                " FROM subscribers WHERE email LIKE 'x%'"
+            )
+        )
+
+    def analyzed(conn: Connection, table: str) -> object:
+        return conn.scalar(
+            sa.text("SELECT last_analyze FROM pg_stat_user_tables WHERE relid = to_regclass(:t)"),
+            {"t": table},
+        )
+
+    with store.connect() as conn:
+        assert analyzed(conn, "subscriptions") is None  # as after any import
+    send = new_send(store, ("a",))
+    assert send.total == 3004
+    with store.connect() as conn:
+        for table in ("subscribers", "subscriptions", "deliveries"):
+            assert analyzed(conn, table) is not None, table
+        # Fresh statistics are left alone: a second send does not analyze again.
+        before = analyzed(conn, "subscriptions")
+    new_send(store, ("b",))
+    with store.connect() as conn:
+        assert analyzed(conn, "subscriptions") == before

@@ -383,7 +383,8 @@ def prepare_send(
         else:
             # Not "covered by another send" if a process creates this one meanwhile: the
             # count leaves this send's own recipients in, and the engine's start then finds
-            # it running (SendBusy) or done.
+            # it running (and joins it) or done.
+            ledger.refresh_statistics(conn, *ledger.RECIPIENT_TABLES)
             n, covered = ledger.count_eligible(conn, slug, slugs)
     if existing is not None:
         plan = replace(plan, existing=existing, counts=counts, senders=senders)
