@@ -467,7 +467,8 @@ def test_a_sender_started_while_another_runs_joins_it_and_says_so(
 
             def second(engine: Any) -> None:
                 server.wait_for_messages(5, timeout=30)
-                plan = make_plan(workspace, db, rate=0)
+                # A rate of its own: the send's limit, for both senders, from now on.
+                plan = make_plan(workspace, db, rate=500)
                 assert plan.joining and [w.id for w in plan.senders] == [engine.worker_id]
                 other = SendEngine(
                     plan,
@@ -480,7 +481,10 @@ def test_a_sender_started_while_another_runs_joins_it_and_says_so(
             mine = run(workspace, db, during=second)
             assert results, "the second sender did not finish"
             (started,) = starts
-            assert len(started.joined) == 1 and started.rate_was is None
+            assert len(started.joined) == 1 and started.rate_was == (0.0, 0)
+            with db.connect() as conn:
+                (send,) = ledger.sends_of_issue(conn, SAMPLE_SLUG)
+            assert (send.rate, send.rate_hour, send.runs) == (500.0, 0, 2)
             both = [mine, results[0]]
             assert {r.state for r in both} <= {"done", "running"}
             assert "done" in {r.state for r in both}

@@ -405,10 +405,12 @@ def status_cmd(
     """Show how the sends of ISSUE went: counts by state, rate, start and end, problems.
 
     Each failed or deferred recipient is listed with the relay's reply (the first 20;
-    --failed for all). "Queued" recipients are claimed by a running send, "sending" ones
-    are on their way. "In doubt" counts messages that were on their way when a run was
-    killed: they were sent again with the same Message-ID, so at most that many people may
-    have two copies.
+    --failed for all). "Queued" recipients are claimed by a running sender, "sending" ones
+    are on their way. "In doubt" counts messages that were on their way when a sender was
+    killed or stopped: they were sent again with the same Message-ID, so at most that many
+    people may have two copies. While senders work on a send (on this machine or others
+    sharing the database), a table lists them: host, process, messages sent, rate and last
+    heartbeat.
     """
     import sys
 

@@ -314,8 +314,9 @@ def prepare_send(
 
     Raises :class:`CheckFailed` when ``bulletin check`` finds errors, :class:`IssueChanged`
     when resuming a send of an issue edited since, :class:`NoRecipients` when there is
-    nobody to send to, :class:`~bulletin.store.ledger.SendBusy` when another process is
-    running the send, and :class:`~bulletin.store.subscribers.UnknownList`. With ``test``
+    nobody to send to, :class:`~bulletin.store.ledger.SendBusy` when other senders run the
+    send and ``options.join`` is off (otherwise the plan's ``senders`` are the ones this run
+    will join), and :class:`~bulletin.store.subscribers.UnknownList`. With ``test``
     (for :func:`send_test`) the ledger is not looked at and nobody is counted.
 
     The ledger is read twice: first so that a finished or running send is reported before
