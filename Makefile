@@ -92,7 +92,8 @@ demo: install
 
 # Official MJML (npm, pinned by bench/package-lock.json) is only for comparison: installed into
 # bench/node_modules the first time. Without npm the bench still prints bulletin's own figures.
-bench: install-test bench-postfix
+# bench/scale.py runs several senders on a private PostgreSQL server (system-deps installs it).
+bench: install-test bench-postfix system-deps
 	@if [ ! -f bench/node_modules/mjml/package.json ]; then \
 	  if command -v npm >/dev/null 2>&1; then \
 	    echo "Installing official MJML into bench/node_modules..."; \
@@ -104,6 +105,7 @@ bench: install-test bench-postfix
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/scale.py
 
 # bench/send.py runs Postfix's smtp-sink and smtp-source (Debian package postfix) on loopback.
 # Preseeded "No configuration": no /etc/postfix/main.cf is written, so neither the init script

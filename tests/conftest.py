@@ -4,7 +4,8 @@ The suite runs on SQLite by default and on PostgreSQL with ``--db=postgresql`` (
 does both). On PostgreSQL the session starts a private server (:mod:`pgserver`) and every
 test gets a new, empty schema: ``database_url`` gives its URL, and ``workspace_dir`` writes it
 into the workspace's bulletin.toml. Tests that are about SQLite itself (its files, locks and
-pragmas) are marked ``sqlite_only`` and skipped on the PostgreSQL pass.
+pragmas) are marked ``sqlite_only`` and skipped on the PostgreSQL pass; tests that need
+PostgreSQL itself are marked ``postgresql_only`` and run on that pass only.
 """
 
 from __future__ import annotations
@@ -33,12 +34,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "postgresql_only: needs PostgreSQL itself (several machines' senders, SKIP LOCKED, "
+        "out-of-order commits); runs on the --db=postgresql pass only",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     engine = config.getoption("--db")
     skip = pytest.mark.skip(reason=f"SQLite-only test; this pass runs on {engine}")
+    skip_pg = pytest.mark.skip(reason="PostgreSQL-only test; run the suite with --db=postgresql")
     for item in items:
         if engine != "sqlite" and item.get_closest_marker("sqlite_only"):
             item.add_marker(skip)
+        if engine != "postgresql" and item.get_closest_marker("postgresql_only"):
+            item.add_marker(skip_pg)
 
 
 @pytest.fixture(scope="session")

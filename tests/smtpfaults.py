@@ -115,6 +115,8 @@ class Received:
     smtputf8: bool
     tls: bool
     login: str | None
+    at: float = 0.0
+    """When it was accepted, on the monotonic clock (rate measurements)."""
 
 
 @dataclass
@@ -198,6 +200,7 @@ class _FaultHandler:
                         smtputf8=bool(envelope.smtp_utf8),
                         tls=server.encrypted,
                         login=login,
+                        at=time.monotonic(),
                     )
                 )
                 self.state.changed.notify_all()

@@ -30,12 +30,19 @@ import sqlalchemy as sa
 
 from bulletin.dispatch.plan import SendOptions
 from bulletin.store import ledger
-from bulletin.store.db import open_store
 from bulletin.store.schema import deliveries
 from bulletin.tokens import TokenSigner
 from conftest import SAMPLE_SLUG
 from smtpfaults import FaultServer
-from test_engine import KEY, by_recipient, check_message, configure, populate
+from test_engine import (
+    KEY,
+    by_recipient,
+    check_message,
+    close_stores,  # noqa: F401 (an autouse fixture: closes the stores opened)
+    configure,
+    open_store,
+    populate,
+)
 
 RECIPIENTS = 300
 BATCH = 20

@@ -32,13 +32,21 @@ import yaml
 from sqlalchemy.engine import Engine
 
 from bulletin import workspace as wsm
-from bulletin.store.db import open_store
 from bulletin.store.schema import deliveries, events, lists, subscribers, subscriptions
 from bulletin.tokens import TokenSigner
 from bulletin.urls import unsubscribe_url
 from conftest import SAMPLE_SLUG
 from smtpfaults import FaultServer
-from test_engine import NAMES, SINGLE, by_recipient, check_message, configure, parse
+from test_engine import (
+    NAMES,
+    SINGLE,
+    by_recipient,
+    check_message,
+    close_stores,  # noqa: F401 (an autouse fixture: closes the stores opened)
+    configure,
+    open_store,
+    parse,
+)
 from test_public import FORM, ONE_CLICK, ServeProcess, multipart
 
 KEY = "e2e-unsubscribe-during-send-key-0123456789"

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -25,8 +26,9 @@ from bulletin import workspace as wsm
 from bulletin.dispatch.engine import SendEngine, SendResult, SmtpUnavailable
 from bulletin.dispatch.plan import IssueChanged, SendOptions, SendPlan, prepare_send
 from bulletin.dispatch.smtp import SmtpTransport
+from bulletin.store import db as store_db
 from bulletin.store import ledger
-from bulletin.store.db import open_store, write_transaction
+from bulletin.store.db import write_transaction
 from bulletin.store.importer import import_file
 from bulletin.store.schema import deliveries
 from bulletin.store.subscribers import find_subscriber, get_list, suppress, unsubscribe
@@ -178,6 +180,28 @@ def check_message(data: bytes, email: str, db: Engine, signer: TokenSigner, list
     assert sub is not None
     assert (data_.subscriber_id, data_.list_id) == (sub.id, the_list.id)
     return str(msg["Message-ID"])
+
+
+_OPENED: list[Engine] = []
+
+
+def open_store(url: str) -> Engine:
+    """The store at ``url`` (migrated), closed when the test ends (see :func:`close_stores`)."""
+    engine = store_db.open_store(url)
+    _OPENED.append(engine)
+    return engine
+
+
+@pytest.fixture(autouse=True)
+def close_stores() -> Iterator[None]:
+    """Dispose of the engines a test opened: on PostgreSQL, a pool left to the garbage
+    collector closes its connections late, with a ResourceWarning in some later test.
+
+    Modules that open stores through :func:`open_store` import this fixture too.
+    """
+    yield
+    while _OPENED:
+        _OPENED.pop().dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -13,11 +13,20 @@ from click.testing import CliRunner, Result
 
 from bulletin.cli import cli
 from bulletin.dispatch.plan import TEST_PREFIX
-from bulletin.store.db import open_store
 from bulletin.store.schema import deliveries, sends
 from conftest import SAMPLE_SLUG
 from smtpfaults import FaultServer
-from test_engine import KEY, SUBJECT, by_recipient, configure, email_of, parse, populate
+from test_engine import (
+    KEY,
+    SUBJECT,
+    by_recipient,
+    close_stores,  # noqa: F401 (an autouse fixture: closes the stores opened)
+    configure,
+    email_of,
+    open_store,
+    parse,
+    populate,
+)
 
 FAST_SEND = {
     "rate": 0,

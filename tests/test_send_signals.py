@@ -20,11 +20,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bulletin.store import ledger
-from bulletin.store.db import open_store
 from bulletin.store.schema import deliveries
 from conftest import SAMPLE_SLUG
 from smtpfaults import FaultServer
-from test_engine import KEY, by_recipient, configure, populate
+from test_engine import (
+    KEY,
+    by_recipient,
+    close_stores,  # noqa: F401 (an autouse fixture: closes the stores opened)
+    configure,
+    open_store,
+    populate,
+)
 
 RECIPIENTS = 40
 CONNECTIONS = 2

@@ -239,6 +239,14 @@ class SendConfig(_Section):
         ge=1,
         description="Failed connection attempts in a row before the send pauses (resumable).",
     )
+    lease_seconds: float = Field(
+        60.0,
+        ge=2,
+        le=3600,
+        description="Seconds a sender holds the recipients it claimed (renewed while it "
+        "works); a sender stopped or cut off longer loses them to the other senders, and "
+        "sends none of them when it wakes.",
+    )
 
 
 class DatabaseConfig(_Section):

@@ -45,7 +45,10 @@ def _resume_command(issue: str, lists: tuple[str, ...]) -> str:
     "  bulletin send 2014-10-clusterpolisee-03 --list demo --test ana@example.org\n"
     "  bulletin send 2014-10-clusterpolisee-03 --list demo --rate 10 --yes\n\n"
     "Exit status: 0 sent (or nothing left to send), 1 error, 75 not finished yet (paused, or "
-    "deferred recipients to retry later: run the same command again), 130 interrupted.",
+    "deferred recipients to retry later: run the same command again), 130 interrupted.\n\n"
+    "Several senders: run the same command on another machine sharing the database (or in "
+    "another terminal) while a send runs, and it joins in; --rate and --rate-hour limit the "
+    "whole send, and the last sender started sets them for all.",
 )
 @click.argument("issue")
 @click.option(
@@ -79,6 +82,11 @@ def _resume_command(issue: str, lists: tuple[str, ...]) -> str:
     metavar="N",
     help="Recipients claimed from the ledger at a time.",
 )
+@click.option(
+    "--no-join",
+    is_flag=True,
+    help="Refuse to run when other senders are running this send, instead of joining them.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def send_cmd(
@@ -91,6 +99,7 @@ def send_cmd(
     rate: str | None,
     rate_hour: int | None,
     batch_size: int | None,
+    no_join: bool,
     yes: bool,
 ) -> None:
     """Send ISSUE to the subscribers of a list, resumably.
@@ -98,8 +107,9 @@ def send_cmd(
     First runs `bulletin check` (errors stop the send), then shows the plan and asks for
     confirmation. Every recipient's state is kept in a ledger: run the same command again
     after a crash, Ctrl-C or a pause and it carries on where it stopped; once the send is
-    complete it says so and sends nothing. Defaults for the options come from [send] in
-    bulletin.toml.
+    complete it says so and sends nothing. Run while the send is running (here or on
+    another machine with the same database), it joins the senders at work. Defaults for the
+    options come from [send] in bulletin.toml.
     """
     import sys
 
@@ -114,8 +124,11 @@ def send_cmd(
         rate=None if rate is None else _rate(rate),
         rate_hour=rate_hour,
         batch_size=batch_size,
+        join=False if no_join else None,
     )
     db = ctx.store()
+    # Its connections closed when the command ends (a PostgreSQL session each).
+    click.get_current_context().call_on_close(db.dispose)
     plan = prepare_send(workspace, db, issue, list_slugs, options, test=bool(test_addresses))
     for problem in plan.warnings:
         err_console.print(f"warning: {problem}", markup=False, soft_wrap=True)
@@ -137,7 +150,10 @@ def send_cmd(
                 "Not sending: confirmation is needed and standard input is not a terminal.",
                 hint="Add --yes to send without asking (e.g. in a script or cron job).",
             )
-        click.confirm(f"Send to {plan.recipients:,} recipients?", abort=True)
+        question = f"Send to {plan.recipients:,} recipients?"
+        if plan.joining:
+            question = "Join the senders at work on this send?"
+        click.confirm(question, abort=True)
     _run_send(plan, db, transport, issue)
 
 
@@ -232,7 +248,8 @@ def _run_send(plan: SendPlan, db: Engine, transport: SmtpTransport, issue: str) 
     )
 
     from bulletin.dispatch.engine import Progress as SendProgress
-    from bulletin.dispatch.engine import SendEngine, stop_on_signals
+    from bulletin.dispatch.engine import SendEngine, Started, stop_on_signals
+    from bulletin.dispatch.ratelimit import describe
 
     resume = _resume_command(issue, plan.lists)
     columns = (
@@ -247,8 +264,27 @@ def _run_send(plan: SendPlan, db: Engine, transport: SmtpTransport, issue: str) 
     ) as bar:
         task = bar.add_task("Sending", total=plan.recipients, detail="")
 
+        def on_start(started: Started) -> None:
+            if started.joined:
+                first = started.joined[0]
+                console.print(
+                    f"Joining the send of {plan.issue_slug} started by process {first.pid} on "
+                    f"{first.host} ({len(started.joined) + 1} senders).",
+                    markup=False,
+                    soft_wrap=True,
+                )
+            if started.rate_was is not None:
+                was, now = describe(*started.rate_was), plan.options.describe_rate()
+                console.print(
+                    f"The send's rate limit was {was}; it is now {now}, for all its senders.",
+                    markup=False,
+                    soft_wrap=True,
+                )
+
         def on_progress(p: SendProgress) -> None:
             detail = f"{p.rate:,.0f}/s  sent {p.sent:,}"
+            if p.senders > 1:
+                detail += f"  ({p.senders} senders)"
             if p.deferred:
                 detail += f"  deferred {p.deferred:,}"
             if p.failed:
@@ -264,7 +300,7 @@ def _run_send(plan: SendPlan, db: Engine, transport: SmtpTransport, issue: str) 
                 markup=False,
             )
 
-        engine = SendEngine(plan, db, transport, on_progress=on_progress)
+        engine = SendEngine(plan, db, transport, on_progress=on_progress, on_start=on_start)
         try:
             with stop_on_signals(engine, on_stopping):
                 result = engine.run()
@@ -306,8 +342,16 @@ def _print_send_result(result: SendResult, slug: str, resume: str) -> None:
             soft_wrap=True,
         )
     ctx = click.get_current_context()
+    others = "1 other sender" if result.others == 1 else f"{result.others} other senders"
     if result.state == "done":
         console.print(f"Done: {slug} is sent.", markup=False)
+    elif result.state == "running":
+        console.print(
+            f"Nothing is left for this sender; the last recipients are with {others}. "
+            f"See `bulletin status {slug}`.",
+            markup=False,
+            soft_wrap=True,
+        )
     elif result.state == "waiting":
         when = f"{result.retry_at:%Y-%m-%d %H:%M} UTC" if result.retry_at else "later"
         console.print(
@@ -319,8 +363,20 @@ def _print_send_result(result: SendResult, slug: str, resume: str) -> None:
         ctx.exit(75)
     elif result.state == "paused":
         err_console.print(f"[bold red]Paused:[/] {result.note}", soft_wrap=True)
+        if result.others:
+            err_console.print(
+                f"This sender stopped; the send carries on with {others}.", markup=False
+            )
         err_console.print(f"When it is fixed, run `{resume}` to resume.", markup=False)
         ctx.exit(75)
+    elif result.others:
+        console.print(
+            f"Interrupted: this sender stopped; the send carries on with {others}. Run "
+            f"`{resume}` to join them again.",
+            markup=False,
+            soft_wrap=True,
+        )
+        ctx.exit(130)
     else:
         console.print(
             f"Interrupted. Run `{resume}` to resume where it stopped.", markup=False, soft_wrap=True
@@ -349,16 +405,19 @@ def status_cmd(
     """Show how the sends of ISSUE went: counts by state, rate, start and end, problems.
 
     Each failed or deferred recipient is listed with the relay's reply (the first 20;
-    --failed for all). "Queued" recipients are claimed by a running send, "sending" ones
-    are on their way. "In doubt" counts messages that were on their way when a run was
-    killed: they were sent again with the same Message-ID, so at most that many people may
-    have two copies.
+    --failed for all). "Queued" recipients are claimed by a running sender, "sending" ones
+    are on their way. "In doubt" counts messages that were on their way when a sender was
+    killed or stopped: they were sent again with the same Message-ID, so at most that many
+    people may have two copies. While senders work on a send (on this machine or others
+    sharing the database), a table lists them: host, process, messages sent, rate and last
+    heartbeat.
     """
     import sys
 
     from bulletin.dispatch.status import send_status, write_csv
 
     db = ctx.store()
+    click.get_current_context().call_on_close(db.dispose)
     found = send_status(db, issue, list_slug, limit=None if failed_only else 20)
     if as_csv:
         write_csv(db, [s.send for s in found], sys.stdout, problems_only=failed_only)
@@ -374,7 +433,7 @@ def _print_status(s: SendStatus) -> None:
 
     send = s.send
     console.print(
-        f"[bold]{send.issue_slug}[/] to {', '.join(send.lists)}: [bold]{send.state}[/]",
+        f"[bold]{send.issue_slug}[/] to {', '.join(send.lists)}: [bold]{s.state}[/]",
         soft_wrap=True,
         highlight=False,
     )
@@ -395,6 +454,8 @@ def _print_status(s: SendStatus) -> None:
         markup=False,
         soft_wrap=True,
     )
+    if s.senders:
+        _print_senders(s)
     if send.in_doubt:
         console.print(f"In doubt: {in_doubt_note(send.in_doubt)}", markup=False, soft_wrap=True)
     if send.note:
@@ -416,6 +477,22 @@ def _print_status(s: SendStatus) -> None:
         if more > 0:
             console.print(f"... and {more:,} more (--failed lists them all)", markup=False)
     console.print()
+
+
+def _print_senders(s: SendStatus) -> None:
+    from rich.table import Table
+
+    table = Table("host", "process", "sent", "rate", "last heartbeat", box=None, pad_edge=False)
+    table.title = f"Senders at work: {len(s.senders)}"
+    table.title_justify = "left"
+    for column in table.columns[1:4]:
+        column.justify = "right"
+    for w in s.senders:
+        ago = (s.read_at - w.heartbeat_at).total_seconds() if s.read_at else 0.0
+        table.add_row(
+            w.host, str(w.pid), f"{w.sent:,}", f"{w.rate:,.1f}/s", f"{max(0.0, ago):.0f} s ago"
+        )
+    console.print(table)
 
 
 COMMANDS = (

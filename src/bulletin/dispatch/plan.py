@@ -16,14 +16,15 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bulletin.dispatch.composer import Composer, composer_for
+from bulletin.dispatch.ratelimit import describe
 from bulletin.dispatch.transport import Delivery, Transport
 from bulletin.errors import BulletinError, Location, Problem, ProblemsError
 from bulletin.mail.compose import InvalidRecipient, Recipient
@@ -33,6 +34,9 @@ from bulletin.store import ledger
 from bulletin.workspace import SendConfig, Workspace
 
 TEST_PREFIX = "[TEST] "
+
+_CLAIM_AHEAD = 1.0
+"""Seconds of work a sender claims at a time (see :meth:`SendOptions.claim_size`)."""
 
 
 class CheckFailed(ProblemsError):
@@ -69,6 +73,10 @@ class SendOptions:
     """Longest time a result waits before it is committed to the ledger. A kill loses the
     results not yet committed (those recipients get the message twice), so short; one
     SQLite commit costs well under a millisecond."""
+    lease_seconds: float = 60.0
+    """How long a sender holds the recipients it claimed without renewing the lease."""
+    join: bool = True
+    """Join the send when other senders run it (False: refuse, :class:`SendBusy`)."""
 
     @classmethod
     def from_config(cls, config: SendConfig, **overrides: Any) -> SendOptions:
@@ -84,6 +92,7 @@ class SendOptions:
             backoff_cap=config.backoff_cap,
             max_wait=config.max_wait,
             pause_after=config.pause_after,
+            lease_seconds=config.lease_seconds,
         )
         return replace(options, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -108,18 +117,24 @@ class SendOptions:
         wanted = 2 * self.connections + rate * self.commit_interval
         return self.batch if wanted >= self.batch else math.ceil(wanted)
 
+    def claim_size(self, rate: float) -> int:
+        """Recipients to claim at once at ``rate`` messages/s (this sender's, measured).
+
+        About a second of work -- at least two per connection, at most a batch -- so that
+        claims stay few when a sender goes fast, and a sender never sits on much more than
+        it can send soon while other senders of the send run out of work.
+        """
+        if self.rate:
+            rate = min(rate, self.rate)
+        return max(2 * self.connections, min(self.batch, math.ceil(rate * _CLAIM_AHEAD)))
+
     @property
     def in_doubt_limit(self) -> int:
         """The most recipients a crash can leave in doubt: the window at the fastest rate."""
         return self.window(self.rate or math.inf)
 
     def describe_rate(self) -> str:
-        parts = []
-        if self.rate:
-            parts.append(f"{self.rate:g} messages/s")
-        if self.rate_hour:
-            parts.append(f"{self.rate_hour:,} messages/hour")
-        return ", ".join(parts) or "no limit"
+        return describe(self.rate, self.rate_hour)
 
 
 def fingerprint(workspace: Workspace, rendered: RenderedIssue) -> str:
@@ -173,6 +188,8 @@ class SendPlan:
     """Recipients this run will deal with (for a resume: those not finished yet)."""
     covered: int = 0
     """List members left out because another send of this issue already reached them."""
+    senders: tuple[ledger.WorkerRow, ...] = ()
+    """The senders running the send right now, oldest first: this run will join them."""
 
     @property
     def done(self) -> bool:
@@ -181,6 +198,10 @@ class SendPlan:
     @property
     def resuming(self) -> bool:
         return self.existing is not None and not self.done
+
+    @property
+    def joining(self) -> bool:
+        return bool(self.senders) and not self.done
 
     def composer(self, subject_prefix: str = "") -> Composer:
         """A composer for this issue (``subject_prefix`` e.g. for test messages)."""
@@ -197,11 +218,12 @@ class SendPlan:
         if self.resuming:
             c = self.counts
             finished = c.get("sent", 0) + c.get("failed", 0) + c.get("skipped", 0)
+            how = "joining" if self.joining else "resuming"
             rows.append(
                 (
                     "Recipients",
                     f"{self.recipients:,} left of {sum(c.values()):,} "
-                    f"(resuming: {c.get('sent', 0):,} sent, {finished:,} finished)",
+                    f"({how}: {c.get('sent', 0):,} sent, {finished:,} finished)",
                 )
             )
         else:
@@ -211,10 +233,18 @@ class SendPlan:
             rows.append(("Recipients", text))
         rows += [
             ("SMTP", smtp),
-            ("Rate", self.options.describe_rate()),
+            ("Rate", self.options.describe_rate() + (" for all senders" if self.joining else "")),
             ("Connections", str(self.options.connections)),
         ]
+        if self.joining:
+            rows.append(("Senders", f"joining {describe_senders(self.senders)}"))
         return rows
+
+
+def describe_senders(senders: Sequence[ledger.WorkerRow]) -> str:
+    """``process 4242 on mail-2`` or ``3 senders: process 4242 on mail-2, ...``."""
+    each = ", ".join(f"process {w.pid} on {w.host}" for w in senders)
+    return each if len(senders) == 1 else f"{len(senders)} senders: {each}"
 
 
 def link_warnings(workspace: Workspace) -> list[Problem]:
@@ -259,6 +289,18 @@ def link_warnings(workspace: Workspace) -> list[Problem]:
     return []
 
 
+def _senders(
+    conn: Connection, send: ledger.SendRow | None, options: SendOptions
+) -> tuple[ledger.WorkerRow, ...]:
+    """The senders running ``send`` now; :class:`SendBusy` if there are and we may not join."""
+    if send is None or send.state == "done":
+        return ()
+    live = ledger.live_workers(conn, send.id, ledger.database_now(conn))
+    if live and not options.join:
+        raise ledger.busy(live)
+    return tuple(live)
+
+
 def prepare_send(
     workspace: Workspace,
     engine: Engine,
@@ -272,8 +314,9 @@ def prepare_send(
 
     Raises :class:`CheckFailed` when ``bulletin check`` finds errors, :class:`IssueChanged`
     when resuming a send of an issue edited since, :class:`NoRecipients` when there is
-    nobody to send to, :class:`~bulletin.store.ledger.SendBusy` when another process is
-    running the send, and :class:`~bulletin.store.subscribers.UnknownList`. With ``test``
+    nobody to send to, :class:`~bulletin.store.ledger.SendBusy` when other senders run the
+    send and ``options.join`` is off (otherwise the plan's ``senders`` are the ones this run
+    will join), and :class:`~bulletin.store.subscribers.UnknownList`. With ``test``
     (for :func:`send_test`) the ledger is not looked at and nobody is counted.
 
     The ledger is read twice: first so that a finished or running send is reported before
@@ -286,14 +329,12 @@ def prepare_send(
         raise BulletinError("Name at least one list to send to (--list SLUG).")
     issue_dir = workspace.issue_dir(issue)
     slugs = tuple(sorted(set(list_slugs)))
-    owner = ledger.owner_name()
     with engine.connect() as conn:
         ids = ledger.list_ids(conn, slugs)
         slug = issue_dir.name
         existing = None if test else ledger.find_send(conn, slug, slugs)
         counts = ledger.counts(conn, existing.id) if existing is not None else {}
-    if existing is not None:
-        ledger.check_not_running(existing, owner)
+        senders = _senders(conn, existing, options)
     base = SendPlan(
         workspace=workspace,
         issue_slug=slug,
@@ -304,6 +345,7 @@ def prepare_send(
         rendered=None,
         existing=existing,
         counts=counts,
+        senders=senders,
     )
     if base.done:
         return base
@@ -338,16 +380,17 @@ def prepare_send(
         existing = ledger.find_send(conn, slug, slugs)
         if existing is not None:
             counts = ledger.counts(conn, existing.id)
+            senders = _senders(conn, existing, options)
         else:
             # Not "covered by another send" if a process creates this one meanwhile: the
             # count leaves this send's own recipients in, and the engine's start then finds
-            # it running (SendBusy) or done.
+            # it running (and joins it) or done.
+            ledger.refresh_statistics(conn, *ledger.RECIPIENT_TABLES)
             n, covered = ledger.count_eligible(conn, slug, slugs)
     if existing is not None:
-        plan = replace(plan, existing=existing, counts=counts)
+        plan = replace(plan, existing=existing, counts=counts, senders=senders)
         if plan.done:
             return plan
-        ledger.check_not_running(existing, owner)
         if existing.fingerprint != printed:
             raise IssueChanged(
                 f"Issue {slug} changed since its send to {', '.join(slugs)} started "

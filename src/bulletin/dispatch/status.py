@@ -1,9 +1,10 @@
-"""What ``bulletin status`` reports: each send of an issue, its counts and its problems."""
+"""What ``bulletin status`` reports: each send of an issue, its counts, senders and problems."""
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -23,10 +24,30 @@ class SendStatus:
     counts: dict[str, int]
     problems: list[ledger.DeliveryRow]
     """Failed and deferred recipients (the first ``limit`` of them, by address)."""
+    senders: list[ledger.WorkerRow] = field(default_factory=list)
+    """The senders working on it now (not stopped, heard of within their lease)."""
+    read_at: datetime | None = None
+    """The database's clock when this was read (heartbeat ages are measured from it)."""
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def state(self) -> str:
+        """Where the send stands, from its recipients and its live senders.
+
+        ``done`` once no recipient is open, whatever was recorded last; ``running`` while a
+        sender works on it; a send recorded running with no sender left was stopped
+        without a word (killed): ``interrupted``.
+        """
+        if not any(self.counts[s] for s in ledger.OPEN_STATES):
+            return "done"
+        if self.senders:
+            return "running"
+        if self.send.state in ("running", "done"):
+            return "interrupted"
+        return self.send.state
 
     @property
     def problem_count(self) -> int:
@@ -55,7 +76,7 @@ def send_status(
     ``limit`` caps the failed/deferred recipients listed per send (None: all of them).
     """
     slug = issue_slug(issue)
-    with engine.connect() as conn:
+    with engine.connect() as conn, conn.begin():
         found = ledger.sends_of_issue(conn, slug, list_slug)
         if not found:
             where = f" to {list_slug}" if list_slug else ""
@@ -63,11 +84,14 @@ def send_status(
                 f"Issue {slug} has not been sent{where}.",
                 hint=f"Send it with `bulletin send {slug} --list SLUG`.",
             )
+        now = ledger.database_now(conn)
         return [
             SendStatus(
                 s,
                 ledger.counts(conn, s.id),
                 list(ledger.delivery_rows(conn, s.id, PROBLEM_STATES, limit)),
+                ledger.live_workers(conn, s.id, now),
+                now,
             )
             for s in found
         ]

@@ -160,8 +160,62 @@ def _m2_ledger(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m3_senders(conn: Connection) -> None:
+    """Several senders on one send: leases on ledger rows, a workers table, a shared rate."""
+    md = sa.MetaData()
+    sa.Table("sends", md, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table(
+        "workers",
+        md,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column(
+            "send_id", sa.Integer, sa.ForeignKey("sends.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("host", sa.Text, nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("lease_seconds", sa.Float, nullable=False),
+        sa.Column("started_at", UTCDateTime, nullable=False),
+        sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+        sa.Column("stopped_at", UTCDateTime, nullable=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+        sa.Column("sent", sa.Integer, nullable=False),
+        sa.Column("rate", sa.Float, nullable=False),
+        sa.Index("ix_workers_send", "send_id", "stopped_at"),
+    )
+    sa.Table(
+        "send_slots",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "send_id", sa.Integer, sa.ForeignKey("sends.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("last_slot", UTCDateTime, nullable=False),
+        sa.Column("slots", sa.Integer, nullable=False),
+        sa.Index("ix_send_slots_send", "send_id", "last_slot"),
+    )
+    md.create_all(conn)
+    # Plain ALTER TABLE: both engines add a nullable column, or one with a constant default,
+    # without rewriting the table, however many rows the ledger holds.
+    timestamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "VARCHAR(26)"
+    for statement in (
+        "ALTER TABLE sends ADD COLUMN rate FLOAT DEFAULT 0 NOT NULL",
+        "ALTER TABLE sends ADD COLUMN rate_hour INTEGER DEFAULT 0 NOT NULL",
+        f"ALTER TABLE sends ADD COLUMN slot_next {timestamp}",
+        "ALTER TABLE deliveries ADD COLUMN worker VARCHAR(32)",
+        f"ALTER TABLE deliveries ADD COLUMN lease_until {timestamp}",
+        # Pending rows in subscriber order straight from the index on PostgreSQL too, whose
+        # index entries do not end with the primary key as SQLite's do.
+        "DROP INDEX ix_deliveries_state",
+        "CREATE INDEX ix_deliveries_state "
+        "ON deliveries (send_id, state, next_attempt_at, subscriber_id)",
+    ):
+        conn.exec_driver_sql(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lists, subscribers, subscriptions, events", _m1_initial),
     Migration(2, "delivery ledger: sends, deliveries", _m2_ledger),
+    Migration(3, "several senders: leases, workers, a shared rate", _m3_senders),
 )
 """Every migration in order; versions are 1, 2, 3... without gaps."""

@@ -169,9 +169,10 @@ million-row import does not also write a million events. ``list_id`` is NULL for
 about the address as a whole."""
 
 SEND_STATES = ("running", "paused", "interrupted", "waiting", "done")
-"""A send's state: ``running`` (a process holds it), ``paused`` (the relay could not be
+"""A send's state: ``running`` (senders work on it), ``paused`` (the relay could not be
 reached), ``interrupted`` (Ctrl-C), ``waiting`` (only deferred recipients are left, not yet
-due), ``done``. Every state but ``done`` resumes when the same command runs again."""
+due), ``done``. Every state but ``done`` resumes when the same command runs again. The last
+sender to stop records how the send stands; while others carry on it stays ``running``."""
 
 DELIVERY_STATES = ("pending", "queued", "sending", "sent", "deferred", "failed", "skipped")
 """A recipient's state in a send: ``pending`` -> ``queued`` (claimed by a run, not yet allowed
@@ -198,8 +199,8 @@ sends = sa.Table(
     sa.Column("in_doubt", sa.Integer, nullable=False, default=0),
     sa.Column("runs", sa.Integer, nullable=False, default=0),
     sa.Column("active_seconds", sa.Float, nullable=False, default=0.0),
-    # "host:pid" of the process running the send; with heartbeat_at it keeps a second
-    # process from resuming a send that is still running.
+    # "host:pid" of the sender that started (or restarted) the send, and when; the senders
+    # themselves, live or gone, are in `workers`.
     sa.Column("owner", sa.Text, nullable=False, default=""),
     sa.Column("heartbeat_at", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -207,6 +208,13 @@ sends = sa.Table(
     sa.Column("finished_at", UTCDateTime, nullable=True),
     # For a waiting send: when its next deferred recipient falls due.
     sa.Column("retry_at", UTCDateTime, nullable=True),
+    # The rate limit of the whole send, shared by its senders (0: none): messages per second,
+    # and per hour (granted blocks of slots are kept in `send_slots`).
+    sa.Column("rate", sa.Float, nullable=False, default=0.0, server_default="0"),
+    sa.Column("rate_hour", sa.Integer, nullable=False, default=0, server_default="0"),
+    # The per-second schedule (GCRA's "theoretical arrival time"): the next free slot, in
+    # database time. Each sender reserves a block of slots by moving it on.
+    sa.Column("slot_next", UTCDateTime, nullable=True),
     sa.UniqueConstraint("issue_slug", "lists", name="uq_sends_issue_lists"),
 )
 """One row per send of an issue to a set of lists (re-running the command resumes it)."""
@@ -236,11 +244,57 @@ deliveries = sa.Table(
     sa.Column("last_code", sa.Integer, nullable=True),
     sa.Column("last_reply", sa.Text, nullable=False, default=""),
     sa.Column("updated_at", UTCDateTime, nullable=False),
-    # Due work is found by state and time; within pending, in subscriber order (the primary
-    # key's trailing column in this WITHOUT ROWID table).
-    sa.Index("ix_deliveries_state", "send_id", "state", "next_attempt_at"),
+    # The sender (a `workers` id) that holds the row while it is queued or sending -- only
+    # it may change the row then (fencing) -- or that recorded its result.
+    sa.Column("worker", sa.String(32), nullable=True),
+    # Until when (database time) that sender's lease on a queued or sending row runs; after
+    # it, any sender puts the row back to pending (counted in doubt if it was sending).
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    # Due work is found by state and time, pending rows in subscriber order (they have no
+    # next_attempt_at); leased rows (queued, sending) by state too, a few per sender.
+    sa.Index("ix_deliveries_state", "send_id", "state", "next_attempt_at", "subscriber_id"),
     # Erasing a subscriber cascades here; a send also looks up earlier sends of the issue.
     sa.Index("ix_deliveries_subscriber", "subscriber_id"),
     sqlite_with_rowid=False,
 )
 """The ledger: one row per recipient of a send, its state committed at every transition."""
+
+WORKER_STATES = ("running", "done", "waiting", "interrupted", "paused", "lost", "failed")
+"""A sender's state: ``running`` while it works; how it stopped otherwise (``lost``: its
+lease ran out while it was stopped or cut off, and it carried on as a new sender)."""
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    # A random id (uuid4 hex), the fencing token on the deliveries rows it holds.
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("send_id", sa.Integer, sa.ForeignKey("sends.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    # Its leases' length: a heartbeat older than that means it may be stopped or gone.
+    sa.Column("lease_seconds", sa.Float, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    sa.Column("stopped_at", UTCDateTime, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    # Messages it got accepted, and its rate (messages/s) at its last heartbeat.
+    sa.Column("sent", sa.Integer, nullable=False, default=0),
+    sa.Column("rate", sa.Float, nullable=False, default=0.0),
+    sa.Index("ix_workers_send", "send_id", "stopped_at"),
+)
+"""The senders of each send (one row per process, and per lease it lost): who works on a
+send, from where, how fast, and when each was last heard of."""
+
+send_slots = sa.Table(
+    "send_slots",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("send_id", sa.Integer, sa.ForeignKey("sends.id", ondelete="CASCADE"), nullable=False),
+    # The last slot of a block granted to a sender, and how many slots the block had.
+    sa.Column("last_slot", UTCDateTime, nullable=False),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Index("ix_send_slots_send", "send_id", "last_slot"),
+)
+"""Blocks of send slots granted in the last hour, for a send's hourly limit (older ones are
+deleted as new blocks are granted)."""
