@@ -27,6 +27,16 @@ PASSWORD = "s3cret-Pa55"
 """The password of the role that needs one; it must never appear in any output."""
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """``postgresql+psycopg://user:pw@host/db`` -> (the URL without ``:pw``, ``pw``)."""
+    scheme, rest = url.split("://", 1)
+    userinfo, at, hostpart = rest.partition("@")
+    if not at or ":" not in userinfo:
+        return url, None
+    user, password = userinfo.split(":", 1)
+    return f"{scheme}://{user}@{hostpart}", password
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,8 +53,9 @@ def assert_user_error(output: str, exit_code: int, *phrases: str) -> None:
         assert phrase in joined, f"{phrase!r} not in:\n{output}"
 
 
-def bulletin(root: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["-w", str(root), *args])
+def bulletin(root: Path, *args: str, password: str | None = None) -> tuple[int, str]:
+    env = {"COLUMNS": "200", "BULLETIN_DATABASE_PASSWORD": password}
+    result = CliRunner(env=env).invoke(cli, ["-w", str(root), *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.stdout + result.stderr
 
@@ -61,7 +72,11 @@ def _url(user: str, port: int, database: str = "postgres", host: str = "127.0.0.
 
 
 Case = Callable[[Any, str], tuple[str, tuple[str, ...]]]
-"""(server, password user) -> (database.url, phrases the error must hold)."""
+"""(server, password user) -> (database.url, phrases the error must hold).
+
+A password goes where bulletin takes it from, BULLETIN_DATABASE_PASSWORD: the URL itself
+"user:password@..." here is split by the test before it reaches bulletin.toml.
+"""
 
 
 def _no_server(server: Any, pw_user: str) -> tuple[str, tuple[str, ...]]:
@@ -83,13 +98,13 @@ def _unknown_host(server: Any, pw_user: str) -> tuple[str, tuple[str, ...]]:
 def _wrong_password(server: Any, pw_user: str) -> tuple[str, tuple[str, ...]]:
     return _url(f"{pw_user}:wrong-one", server.port), (
         f"The PostgreSQL server at 127.0.0.1:{server.port} refused the password of user {pw_user}",
-        "Correct the password in database.url",
+        "Correct the password in BULLETIN_DATABASE_PASSWORD",
     )
 
 
 def _no_password(server: Any, pw_user: str) -> tuple[str, tuple[str, ...]]:
     return _url(pw_user, server.port), (
-        f"asks for a password for user {pw_user}, and database.url gives none",
+        f"asks for a password for user {pw_user}, and none was given",
         "~/.pgpass",
     )
 
@@ -123,9 +138,10 @@ def test_a_database_that_cannot_be_reached_is_a_user_error(
     workspace_dir: Path, pg_server: Any, password_user: str, case: str
 ) -> None:
     url, phrases = CASES[case](pg_server, password_user)
+    url, password = split_password(url)
     set_config(workspace_dir, "database", url=url)
     for command in (("lists",), ("subscribers", "add", "ana@example.org", "--list", "news")):
-        code, output = bulletin(workspace_dir, *command)
+        code, output = bulletin(workspace_dir, *command, password=password)
         assert_user_error(output, code, *phrases)
 
 
@@ -136,11 +152,16 @@ def test_the_password_user_works_with_its_password(
     database = pg_server.new_database("pw")
     pg_server.execute(f'ALTER DATABASE "{database.rsplit("/", 1)[1]}" OWNER TO {password_user}')
     name = database.rsplit("/", 1)[1]
-    set_config(
-        workspace_dir, "database", url=_url(f"{password_user}:{PASSWORD}", pg_server.port, name)
-    )
-    code, output = bulletin(workspace_dir, "lists", "create", "news")
+    set_config(workspace_dir, "database", url=_url(password_user, pg_server.port, name))
+    code, output = bulletin(workspace_dir, "lists", "create", "news", password=PASSWORD)
     assert code == 0, output
+    # From a 0600 file named in bulletin.toml instead of the environment.
+    secret = workspace_dir.parent / "db-password"
+    secret.write_text(PASSWORD + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    set_config(workspace_dir, "database", password_file=str(secret))
+    code, output = bulletin(workspace_dir, "lists")
+    assert code == 0 and "news" in output, output
 
 
 def test_a_user_without_rights_on_the_database_is_told_what_to_grant(
@@ -177,9 +198,13 @@ def test_a_missing_driver_says_how_to_install_it(workspace_dir: Path, tmp_path: 
         "sys.meta_path.insert(0, NoPsycopg())\n",
         encoding="utf-8",
     )
-    url = f"postgresql+psycopg://news:{PASSWORD}@db.example.org/news"
-    set_config(workspace_dir, "database", url=url)
-    env = {**os.environ, "PYTHONPATH": str(hook), "COLUMNS": "200"}
+    set_config(workspace_dir, "database", url="postgresql+psycopg://news@db.example.org/news")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(hook),
+        "COLUMNS": "200",
+        "BULLETIN_DATABASE_PASSWORD": PASSWORD,
+    }
     probe = subprocess.run(
         [sys.executable, "-c", "import psycopg"], env=env, capture_output=True, text=True
     )

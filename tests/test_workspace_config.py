@@ -9,7 +9,7 @@ from click.testing import CliRunner, Result
 
 from bulletin import workspace as ws
 from bulletin.cli import cli
-from bulletin.errors import ConfigError
+from bulletin.errors import BulletinError, ConfigError
 from conftest import SAMPLE_SLUG, set_config
 
 
@@ -321,3 +321,66 @@ def test_smtp_url_and_language_are_checked_at_load_at_their_lines(tmp_path: Path
     path.write_text(path.read_text().replace("ro_RO!", "ro_ro").replace("ana:hunter2@", ""))
     config = load_config(path)
     assert config.newsletter.language == "ro-RO"
+
+
+# --- database.url: a URL bulletin can use, and never a password in bulletin.toml ----------
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (
+            "postgresql+psycopg://news:s3cret@db.example.org/news",
+            "holds a password, and bulletin.toml is shared with the workspace",
+        ),
+        ("mysql://news@db.example.org/news", "bulletin works with SQLite and PostgreSQL"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_a_database_url_is_checked_at_its_line_and_its_password_never_shown(
+    workspace_dir: Path, url: str, why: str
+) -> None:
+    set_config(workspace_dir, "database", url=url)
+    lines = (workspace_dir / "bulletin.toml").read_text(encoding="utf-8").splitlines()
+    section = lines.index("[database]")
+    line = next(n for n, text in enumerate(lines, 1) if n > section and text.startswith("url ="))
+    [problem] = _problems(workspace_dir)
+    assert problem.startswith(f"bulletin.toml:{line}: database.url: {why}"), problem
+    assert "s3cret" not in problem
+    result = CliRunner().invoke(cli, ["-w", str(workspace_dir), "lists"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "s3cret" not in result.output and why in " ".join(result.output.split())
+
+
+def test_the_database_url_and_password_come_from_the_environment(
+    workspace_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_config(workspace_dir, "database", url="postgresql+psycopg://news@db.example.org/news")
+    workspace = ws.load(workspace_dir)
+    assert workspace.database_url() == "postgresql+psycopg://news@db.example.org/news"
+    monkeypatch.setenv("BULLETIN_DATABASE_PASSWORD", "pa:ss/w@rd")
+    # Quoted into the URL, so any character survives.
+    assert (
+        workspace.database_url() == "postgresql+psycopg://news:pa%3Ass%2Fw%40rd@db.example.org/news"
+    )
+    other = tmp_path / "other.db"
+    monkeypatch.setenv("BULLETIN_DATABASE_URL", f"sqlite:///{other}")
+    assert workspace.database_url() == f"sqlite:///{other}"
+    monkeypatch.setenv("BULLETIN_DATABASE_URL", "oracle://x@y/z")
+    with pytest.raises(BulletinError, match="BULLETIN_DATABASE_URL: bulletin works with"):
+        workspace.database_url()
+
+
+def test_a_database_password_file_readable_by_others_is_refused(workspace_dir: Path) -> None:
+    secret = workspace_dir.parent / "db-password"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    secret.chmod(0o644)
+    set_config(
+        workspace_dir,
+        "database",
+        url="postgresql+psycopg://news@db.example.org/news",
+        password_file=str(secret),
+    )
+    result = CliRunner().invoke(cli, ["-w", str(workspace_dir), "lists"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "db-password" in result.output and "s3cret" not in result.output

@@ -254,8 +254,50 @@ class DatabaseConfig(_Section):
 
     url: OneLine = Field(
         "sqlite:///subscribers/bulletin.db",
-        description="SQLAlchemy URL; a relative SQLite path is relative to the workspace.",
+        description="SQLAlchemy URL: `sqlite:///path` (relative to the workspace) or "
+        "`postgresql+psycopg://user@host/dbname`, without a password "
+        "(BULLETIN_DATABASE_URL overrides it).",
     )
+    password_file: OneLine | None = Field(
+        None,
+        description="File (mode 0600, outside git) holding the PostgreSQL password; or "
+        "BULLETIN_DATABASE_PASSWORD, or libpq's ~/.pgpass.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        database_url_problem(v, in_config=True)
+        return v
+
+
+def database_url_problem(url: str, *, in_config: bool) -> None:
+    """ValueError when ``url`` is not a database URL bulletin can use; never echoes a password.
+
+    bulletin.toml is committed with the workspace, so a password may not be written in it.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "not a database URL: write sqlite:///subscribers/bulletin.db or "
+            "postgresql+psycopg://user@host/dbname"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(
+            f"bulletin works with SQLite and PostgreSQL, not {backend}: write "
+            "sqlite:///... or postgresql+psycopg://user@host/dbname"
+        )
+    if in_config and parsed.password is not None:
+        raise ValueError(
+            "holds a password, and bulletin.toml is shared with the workspace: remove it from "
+            "the URL and put it in BULLETIN_DATABASE_PASSWORD, in a file named by "
+            "database.password_file (mode 0600, outside git) or in ~/.pgpass"
+        )
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -451,14 +493,44 @@ class Workspace:
         )
 
     def database_url(self) -> str:
-        """The database URL with a relative SQLite path made absolute under the workspace."""
+        """The database URL to connect with: BULLETIN_DATABASE_URL or database.url.
+
+        A relative SQLite path is made absolute under the workspace. A PostgreSQL password
+        comes from BULLETIN_DATABASE_PASSWORD or database.password_file when the URL has
+        none (libpq's ~/.pgpass and PGPASSWORD work as well). The result may hold a
+        password: show it only through SQLAlchemy's ``hide_password``.
+        """
         url = self.config.database.url
+        override = os.environ.get("BULLETIN_DATABASE_URL")
+        if override:
+            try:
+                database_url_problem(override, in_config=False)
+            except ValueError as exc:
+                raise BulletinError(f"BULLETIN_DATABASE_URL: {exc}.") from None
+            url = override
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith("sqlite:////"):
             rel = url[len(prefix) :]
             if rel and rel != ":memory:":
                 return prefix + str((self.root / rel).resolve())
+            return url
+        password = self.database_password()
+        if password is not None and url.startswith("postgresql"):
+            from sqlalchemy.engine import make_url
+
+            parsed = make_url(url)
+            if parsed.password is None:
+                return parsed.set(password=password).render_as_string(hide_password=False)
         return url
+
+    def database_password(self) -> str | None:
+        """BULLETIN_DATABASE_PASSWORD or database.password_file, never bulletin.toml itself."""
+        env = os.environ.get("BULLETIN_DATABASE_PASSWORD")
+        if env:
+            return env
+        if self.config.database.password_file:
+            return read_secret_file(self.root / self.config.database.password_file)
+        return None
 
     def smtp_password(self) -> str | None:
         """The SMTP password from BULLETIN_SMTP_PASSWORD or smtp.password_file, never config."""

@@ -205,7 +205,7 @@ def _missing_driver(url: URL, exc: Exception) -> BulletinError:
             f"database.url ({shown}) asks for the PostgreSQL driver "
             f"{url.get_driver_name()}, which is not installed ({exc}).",
             hint="bulletin is made and tested with psycopg: write the URL as "
-            "postgresql+psycopg://user:password@host/dbname and pip install 'bulletin[postgres]'",
+            "postgresql+psycopg://user@host/dbname and pip install 'bulletin[postgres]'",
         )
     return BulletinError(
         f"database.url {shown!r} needs a database driver that is not installed ({exc}).",
@@ -647,15 +647,16 @@ def _postgres_problem(exc: DBAPIError, engine: Engine) -> DatabaseProblem | None
     if kind == "password":
         return DatabaseProblem(
             f"{server} refused the password of user {user}.",
-            hint="Correct the password in database.url in bulletin.toml (or in ~/.pgpass), "
-            "or ask the database administrator for it.",
+            hint="Correct the password in BULLETIN_DATABASE_PASSWORD, in the file named by "
+            "database.password_file or in ~/.pgpass, or ask the database administrator for it.",
             kind="cannot-open",
         )
     if kind == "no-password":
         return DatabaseProblem(
-            f"{server} asks for a password for user {user}, and database.url gives none.",
-            hint="Put it in database.url (postgresql+psycopg://user:password@host/dbname) or, "
-            "to keep it out of bulletin.toml, in ~/.pgpass of the user running bulletin.",
+            f"{server} asks for a password for user {user}, and none was given.",
+            hint="Set BULLETIN_DATABASE_PASSWORD, or name a file holding it (mode 0600, "
+            "outside git) in database.password_file, or put it in ~/.pgpass of the user "
+            "running bulletin.",
             kind="cannot-open",
         )
     if kind == "hba":
