@@ -16,7 +16,7 @@ import click
 from rich.text import Text
 
 from bulletin import __version__
-from bulletin.cli import compose, inbound, lists, send, sink, subscribers, web
+from bulletin.cli import compose, database, inbound, lists, send, sink, subscribers, web
 from bulletin.cli._common import Context, err_console, examples, visible
 from bulletin.errors import BulletinError
 
@@ -75,7 +75,7 @@ def cli(ctx: click.Context, workspace: Path | None) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for _module in (compose, subscribers, lists, send, inbound, sink, web):
+for _module in (compose, subscribers, lists, send, inbound, sink, web, database):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -15,7 +15,8 @@ from typing import TextIO
 from sqlalchemy.engine import Engine
 
 from bulletin.store import subscribers as subs
-from bulletin.store.db import write_transaction
+from bulletin.store.copy import CopyReport, copy_store, count_rows
+from bulletin.store.db import database_problem, open_store, write_transaction
 from bulletin.store.export import export_csv
 
 
@@ -98,3 +99,31 @@ def create_list(engine: Engine, slug: str, name: str | None = None) -> subs.Mail
     """Create a list."""
     with write_transaction(engine) as conn:
         return subs.create_list(conn, slug, name)
+
+
+def copy_into(
+    target: Engine,
+    source: str,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> CopyReport:
+    """Copy the store at URL ``source`` into the empty store ``target`` (see :mod:`.copy`).
+
+    The source is brought to the current schema first, as any command would (a SQLite file
+    keeps its copy from before the upgrade). Trouble with the source is a user error naming
+    it, like trouble with the target. ``on_start(rows)`` says how many rows will be copied.
+    """
+    source_engine = open_store(source)
+    try:
+        try:
+            if on_start is not None:
+                on_start(count_rows(source_engine))
+            return copy_store(source_engine, target, progress=progress)
+        except Exception as exc:
+            problem = database_problem(exc, source_engine)
+            if problem is not None:
+                raise problem from None
+            raise
+    finally:
+        source_engine.dispose()
