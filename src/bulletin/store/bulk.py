@@ -21,7 +21,7 @@ a statement per row (a re-import that changed 100,000 names took 2.3 times SQLit
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -118,27 +118,8 @@ class BulkInsert:
         if self._copy_sql is not None:
             self._copy(rows)
             return
-        pick, tail, converters = self._pick, self._tail, self._converters
-        params: list[tuple[Any, ...]]
-        if not converters:
-            params = [pick(row + tail) for row in rows]
-        else:
-            params = []
-            append = params.append
-            # Converting the same object as the previous row (True, a shared dict) reuses the
-            # previous result.
-            last_in: list[Any] = [_UNSET] * len(converters)
-            last_out: list[Any] = [None] * len(converters)
-            for row in rows:
-                out = list(row)
-                for n, (index, proc) in enumerate(converters):
-                    value = out[index]
-                    if value is last_in[n]:
-                        out[index] = last_out[n]
-                    else:
-                        out[index] = last_out[n] = proc(value)
-                        last_in[n] = value
-                append(pick((*out, *tail)))
+        pick = self._pick
+        params: list[tuple[Any, ...]] = [pick(row) for row in self._converted(rows)]
         if len(self._names) == 1:
             params = [(p,) for p in params]  # itemgetter with one index returns a bare value
         if self.positional:
@@ -151,28 +132,34 @@ class BulkInsert:
         # The driver's own connection, inside the transaction the caller's connection began.
         driver = self.conn.connection.driver_connection
         assert driver is not None and self._copy_sql is not None
-        tail, converters = self._tail, self._converters
         with driver.cursor() as cursor, cursor.copy(self._copy_sql) as copy:
             if self._copy_types is not None:
                 copy.set_types(self._copy_types)
             write = copy.write_row
-            if not converters:
-                for row in rows:
-                    write(row + tail)
-                return
-            last_in: list[Any] = [_UNSET] * len(converters)
-            last_out: list[Any] = [None] * len(converters)
+            for row in self._converted(rows):
+                write(row)
+
+    def _converted(self, rows: Sequence[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """Each row's values as the driver takes them, the constant columns appended."""
+        tail, converters = self._tail, self._converters
+        if not converters:
             for row in rows:
-                out = list(row)
-                for n, (index, proc) in enumerate(converters):
-                    value = out[index]
-                    if value is last_in[n]:
-                        out[index] = last_out[n]
-                    else:
-                        out[index] = last_out[n] = proc(value)
-                        last_in[n] = value
-                out += tail
-                write(out)
+                yield row + tail
+            return
+        # Converting the same object as the previous row (True, a shared dict) reuses the
+        # previous result.
+        last_in: list[Any] = [_UNSET] * len(converters)
+        last_out: list[Any] = [None] * len(converters)
+        for row in rows:
+            out = list(row)
+            for n, (index, proc) in enumerate(converters):
+                value = out[index]
+                if value is last_in[n]:
+                    out[index] = last_out[n]
+                else:
+                    out[index] = last_out[n] = proc(value)
+                    last_in[n] = value
+            yield (*out, *tail)
 
 
 class BulkUpdate:
