@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,73 +21,20 @@ import sqlalchemy as sa
 
 from bulletin import workspace as ws
 from bulletin.store.db import open_store, write_transaction
-from bulletin.store.schema import events, subscriptions
+from bulletin.store.schema import events
 from bulletin.store.subscribers import add_subscriber, create_list
 from bulletin.tokens import TokenSigner
-from bulletin.web.public import DB_WAIT_SECONDS
-from test_public import ONE_CLICK, ServeProcess, make_workspace, next_client_address
-
-SERVE_WAIT = DB_WAIT_SECONDS
-"""How long serve waits for the database before it answers 503."""
+from serveload import SERVE_WAIT, SLACK, Answer, get, post, unsubscribed
+from test_public import ServeProcess, make_workspace
 
 HOLD = SERVE_WAIT + 5
 """How long the other process holds the write lock: well past serve's waits."""
-
-SLACK = 4.0
-"""Time allowed on top of serve's wait for 300 requests on a busy 2-core machine."""
 
 FIRST_WAVE = 240
 """POSTs sent at once when the lock is taken: they cannot be saved in time."""
 
 SECOND_WAVE = 60
 """POSTs sent shortly before the lock goes: they can be saved within serve's wait."""
-
-
-@dataclass
-class Answer:
-    index: int
-    status: int
-    retry_after: str | None
-    seconds: float
-
-
-async def post(client: httpx.AsyncClient, index: int, token: str) -> Answer:
-    started = time.monotonic()
-    response = await client.post(
-        f"/u/{token}",
-        content=ONE_CLICK,
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Forwarded-For": next_client_address(),
-        },
-    )
-    return Answer(
-        index, response.status_code, response.headers.get("retry-after"), time.monotonic() - started
-    )
-
-
-async def get(client: httpx.AsyncClient, path: str) -> tuple[int, float]:
-    """(status, seconds) of a GET; status 0 if it got no answer within serve's wait and slack."""
-    started = time.monotonic()
-    try:
-        response = await client.get(
-            path, headers={"X-Forwarded-For": next_client_address()}, timeout=SERVE_WAIT + SLACK
-        )
-    except httpx.TimeoutException:
-        return 0, time.monotonic() - started
-    return response.status_code, time.monotonic() - started
-
-
-def unsubscribed(engine: sa.Engine, ids: list[int]) -> set[int]:
-    with engine.connect() as conn:
-        return set(
-            conn.scalars(
-                sa.select(subscriptions.c.subscriber_id).where(
-                    subscriptions.c.subscriber_id.in_(ids),
-                    subscriptions.c.status == "unsubscribed",
-                )
-            )
-        )
 
 
 @pytest.mark.sqlite_only  # PostgreSQL's locks: test_serve_postgres.py

@@ -24,29 +24,17 @@ import sqlalchemy as sa
 
 from bulletin import workspace as ws
 from bulletin.store.db import open_store, write_transaction
-from bulletin.store.schema import events, subscriptions
+from bulletin.store.schema import events
 from bulletin.store.subscribers import add_subscriber, create_list
 from bulletin.tokens import TokenSigner
-from bulletin.web.public import DB_WAIT_SECONDS
 from pgserver import USER, PgServer
+from serveload import FORM, SERVE_WAIT, SLACK, Answer, get, post, unsubscribed
 from test_public import ONE_CLICK, ServeProcess, make_workspace, next_client_address
 
-SERVE_WAIT = DB_WAIT_SECONDS
 HOLD = SERVE_WAIT + 3
 """How long another connection holds its lock: past serve's wait."""
-SLACK = 4.0
-"""Time allowed on top of serve's wait on a busy 2-core machine."""
 FIRST_WAVE = 100
 SECOND_WAVE = 20
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-@dataclass
-class Answer:
-    index: int
-    status: int
-    retry_after: str | None
-    seconds: float
 
 
 @dataclass
@@ -71,45 +59,6 @@ def make_store(root: Path, url: str, n: int) -> Store:
         ]
     signer = TokenSigner.from_workspace(workspace)
     return Store(root, engine, ids, [signer.unsubscribe_token(i, news.id) for i in ids])
-
-
-async def post(client: httpx.AsyncClient, index: int, token: str) -> Answer:
-    started = time.monotonic()
-    try:
-        response = await client.post(
-            f"/u/{token}",
-            content=ONE_CLICK,
-            headers={**FORM, "X-Forwarded-For": next_client_address()},
-        )
-    except httpx.TimeoutException:
-        return Answer(index, 0, None, time.monotonic() - started)
-    return Answer(
-        index, response.status_code, response.headers.get("retry-after"), time.monotonic() - started
-    )
-
-
-async def get(client: httpx.AsyncClient, path: str) -> tuple[int, float]:
-    """(status, seconds); status 0 if no answer came within serve's wait and the slack."""
-    started = time.monotonic()
-    try:
-        response = await client.get(
-            path, headers={"X-Forwarded-For": next_client_address()}, timeout=SERVE_WAIT + SLACK
-        )
-    except httpx.TimeoutException:
-        return 0, time.monotonic() - started
-    return response.status_code, time.monotonic() - started
-
-
-def unsubscribed(engine: sa.Engine, ids: list[int]) -> set[int]:
-    with engine.connect() as conn:
-        return set(
-            conn.scalars(
-                sa.select(subscriptions.c.subscriber_id).where(
-                    subscriptions.c.subscriber_id.in_(ids),
-                    subscriptions.c.status == "unsubscribed",
-                )
-            )
-        )
 
 
 def events_per_subscriber(engine: sa.Engine, ids: list[int]) -> list[tuple[int, int]]:
