@@ -15,10 +15,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+import oldschema
 from bulletin.errors import BulletinError
 from bulletin.store import db, schema
 from bulletin.store.migrations import MIGRATIONS, Migration
-from bulletin.store.subscribers import add_subscriber, create_list, details, recipients
+from bulletin.store.subscribers import add_subscriber, create_list, details
 
 V1 = MIGRATIONS[:1]
 """The first schema: the example migrations below come after it, as version 2."""
@@ -85,22 +86,43 @@ def test_migrations_build_exactly_the_schema_the_code_queries(
     reference.dispose()
 
 
-def _dump(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
+def _dump(
+    engine: sa.Engine, columns: dict[str, set[str]] | None = None
+) -> dict[str, list[tuple[object, ...]]]:
+    """The first schema's tables, row by row, in the ``columns`` given (default: all there are).
+
+    Later migrations add columns; comparing the columns a first-schema store had shows that
+    an upgrade kept every value.
+    """
     with engine.connect() as conn:
-        return {
-            name: [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.primary_key))]
-            for name, t in schema.metadata.tables.items()
-            if name in V1_TABLES
-        }
+        dump = {}
+        for name in V1_TABLES:
+            t = schema.metadata.tables[name]
+            present = {c["name"] for c in sa.inspect(conn).get_columns(name)}
+            keep = present if columns is None else columns[name]
+            rows = conn.execute(
+                sa.select(*(c for c in t.columns if c.name in keep)).order_by(*t.primary_key)
+            )
+            dump[name] = [tuple(r) for r in rows]
+        return dump
+
+
+def _column_names(engine: sa.Engine) -> dict[str, set[str]]:
+    with engine.connect() as conn:
+        insp = sa.inspect(conn)
+        return {name: {c["name"] for c in insp.get_columns(name)} for name in V1_TABLES}
 
 
 def _v1_with_data(database_url: str) -> sa.Engine:
     engine = db.connect(database_url)
     db.migrate(engine, target=1)
     with db.write_transaction(engine) as conn:
-        create_list(conn, "newsletter-ro", "Newsletter (română)")
-        add_subscriber(conn, "Ion.Popescu@Example.RO", "newsletter-ro", name="Ion Popescu")
-        add_subscriber(conn, "ștefan@example.ro", "newsletter-ro", name="Ștefan Țiriac")
+        news = oldschema.add_list(conn, "newsletter-ro", "Newsletter (română)")
+        oldschema.add_subscribers(
+            conn,
+            news,
+            [("Ion.Popescu@example.ro", "Ion Popescu"), ("ștefan@example.ro", "Ștefan Țiriac")],
+        )
     return engine
 
 
@@ -132,13 +154,42 @@ def test_upgrade_from_the_first_schema_keeps_every_row(database_url: str) -> Non
         assert scores == [("Ion.Popescu@example.ro", 0), ("ștefan@example.ro", 0)]
     after = _dump(engine)
     assert after == before  # the tables the code knows kept every row unchanged
-    with engine.begin() as conn:
-        assert [r.email for r in recipients(conn, "newsletter-ro")] == [
-            "Ion.Popescu@example.ro",
-            "ștefan@example.ro",
-        ]
+    with engine.connect() as conn:
+        subscribed = conn.exec_driver_sql(
+            "SELECT s.email FROM subscriptions t JOIN subscribers s ON s.id = t.subscriber_id"
+            " WHERE t.status = 'subscribed' ORDER BY s.id"
+        ).scalars()
+        assert list(subscribed) == ["Ion.Popescu@example.ro", "ștefan@example.ro"]
     # Running again is a no-op.
     assert db.migrate(engine, migrations=migrations) == db.MigrationReport(2, 2)
+    engine.dispose()
+
+
+def test_the_lifecycle_migration_keeps_every_list_and_gives_it_the_quiet_defaults(
+    database_url: str,
+) -> None:
+    # Migration 4 (issue 10): lists existing before it stay private, double opt-in, with the
+    # default consent text; nobody gains a consent record or a pending sign-up.
+    engine = _v1_with_data(database_url)
+    db.migrate(engine, target=3)
+    columns = _column_names(engine)
+    before = _dump(engine, columns)
+
+    report = db.migrate(engine)
+
+    assert (report.before, report.after) == (3, MIGRATIONS[-1].version)
+    assert _dump(engine, columns) == before
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(schema.lists)).one()
+        assert (row.name, row.description, row.public, row.opt_in) == (
+            "Newsletter (română)",
+            "",
+            False,
+            "double",
+        )
+        assert (row.language, row.consent_text, row.consent_version) == ("", "", 1)
+        for table in (schema.consents, schema.signups, schema.blocked_domains):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
     engine.dispose()
 
 

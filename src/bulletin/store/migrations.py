@@ -213,9 +213,77 @@ def _m3_senders(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def _m4_lifecycle(conn: Connection) -> None:
+    """Subscriber lifecycle: list settings, consent records, pending sign-ups, blocked domains."""
+    md = sa.MetaData()
+    sa.Table("lists", md, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table("subscribers", md, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table(
+        "consents",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column(
+            "list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("source", sa.String(32), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("consent_text", sa.Text, nullable=False),
+        sa.Column("consent_version", sa.Integer, nullable=False),
+        sa.Column("given_at", UTCDateTime, nullable=True),
+        sa.Column("confirmed_at", UTCDateTime, nullable=True),
+        sa.Column("ip", sa.String(45), nullable=True),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Index("ix_consents_subscriber", "subscriber_id", "list_id", "id"),
+    )
+    sa.Table(
+        "signups",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("email", sa.Text, nullable=False),
+        sa.Column("email_key", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("language", sa.String(35), nullable=False),
+        sa.Column("consent_text", sa.Text, nullable=False),
+        sa.Column("consent_version", sa.Integer, nullable=False),
+        sa.Column("ip", sa.String(45), nullable=True),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("mailed_at", UTCDateTime, nullable=True),
+        sa.UniqueConstraint("email_key", "list_id", name="uq_signups_email_list"),
+        sa.Index("ix_signups_created", "created_at"),
+    )
+    sa.Table(
+        "blocked_domains",
+        md,
+        sa.Column("domain", sa.String(253), primary_key=True),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+    )
+    md.create_all(conn)
+    false = "false" if conn.dialect.name == "postgresql" else "0"
+    for statement in (
+        "ALTER TABLE lists ADD COLUMN description TEXT DEFAULT '' NOT NULL",
+        f"ALTER TABLE lists ADD COLUMN public BOOLEAN DEFAULT {false} NOT NULL",
+        "ALTER TABLE lists ADD COLUMN opt_in VARCHAR(8) DEFAULT 'double' NOT NULL",
+        "ALTER TABLE lists ADD COLUMN language VARCHAR(35) DEFAULT '' NOT NULL",
+        "ALTER TABLE lists ADD COLUMN consent_text TEXT DEFAULT '' NOT NULL",
+        "ALTER TABLE lists ADD COLUMN consent_version INTEGER DEFAULT 1 NOT NULL",
+    ):
+        conn.exec_driver_sql(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lists, subscribers, subscriptions, events", _m1_initial),
     Migration(2, "delivery ledger: sends, deliveries", _m2_ledger),
     Migration(3, "several senders: leases, workers, a shared rate", _m3_senders),
+    Migration(4, "subscriber lifecycle: list settings, consents, sign-ups", _m4_lifecycle),
 )
 """Every migration in order; versions are 1, 2, 3... without gaps."""

@@ -97,8 +97,22 @@ lists = sa.Table(
     sa.Column("slug", sa.String(64), nullable=False, unique=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    # Public lists have a signup form and appear on the preferences page.
+    sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()),
+    # 'double': a sign-up is subscribed when the person confirms by mail; 'single': at once.
+    sa.Column("opt_in", sa.String(8), nullable=False, server_default="double"),
+    # The language of the list's public pages and mails ('' : newsletter.language).
+    sa.Column("language", sa.String(35), nullable=False, server_default=""),
+    # The consent text shown on the form ('' : the localised default naming the newsletter);
+    # consent_version goes up by one each time it changes, and consents record which one.
+    sa.Column("consent_text", sa.Text, nullable=False, server_default=""),
+    sa.Column("consent_version", sa.Integer, nullable=False, server_default="1"),
 )
-"""Mailing lists: a short slug used on the command line and a display name."""
+"""Mailing lists: a short slug used on the command line, a display name, signup settings."""
+
+OPT_IN_MODES = ("double", "single")
+"""How a sign-up from a form becomes a subscription."""
 
 subscribers = sa.Table(
     "subscribers",
@@ -167,6 +181,63 @@ resubscribed, bounced, complained, blocked... The start of a subscription is not
 its ``subscriptions`` row keeps when and from where (``import x.csv``, ``cli``, ``web``), so a
 million-row import does not also write a million events. ``list_id`` is NULL for events
 about the address as a whole."""
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "subscriber_id",
+        sa.Integer,
+        sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
+    # form, preferences, cli, import (detail: the file and the tool it came from).
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    # What the person agreed to: the text as shown, and the list's version of it.
+    sa.Column("consent_text", sa.Text, nullable=False),
+    sa.Column("consent_version", sa.Integer, nullable=False),
+    # When they gave it (signed up, opted in) and when they confirmed it (double opt-in).
+    sa.Column("given_at", UTCDateTime, nullable=True),
+    sa.Column("confirmed_at", UTCDateTime, nullable=True),
+    # The client's address, only when the workspace opts in (privacy.store_ip).
+    sa.Column("ip", sa.String(45), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_consents_subscriber", "subscriber_id", "list_id", "id"),
+)
+"""The consent behind each subscription: what an organisation must be able to show."""
+
+signups = sa.Table(
+    "signups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("email_key", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("language", sa.String(35), nullable=False),
+    sa.Column("consent_text", sa.Text, nullable=False),
+    sa.Column("consent_version", sa.Integer, nullable=False),
+    sa.Column("ip", sa.String(45), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # The last confirmation mail (at most one per address and list a day).
+    sa.Column("mailed_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("email_key", "list_id", name="uq_signups_email_list"),
+    sa.Index("ix_signups_created", "created_at"),
+)
+"""Sign-ups waiting for the person to confirm by mail (double opt-in); purged after 30 days."""
+
+blocked_domains = sa.Table(
+    "blocked_domains",
+    metadata,
+    # Lower-case, in Unicode form (as subscribers' domains are stored).
+    sa.Column("domain", sa.String(253), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+"""Domains no address of which is ever sent to or subscribed."""
 
 SEND_STATES = ("running", "paused", "interrupted", "waiting", "done")
 """A send's state: ``running`` (senders work on it), ``paused`` (the relay could not be
