@@ -223,3 +223,19 @@ def test_a_missing_driver_says_how_to_install_it(workspace_dir: Path, tmp_path: 
         "needs the PostgreSQL driver (psycopg), which is not installed",
         "pip install 'bulletin[postgres]'",
     )
+
+
+def test_a_url_from_the_environment_is_named_as_such_and_its_password_never_shown(
+    workspace_dir: Path,
+) -> None:
+    port = _free_port()
+    url = f"postgresql+psycopg://news:{PASSWORD}@127.0.0.1:{port}/news"
+    result = CliRunner(env={"COLUMNS": "200", "BULLETIN_DATABASE_URL": url}).invoke(
+        cli, ["-w", str(workspace_dir), "lists"]
+    )
+    assert_user_error(
+        result.stdout + result.stderr,
+        result.exit_code,
+        f"No PostgreSQL server answers at 127.0.0.1:{port}",
+        "BULLETIN_DATABASE_URL's, which overrides database.url",
+    )

@@ -28,12 +28,26 @@ class BulletinGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BulletinError as exc:
-            _fail(ctx, exc)
+            _fail(ctx, _say_where_the_url_came_from(exc))
         except Exception as exc:
             problem = ctx.obj.database_problem(exc) if isinstance(ctx.obj, Context) else None
             if problem is None:
                 raise
-            _fail(ctx, problem)
+            _fail(ctx, _say_where_the_url_came_from(problem))
+
+
+def _say_where_the_url_came_from(exc: BulletinError) -> BulletinError:
+    """Database messages speak of database.url; add that BULLETIN_DATABASE_URL overrode it."""
+    import os
+
+    from bulletin.store.db import DatabaseProblem
+
+    if not isinstance(exc, DatabaseProblem) or not os.environ.get("BULLETIN_DATABASE_URL"):
+        return exc
+    hint = (exc.hint + " " if exc.hint else "") + (
+        "(The database here is BULLETIN_DATABASE_URL's, which overrides database.url.)"
+    )
+    return DatabaseProblem(exc.message, hint=hint, kind=exc.kind)
 
 
 def _fail(ctx: click.Context, exc: BulletinError) -> None:
