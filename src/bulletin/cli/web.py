@@ -80,7 +80,29 @@ def archive_build_cmd(ctx: Context, out: Path) -> None:
     )
 
 
+@click.command(
+    "form",
+    epilog="Examples:\n\n\b\n  bulletin form newsletter-ro\n  bulletin form newsletter-ro "
+    "--language en > signup.html",
+)
+@click.argument("list_slug", metavar="LIST")
+@click.option("--language", default=None, metavar="LANG", help="ro or en (default: the list's).")
+@pass_ctx
+def form_cmd(ctx: Context, list_slug: str, language: str | None) -> None:
+    """Print the HTML signup form of the public list LIST, to paste into a website.
+
+    It works without JavaScript and posts to bulletin serve at newsletter.base_url; keep its
+    field names (email, name, language, consent and the hidden honeypot "website").
+    """
+    from bulletin.store import operations
+    from bulletin.web.embed import form_snippet
+
+    the_list = operations.get_list(ctx.store(), list_slug)
+    click.echo(form_snippet(ctx.workspace, the_list, language))
+
+
 COMMANDS = (
     serve_cmd,
     archive_group,
+    form_cmd,
 )

@@ -77,6 +77,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "leads here: to unsubscribe, use the link in an email you received.",
         "archive.contact": "Or write to {contact}.",
         "archive.recipients": "the subscribers of {newsletter}",
+        "embed.comment": "Signup form of {newsletter}, made by `bulletin form`. Keep the field "
+        "names; style it as you like.",
         "subscribe.title": "Subscribe to {list}",
         "subscribe.email": "Email address",
         "subscribe.name": "Name (optional)",
@@ -171,6 +173,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "de dezabonare duce aici: pentru dezabonare folosiți linkul dintr-un e-mail primit.",
         "archive.contact": "Sau scrieți-ne la {contact}.",
         "archive.recipients": "abonații {newsletter}",
+        "embed.comment": "Formularul de abonare {newsletter}, generat de `bulletin form`. "
+        "Păstrați numele câmpurilor; stilul este la alegerea dumneavoastră.",
         "subscribe.title": "Abonare la {list}",
         "subscribe.email": "Adresa de e-mail",
         "subscribe.name": "Nume (opțional)",
