@@ -487,3 +487,139 @@ def test_subscribers_table_has_no_row_for_unconfirmed_people(site: Signup) -> No
     with site.engine.connect() as conn:
         emails = set(conn.scalars(sa.select(subscribers.c.email_key)))
     assert "recent@example.org" not in emails
+
+
+# -- preferences -------------------------------------------------------------------------------
+
+
+def list_id(site: Signup, slug: str) -> int:
+    with site.engine.connect() as conn:
+        found = conn.scalar(sa.text("SELECT id FROM lists WHERE slug = :s"), {"s": slug})
+    assert found is not None
+    return int(found)
+
+
+def test_every_message_links_its_reader_preferences_page(site: Signup) -> None:
+    from bulletin.content.loader import load_issue
+    from bulletin.dispatch.composer import composer_for
+    from bulletin.render.pipeline import render_issue
+    from conftest import SAMPLE_SLUG
+
+    loaded = load_issue(site.workspace, site.workspace.issue_dir(SAMPLE_SLUG))
+    composer = composer_for(site.workspace, render_issue(site.workspace, loaded))
+    values = composer.values(41, 7, "ana@example.org", "Ana", {})
+    prefix = site.workspace.config.newsletter.base_url + "/preferences/"
+    assert values["preferences_url"].startswith(prefix)
+    token = values["preferences_url"][len(prefix) :]
+    verified = site.signer.verify_preferences(token)
+    assert verified is not None and verified.subscriber_id == 41
+    # Not an unsubscribe token, nor the other way round: one purpose per token.
+    assert site.signer.verify_unsubscribe(token) is None
+    assert site.signer.verify_preferences(values["unsubscribe_token"]) is None
+    message = email.message_from_bytes(
+        composer.envelope(composer.recipient(41, 7, "ana@example.org", "Ana", {}), "<x@y>").data,
+        policy=email.policy.default,
+    )
+    assert isinstance(message, EmailMessage)
+    for kind in ("plain", "html"):
+        part = message.get_body((kind,))
+        assert part is not None and values["preferences_url"] in part.get_content(), kind
+    plain = message.get_body(("plain",))
+    assert plain is not None and "Preferințele dumneavoastră:" in plain.get_content()
+
+
+def test_the_preferences_page_changes_lists_name_and_language(
+    site: Signup, client: httpx.Client
+) -> None:
+    address = new_address()
+    with write_transaction(site.engine) as conn:
+        result = add_subscriber(conn, address, "stiri", name="Ion", language="ro")
+        add_subscriber(conn, address, "staff")
+    sub_id = result.subscriber.id
+    url = "/preferences/" + site.signer.preferences_token(sub_id)
+    before = state(site, address)
+    page = client.get(url)
+    assert page.status_code == 200 and 'lang="ro"' in page.text
+    assert "Preferințele dumneavoastră" in page.text and "c***@example.org" in page.text
+    stiri, events_id, quick, staff = (
+        list_id(site, s) for s in ("stiri", "events-en", "quick", "staff")
+    )
+    assert f'name="list" value="{stiri}" checked' in page.text
+    assert f'name="list" value="{events_id}">' in page.text
+    assert f'name="list" value="{staff}" checked' in page.text  # private, but they are on it
+    assert "I agree to receive ClusterPoliSEE" not in page.text  # the page is in Romanian
+    assert state(site, address) == before  # a GET changes nothing
+
+    # Join events-en and quick, leave stiri and staff, and change name and language.
+    saved = client.post(
+        url,
+        data={"list": [str(events_id), str(quick)], "name": "Ion Țepeș", "language": "en"},
+    )
+    assert saved.status_code == 200 and "Saved." in saved.text and 'lang="en"' in saved.text
+    assert state(site, address) == (
+        "active",
+        {
+            "stiri": "unsubscribed",
+            "events-en": "subscribed",
+            "quick": "subscribed",
+            "staff": "unsubscribed",
+        },
+    )
+    with site.engine.connect() as conn:
+        sub = find_subscriber(conn, address)
+        assert sub is not None and (sub.name, sub.language) == ("Ion Țepeș", "en")
+        records = consents_of(conn, sub_id)
+    assert sorted((c.list_slug, c.source) for c in records) == [
+        ("events-en", "preferences"),
+        ("quick", "preferences"),
+    ]
+    assert all(c.confirmed_at is not None and c.ip is None for c in records)
+    # A private list they left is no longer on their page: they cannot join it there.
+    page = client.get(url)
+    assert f'value="{staff}"' not in page.text
+    assert client.post(url, data={"list": [str(staff)]}).status_code == 200
+    assert state(site, address)[1]["staff"] == "unsubscribed"  # type: ignore[index]
+
+    # Leave all: unsubscribed for good, until they tick a list again themselves.
+    client.post(url, data={"all": "1"})
+    assert state(site, address) == (
+        "unsubscribed",
+        {
+            "stiri": "unsubscribed",
+            "events-en": "unsubscribed",
+            "quick": "unsubscribed",
+            "staff": "unsubscribed",
+        },
+    )
+    page = client.get(url)
+    assert 'id="suppressed"' in page.text
+    client.post(url, data={"list": [str(stiri)]})
+    assert state(site, address) == (
+        "active",
+        {
+            "stiri": "subscribed",
+            "events-en": "unsubscribed",
+            "quick": "unsubscribed",
+            "staff": "unsubscribed",
+        },
+    )
+
+
+def test_preferences_tokens_get_the_unsubscribe_page_404(
+    site: Signup, client: httpx.Client
+) -> None:
+    with write_transaction(site.engine) as conn:
+        result = add_subscriber(conn, new_address(), "stiri")
+    sub_id = result.subscriber.id
+    good = site.signer.preferences_token(sub_id)
+    answers = [
+        client.get("/u/" + "A" * 30),  # the unsubscribe page's own 404
+        client.get("/preferences/" + "A" * 30),
+        client.post("/preferences/" + "A" * 30, data={"all": "1"}),
+        client.get("/preferences/" + site.signer.unsubscribe_token(sub_id, None)),
+        client.get("/preferences/" + good[:-2] + ("AA" if not good.endswith("AA") else "BB")),
+        client.get("/preferences/" + site.signer.preferences_token(10**9)),  # nobody
+    ]
+    assert {a.status_code for a in answers} == {404}
+    assert len({a.text for a in answers}) == 1
+    assert state(site, result.subscriber.email) == ("active", {"stiri": "subscribed"})

@@ -166,3 +166,27 @@ def test_form_embedded_in_another_site_then_the_button_without_scripts(
     assert_subscribed_with_consent(site, address, "events-en", "")
     page.context.close()
     confirm.context.close()
+
+
+def test_preferences_page_in_the_browser(site: Signup, browser: Browser, shots: Path) -> None:
+    from bulletin.store.db import write_transaction
+    from bulletin.store.subscribers import add_subscriber
+
+    address = new_address()
+    with write_transaction(site.engine) as conn:
+        result = add_subscriber(conn, address, "stiri", name="Ana", language="ro")
+    page = open_page(browser)
+    page.goto(site.url + "/preferences/" + site.signer.preferences_token(result.subscriber.id))
+    expect(page.locator("h1")).to_have_text("Preferințele dumneavoastră")
+    page.get_by_label("Events", exact=False).check()
+    page.get_by_label("Știri ClusterPoliSEE", exact=False).uncheck()
+    page.get_by_label("Nume (opțional)").fill("Ana Ștefănescu")
+    page.screenshot(path=str(shots / "preferences.png"), full_page=True)
+    page.get_by_role("button", name="Salvare").click()
+    expect(page.locator("#status")).to_have_text("Salvat.")
+    assert state(site, address) == (
+        "active",
+        {"stiri": "unsubscribed", "events-en": "subscribed"},
+    )
+    assert page.csp_violations == []  # type: ignore[attr-defined]
+    page.context.close()
