@@ -259,14 +259,16 @@ class Signups:
         if data is None:
             return None
         with write_transaction(self.engine, wait=wait) as conn:
-            done = signups.confirm(
+            return signups.confirm(
                 conn, data.signup_id, data.issued_at, ip=self.store_ip(ip), now=self._now()
             )
-        if done is not None and self.config.signup.welcome and done.outcome != "already":
-            self._welcome(done)
-        return done
 
-    def _welcome(self, done: signups.Confirmed) -> None:
+    def wants_welcome(self, done: signups.Confirmed) -> bool:
+        """Whether a confirmation is followed by the welcome mail (``signup.welcome``)."""
+        return self.config.signup.welcome and done.outcome != "already"
+
+    def send_welcome(self, done: signups.Confirmed) -> None:
+        """Compose and send the welcome mail (after the confirmation page was answered)."""
         sub = done.subscriber
         try:
             notice = mail.compose(

@@ -694,7 +694,7 @@ class PublicApp:
             return self._invalid_confirm()
         log.info("confirmed a sign-up of subscriber %d to %s", done.subscriber.id, done.list.slug)
         sub = done.subscriber
-        return self.html(
+        response = self.html(
             "confirmed.html",
             sub.language or done.list.language or self.lang,
             address=mask_email(sub.email),
@@ -703,6 +703,9 @@ class PublicApp:
                 self.base_url, self.signer.preferences_token(sub.id)
             ),
         )
+        if self.signups.wants_welcome(done):
+            response.background = BackgroundTask(self.signups.send_welcome, done)
+        return response
 
     def _preferences_html(
         self, prefs: Preferences, *, saved: bool = False, errors: bool = False
