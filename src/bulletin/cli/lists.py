@@ -32,13 +32,24 @@ def lists_group(click_ctx: click.Context) -> None:
     if not rows:
         console.print("No lists yet. Create one with `bulletin lists create SLUG`.", markup=False)
         return
-    table = Table("list", "name", "public", "opt-in", box=None, pad_edge=False, header_style="bold")
+    # "signup" says both whether a list is public and its opt-in mode: "no" (private, no
+    # form), "double" or "single". One column and one space between columns keep the table
+    # within 80 columns.
+    table = Table(
+        "list",
+        "name",
+        "signup",
+        box=None,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        header_style="bold",
+    )
     for status in (*EFFECTIVE_STATUSES, "total"):
         table.add_column(status, justify="right", min_width=len(status))
     for c in rows:
         counts = (f"{c.counts[s]:,}" for s in EFFECTIVE_STATUSES)
-        public = "yes" if c.public else "no"
-        table.add_row(c.slug, visible(c.name), public, c.opt_in, *counts, f"{c.total:,}")
+        signup = c.opt_in if c.public else "no"
+        table.add_row(c.slug, visible(c.name), signup, *counts, f"{c.total:,}")
     console.print(table)
 
 

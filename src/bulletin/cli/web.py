@@ -29,10 +29,12 @@ from bulletin.cli._common import Context, console, pass_ctx
 )
 @pass_ctx
 def serve_cmd(ctx: Context, host: str, port: int) -> None:
-    """Serve the public pages: one-click unsubscribe and the archive of issues.
+    """Serve the public pages: unsubscribe, signup forms, preferences and the archive.
 
     GET /u/TOKEN shows a confirmation page and changes nothing; POST /u/TOKEN (its button,
-    or a mail provider's RFC 8058 one-click request) unsubscribes at once. /archive/ lists
+    or a mail provider's RFC 8058 one-click request) unsubscribes at once. Public lists
+    have a signup form at /subscribe/LIST (double opt-in: a confirmation mail through
+    [smtp]); every message links /preferences/TOKEN. /archive/ lists
     the published issues; /healthz answers ok for a proxy. Run it behind a reverse proxy
     with HTTPS at newsletter.base_url (see README, "Deploying bulletin serve").
     """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection, Engine
@@ -171,8 +171,8 @@ class Signups:
             )
         if not consent:
             return FormErrors(consent=True)
-        entry_lang = entry.language or lang
-        entry = type(entry)(entry.address, entry.name, entry_lang, {}, entry.cleaned)
+        # The language asked for, else the page's: the mail and later issues speak it.
+        entry = replace(entry, language=entry.language or lang)
         outcome = signups.request(
             conn,
             the_list,

@@ -1,4 +1,4 @@
-"""``bulletin serve``: the public web service -- one-click unsubscribe and the archive.
+"""``bulletin serve``: the public web service -- unsubscribe, signup, preferences, archive.
 
 Routes (all under ``newsletter.base_url``, which a reverse proxy with HTTPS maps to this app):
 
