@@ -6,6 +6,20 @@ transaction (:mod:`bulletin.store.signups`), and returns what the page needs. Ma
 after the transaction, through :mod:`bulletin.signup.mail`; the web app calls
 :meth:`Signups.send_confirmation` after it has answered, so the answer takes as long for an
 address that gets a mail as for one that does not.
+
+A signup form is public and takes posts from any website, so there is no CSRF token to
+check; what a stranger can do with it, and what stops them:
+
+* **learn whether an address is known** -- the answer is one page for a new, pending,
+  subscribed, suppressed or blocked address and for a bot in the honeypot, names no
+  address, and the mail goes out after it;
+* **mail-bomb someone** -- one confirmation per address and list a day (claimed in the
+  database, so several serve processes agree), plus serve's per-client rate limit;
+* **subscribe someone** -- nobody is subscribed without the mailbox owner's click
+  (double opt-in); a single opt-in list subscribes at once only an address with no
+  opt-out, and never lifts one;
+* **fill the database** -- pending rows are one per address and list and go after 30
+  days; bodies are capped by serve (16 KB) and fields here.
 """
 
 from __future__ import annotations

@@ -649,6 +649,13 @@ class PublicApp:
         """Delete sign-ups not confirmed within 30 days (errors are logged, not raised)."""
         self._purge()
 
+    def purge_every_hour(self) -> None:
+        """:meth:`purge_signups` now and then hourly, for ever (a daemon thread of serve)."""
+        while True:
+            if self.signups.purge_due():
+                self._purge()
+            time.sleep(60)
+
     def _purge(self, _: object = None) -> None:
         try:
             self.signups.purge()
@@ -995,8 +1002,9 @@ def serve_public(
             # Render the archive now rather than on its first visitor (each issue takes a
             # fraction of a second; a long archive would make that visitor wait).
             threading.Thread(target=app.state.public.archive.entries, daemon=True).start()
-            # Sign-ups older than 30 days go now, and then at most hourly as forms arrive.
-            threading.Thread(target=app.state.public.purge_signups, daemon=True).start()
+            # Sign-ups older than 30 days go now and then every hour (and, at most hourly, as
+            # forms arrive).
+            threading.Thread(target=app.state.public.purge_every_hour, daemon=True).start()
             echo(f"Serving unsubscribe pages and the archive at {url} (Ctrl+C to stop)")
             echo(f"Links in mail point to {base_url} (newsletter.base_url)")
             if not base_url.startswith("https://"):
