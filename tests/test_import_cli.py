@@ -108,10 +108,11 @@ def test_lists_add_show_unsubscribe_count_remove(workspace_dir: Path) -> None:
     assert "news" in out and "Știri" in out
     header = next(line for line in out.splitlines() if "list" in line).split()
     assert header == [
-        "list", "name", "subscribed", "unsubscribed", "bounced", "complained", "blocked", "total"
+        "list", "name", "signup", "subscribed", "unsubscribed", "bounced", "complained", "blocked",
+        "total"
     ]  # fmt: skip
     row = next(line for line in out.splitlines() if "news" in line).split()
-    assert row == ["news", "Știri", "2", "0", "0", "0", "0", "2"]
+    assert row == ["news", "Știri", "no", "2", "0", "0", "0", "0", "2"]
 
     code, out, _ = bulletin(
         workspace_dir, "subscribers", "unsubscribe", "ana@EXAMPLE.ro", "--list", "news"

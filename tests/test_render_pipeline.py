@@ -241,8 +241,14 @@ def test_placeholders_compile_into_slots_and_fill_escapes(workspace: ws.Workspac
         "name",
         "unsubscribe_url",
         "view_online_url",
+        "preferences_url",
     }
-    assert rendered.text.slot_names == {"email", "unsubscribe_url", "view_online_url"}
+    assert rendered.text.slot_names == {
+        "email",
+        "unsubscribe_url",
+        "view_online_url",
+        "preferences_url",
+    }
     assert "BULLETINSLOT" not in "".join(rendered.html.chunks)
 
     values = sample_values(workspace, loaded.slug)
@@ -274,6 +280,7 @@ def test_sample_values(workspace: ws.Workspace) -> None:
         "first_name": "Ana",
         "unsubscribe_url": "http://127.0.0.1:8080/u/preview",
         "view_online_url": "http://127.0.0.1:8080/archive/nr-3",
+        "preferences_url": "http://127.0.0.1:8080/preferences/preview",
     }
 
 

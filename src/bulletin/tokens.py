@@ -1,4 +1,5 @@
-"""Signed tokens for unsubscribe links, mailto unsubscribes and VERP return paths.
+"""Signed tokens for unsubscribe links, mailto unsubscribes, VERP return paths, sign-up
+confirmations and preferences pages.
 
 A token names a subscriber and a list (or every list) and proves that bulletin issued it.
 It travels in a URL path (``/u/<token>``), in a plus-address (``unsubscribe+<token>@x``) and
@@ -11,9 +12,11 @@ Layout, base64url without padding::
 
 Ids are unsigned LEB128 varints; a list id of 0 on the wire means "every list". The MAC is
 HMAC-SHA256 truncated to 128 bits, keyed with a subkey derived from the secret key *and the
-purpose* (``unsubscribe``, ``bounce``), so a token made for one purpose never verifies as
-another. The key id is 4 bits of a hash of the key: it only picks which keys to try after a
-rotation and says nothing about the key. Tokens carry no address and do not expire.
+purpose* (``unsubscribe``, ``bounce``, ``confirm``, ``preferences``), so a token made for one
+purpose never verifies as another. A ``confirm`` token carries a sign-up id and the unix time
+it was made instead of the two ids, and expires after :data:`CONFIRM_VALID_SECONDS`. The
+key id is 4 bits of a hash of the key: it only picks which keys to try after a
+rotation and says nothing about the key. Tokens carry no address; only confirmation tokens expire.
 
 Keys come from ``BULLETIN_SECRET_KEY`` (several keys separated by commas or whitespace, the
 first one current) or else from ``.bulletin/secret_key`` in the workspace (one key a line,
@@ -38,7 +41,11 @@ from typing import Literal
 from bulletin.errors import BulletinError
 from bulletin.workspace import Workspace, read_secret_file
 
-Purpose = Literal["unsubscribe", "bounce"]
+Purpose = Literal["unsubscribe", "bounce", "confirm", "preferences"]
+PURPOSES: tuple[Purpose, ...] = ("unsubscribe", "bounce", "confirm", "preferences")
+
+CONFIRM_VALID_SECONDS = 7 * 24 * 3600
+"""How long a confirmation link works (the sign-up row itself is purged after 30 days)."""
 
 KEY_ENV = "BULLETIN_SECRET_KEY"
 KEY_FILE = "secret_key"
@@ -76,6 +83,20 @@ class UnsubscribeToken(TokenData):
 @dataclass(frozen=True)
 class BounceToken(TokenData):
     """A verified bounce token (the VERP part of an envelope sender)."""
+
+
+@dataclass(frozen=True)
+class PreferencesToken(TokenData):
+    """A verified preferences token (the footer's "preferences" link; list_id is None)."""
+
+
+@dataclass(frozen=True)
+class ConfirmToken:
+    """A verified, unexpired confirmation token: which sign-up, and when it was mailed."""
+
+    signup_id: int
+    issued_at: int
+    """Unix time (seconds) the token was made; a sign-up created later is another one."""
 
 
 def _varint(value: int) -> bytes:
@@ -158,7 +179,7 @@ class TokenSigner:
         by_id: dict[int, list[dict[str, bytes]]] = {}
         derived: list[tuple[int, dict[str, bytes]]] = []
         for key in raw:
-            subkeys = {p: _subkey(key, p) for p in ("unsubscribe", "bounce")}
+            subkeys: dict[str, bytes] = {p: _subkey(key, p) for p in PURPOSES}
             kid = _key_id(key)
             derived.append((kid, subkeys))
             by_id.setdefault(kid, []).append(subkeys)
@@ -183,12 +204,12 @@ class TokenSigner:
         _check_id("subscriber_id", subscriber_id)
         if list_id is not None:
             _check_id("list_id", list_id)
+        return self._sign_pair(purpose, subscriber_id, 0 if list_id is None else list_id + 1)
+
+    def _sign_pair(self, purpose: Purpose, first: int, second: int) -> str:
+        """The token carrying two unsigned numbers for ``purpose``."""
         kid = self._current[0]
-        body = (
-            bytes(((_VERSION << 4) | kid,))
-            + _varint(subscriber_id)
-            + _varint(0 if list_id is None else list_id + 1)
-        )
+        body = bytes(((_VERSION << 4) | kid,)) + _varint(first) + _varint(second)
         state = self._signing[purpose].copy()
         state.update(body)
         mac = state.digest()[:_MAC_BYTES]
@@ -200,6 +221,17 @@ class TokenSigner:
         Every failure (foreign, modified, truncated, extended, other purpose, not a token at
         all) gives the same None: a caller learns nothing about why.
         """
+        pair = self._verify_pair(purpose, token)
+        if pair is None:
+            return None
+        list_id = pair[1] - 1 if pair[1] else None
+        cls = {"unsubscribe": UnsubscribeToken, "preferences": PreferencesToken}.get(
+            purpose, BounceToken
+        )
+        return cls(pair[0], list_id)
+
+    def _verify_pair(self, purpose: Purpose, token: str) -> tuple[int, int] | None:
+        """The two numbers of a token our keys signed for ``purpose``, else None."""
         if not isinstance(token, str) or _TOKEN_RE.fullmatch(token) is None:
             return None
         try:
@@ -230,9 +262,7 @@ class TokenSigner:
             ok |= hmac.compare_digest(expected, mac)
         if not ok:
             return None
-        list_id = second[0] - 1 if second[0] else None
-        cls = UnsubscribeToken if purpose == "unsubscribe" else BounceToken
-        return cls(first[0], list_id)
+        return first[0], second[0]
 
     def unsubscribe_token(self, subscriber_id: int, list_id: int | None) -> str:
         """The token for unsubscribing ``subscriber_id`` from ``list_id`` (None: all)."""
@@ -251,6 +281,39 @@ class TokenSigner:
         """The subscriber and list of a valid bounce token, else None."""
         data = self.verify("bounce", token)
         return data if isinstance(data, BounceToken) else None
+
+    def preferences_token(self, subscriber_id: int) -> str:
+        """The token of a subscriber's preferences page (the footer link of every message).
+
+        A purpose of its own rather than the unsubscribe token: the page can subscribe to
+        other lists and shows the name, so it must not open with a token that travels in
+        List-Unsubscribe headers and mailto addresses.
+        """
+        return self.sign("preferences", subscriber_id, None)
+
+    def verify_preferences(self, token: str) -> PreferencesToken | None:
+        """The subscriber of a valid preferences token, else None."""
+        data = self.verify("preferences", token)
+        return data if isinstance(data, PreferencesToken) else None
+
+    def confirm_token(self, signup_id: int, issued_at: float) -> str:
+        """The token of a sign-up's confirmation link, made at unix time ``issued_at``."""
+        _check_id("signup_id", signup_id)
+        return self._sign_pair("confirm", signup_id, int(issued_at))
+
+    def verify_confirm(
+        self, token: str, now: float, valid_seconds: int = CONFIRM_VALID_SECONDS
+    ) -> ConfirmToken | None:
+        """The sign-up of a valid confirmation token made less than ``valid_seconds`` before
+        ``now`` (unix time), else None -- expired looks like forged."""
+        pair = self._verify_pair("confirm", token)
+        if pair is None:
+            return None
+        signup_id, issued = pair
+        # A token from the future (beyond clock skew between serve processes) is not ours.
+        if not now - valid_seconds < issued <= now + 300:
+            return None
+        return ConfirmToken(signup_id, issued)
 
 
 def key_file(workspace: Workspace) -> Path:

@@ -58,7 +58,17 @@ STATIC = Page("static", "/static/{name}")
 HEALTH = Page("health", "/healthz")
 """``ok`` while the database answers (for the reverse proxy)."""
 
-PAGES = (UNSUBSCRIBE, ARCHIVE, ARCHIVE_ISSUE, STATIC, HEALTH)
+SUBSCRIBE = Page("subscribe", "/subscribe/{list}")
+"""GET: a public list's signup form; POST: a sign-up (from that form or another website's)."""
+
+CONFIRM = Page("confirm", "/confirm/{token}")
+"""GET: a page that confirms a sign-up by posting itself (a bare GET changes nothing);
+POST: confirms it."""
+
+PREFERENCES = Page("preferences", "/preferences/{token}")
+"""GET: a subscriber's public lists, name and language; POST: changes them."""
+
+PAGES = (UNSUBSCRIBE, ARCHIVE, ARCHIVE_ISSUE, STATIC, HEALTH, SUBSCRIBE, CONFIRM, PREFERENCES)
 """Every public page (the web app declares a route for each)."""
 
 PREVIEW_TOKEN = "preview"
@@ -73,6 +83,26 @@ every email carries its own link (an archive copy carries no token)."""
 def unsubscribe_url(base_url: str, token: str) -> str:
     """The unsubscribe page of a signed token."""
     return UNSUBSCRIBE.url(base_url, token=token)
+
+
+def subscribe_url(base_url: str, list_slug: str) -> str:
+    """A public list's signup form (and where embedded forms post)."""
+    return SUBSCRIBE.url(base_url, list=list_slug)
+
+
+def confirm_url(base_url: str, token: str) -> str:
+    """The confirmation link of a sign-up (mailed to the address that signed up)."""
+    return CONFIRM.url(base_url, token=token)
+
+
+def preferences_url(base_url: str, token: str) -> str:
+    """A subscriber's preferences page (the footer link of every message)."""
+    return PREFERENCES.url(base_url, token=token)
+
+
+def preview_preferences_url(base_url: str) -> str:
+    """The preferences link of previews and sample renders (shows the "not valid" page)."""
+    return PREFERENCES.url(base_url, token=PREVIEW_TOKEN)
 
 
 def preview_unsubscribe_url(base_url: str) -> str:

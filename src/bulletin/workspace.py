@@ -432,6 +432,25 @@ class BouncesConfig(_Section):
     )
 
 
+class PrivacyConfig(_Section):
+    """[privacy]: what bulletin keeps about the people who sign up."""
+
+    store_ip: bool = Field(
+        False,
+        description="Keep the client address of a sign-up and its confirmation in the consent "
+        "record (off: no address is stored).",
+    )
+
+
+class SignupConfig(_Section):
+    """[signup]: the signup forms of public lists (`bulletin serve`)."""
+
+    welcome: bool = Field(
+        False,
+        description="Mail templates/mail/welcome.* to a person once they confirm a sign-up.",
+    )
+
+
 class Config(_Section):
     """The whole bulletin.toml."""
 
@@ -444,6 +463,8 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     archive: ArchiveConfig = ArchiveConfig()
     bounces: BouncesConfig = BouncesConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    signup: SignupConfig = SignupConfig()
 
 
 @dataclass(frozen=True)

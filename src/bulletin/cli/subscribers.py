@@ -109,6 +109,14 @@ def subscribers_import_cmd(
             progress=on_progress,
         )
     _print_import_report(report)
+    if report.list_created:
+        # Imported people did not sign up through a form: a new list starts private.
+        console.print(
+            f"The new list {list_slug} is private (no signup form); give it one with "
+            f"`bulletin lists edit {list_slug} --public`.",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _print_import_report(report: ImportReport) -> None:
@@ -152,11 +160,23 @@ def subscribers_add_cmd(
     language: str | None,
     resubscribe: bool,
 ) -> None:
-    """Subscribe EMAIL to a list (accepts 'Name <address>')."""
+    """Subscribe EMAIL to a list (accepts 'Name <address>').
+
+    Records a consent (source cli) with the list's consent text: add only people who
+    agreed to it.
+    """
+    from bulletin.signup.consent import consent_text
     from bulletin.store import operations
 
+    config = ctx.workspace.config
     result = operations.add(
-        ctx.store(), email, list_slug, name=name, language=language, resubscribe=resubscribe
+        ctx.store(),
+        email,
+        list_slug,
+        name=name,
+        language=language,
+        resubscribe=resubscribe,
+        consent_text=lambda the_list: consent_text(the_list, config),
     )
     what = {"added": "Subscribed", "resubscribed": "Re-subscribed", "already": "Already on"}
     extra = f" (was {result.was})" if result.was else ""
@@ -274,6 +294,32 @@ def subscribers_show_cmd(ctx: Context, email: str) -> None:
             visible(e.source),
         )
     console.print(history)
+    consents = Table(
+        "list",
+        "source",
+        "given (UTC)",
+        "confirmed (UTC)",
+        "version",
+        "consent text",
+        title="Consent",
+        title_justify="left",
+    )
+    for c in info.consents:
+        source = f"{c.source} ({c.detail})" if c.detail else c.source
+        if c.ip:
+            source += f", from {c.ip}"
+        consents.add_row(
+            c.list_slug,
+            visible(source),
+            f"{c.given_at:%Y-%m-%d %H:%M}" if c.given_at else "",
+            f"{c.confirmed_at:%Y-%m-%d %H:%M}" if c.confirmed_at else "",
+            str(c.consent_version),
+            visible(c.consent_text),
+        )
+    if info.consents:
+        console.print(consents)
+    else:
+        console.print("Consent: no record (subscribed before consent records were kept).")
 
 
 @subscribers_group.command(

@@ -29,10 +29,12 @@ from bulletin.cli._common import Context, console, pass_ctx
 )
 @pass_ctx
 def serve_cmd(ctx: Context, host: str, port: int) -> None:
-    """Serve the public pages: one-click unsubscribe and the archive of issues.
+    """Serve the public pages: unsubscribe, signup forms, preferences and the archive.
 
     GET /u/TOKEN shows a confirmation page and changes nothing; POST /u/TOKEN (its button,
-    or a mail provider's RFC 8058 one-click request) unsubscribes at once. /archive/ lists
+    or a mail provider's RFC 8058 one-click request) unsubscribes at once. Public lists
+    have a signup form at /subscribe/LIST (double opt-in: a confirmation mail through
+    [smtp]); every message links /preferences/TOKEN. /archive/ lists
     the published issues; /healthz answers ok for a proxy. Run it behind a reverse proxy
     with HTTPS at newsletter.base_url (see README, "Deploying bulletin serve").
     """
@@ -80,7 +82,29 @@ def archive_build_cmd(ctx: Context, out: Path) -> None:
     )
 
 
+@click.command(
+    "form",
+    epilog="Examples:\n\n\b\n  bulletin form newsletter-ro\n  bulletin form newsletter-ro "
+    "--language en > signup.html",
+)
+@click.argument("list_slug", metavar="LIST")
+@click.option("--language", default=None, metavar="LANG", help="ro or en (default: the list's).")
+@pass_ctx
+def form_cmd(ctx: Context, list_slug: str, language: str | None) -> None:
+    """Print the HTML signup form of the public list LIST, to paste into a website.
+
+    It works without JavaScript and posts to bulletin serve at newsletter.base_url; keep its
+    field names (email, name, language, consent and the hidden honeypot "website").
+    """
+    from bulletin.store import operations
+    from bulletin.web.embed import form_snippet
+
+    the_list = operations.get_list(ctx.store(), list_slug)
+    click.echo(form_snippet(ctx.workspace, the_list, language))
+
+
 COMMANDS = (
     serve_cmd,
     archive_group,
+    form_cmd,
 )

@@ -3,7 +3,8 @@
 :class:`Composer` turns a recipient into an :class:`~bulletin.dispatch.transport.Envelope`:
 the issue's message template (:mod:`bulletin.mail.compose`) filled with the recipient's
 values (:mod:`bulletin.render.values`: name, first name, attributes) and their signed
-links (an unsubscribe token naming them and the list, a separate bounce token for VERP).
+links (an unsubscribe token naming them and the list, a separate bounce token for VERP, a
+preferences token naming them when the templates link the preferences page).
 The send engine's workers share one; ``bulletin render --eml`` and ``send --test`` use the
 same, so what the officer looks at is what subscribers get.
 """
@@ -58,6 +59,11 @@ class Composer:
             attributes,
             unsubscribe_url=urls.unsubscribe_url(self.base_url, token),
             view_online_url=self.view_online_url,
+            preferences_url=urls.preferences_url(
+                self.base_url, signer.preferences_token(subscriber_id)
+            )
+            if "preferences_url" in self.slot_names
+            else "",
             needed=self.slot_names,
         )
         values["unsubscribe_token"] = token

@@ -17,6 +17,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "View online": "Citiți online",
         "View this email in your browser": "Citiți acest e-newsletter în browser",
         "Unsubscribe": "Dezabonare",
+        "Your preferences": "Preferințele dumneavoastră",
+        "Preferences": "Preferințe",
         "Events": "Evenimente",
         "News": "Știri",
         "More information": "Mai multe informații",

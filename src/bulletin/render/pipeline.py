@@ -39,6 +39,7 @@ TEMPLATE_VARIABLES = (
     "subscriber",
     "unsubscribe_url",
     "view_online_url",
+    "preferences_url",
     "lang",
 )
 """Names every layout can use (plus the filters markdown, date, month and ``_()``)."""
@@ -57,6 +58,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
     registry = SlotRegistry()
     unsubscribe = registry.token("unsubscribe_url")
     view_online = registry.token("view_online_url")
+    preferences = registry.token("preferences_url")
     problems: list[Problem] = []
     report = _reporter(loaded, problems)
     templates_dir = workspace.templates_dir
@@ -80,6 +82,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
         "subscriber": SubscriberProxy(registry),
         "unsubscribe_url": unsubscribe,
         "view_online_url": view_online,
+        "preferences_url": preferences,
         "lang": issue.language,
         templating.STATE_KEY: templating.RenderState(issue.language, report),
     }
@@ -99,6 +102,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
             config,
             unsubscribe_url=unsubscribe,
             view_online_url=view_online,
+            preferences_url=preferences,
             recipient_email=registry.token("email"),
             report=report,
         )

@@ -19,7 +19,14 @@ from typing import Literal
 PREFIX = "BULLETINSLOT"
 _TOKEN_RE = re.compile(PREFIX + r"([0-9]+)X")
 
-FIELDS = ("email", "name", "first_name", "unsubscribe_url", "view_online_url")
+FIELDS = (
+    "email",
+    "name",
+    "first_name",
+    "unsubscribe_url",
+    "view_online_url",
+    "preferences_url",
+)
 """Per-recipient values every message has. Subscriber attributes are ``attr.<key>``."""
 
 Escape = Literal["html", "text"]

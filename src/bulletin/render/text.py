@@ -32,6 +32,7 @@ def render_text(
     unsubscribe_url: str,
     view_online_url: str,
     recipient_email: str,
+    preferences_url: str | None = None,
     report: Report,
 ) -> str:
     """The whole plain-text message body (slot tokens in place of per-recipient values)."""
@@ -61,6 +62,8 @@ def render_text(
     footer += md.wrap(t("This email was sent to")) + [f"{recipient_email}."]
     out.block(footer)
     out.block([f"{t('View online')}:", f"<{view_online_url}>"])
+    if preferences_url is not None:
+        out.block([f"{t('Your preferences')}:", f"<{preferences_url}>"])
     out.block([f"{t('Unsubscribe')}:", f"<{unsubscribe_url}>"])
     return out.text()
 

@@ -7,7 +7,7 @@ measures one real message) and the archive (a copy for nobody). The rules live h
 * ``first_name`` is the subscriber's ``first_name`` attribute when it is set, else the first
   word of their name (so "Ana Maria" set by an import is kept whole);
 * an attribute reaches templates as ``attr.<key>``, as text (``None`` becomes empty);
-* the unsubscribe and view-online links come from :mod:`bulletin.urls`.
+* the unsubscribe, preferences and view-online links come from :mod:`bulletin.urls`.
 
 Which links a reader gets is the caller's decision (a signed token for a real recipient, a
 link that unsubscribes nobody for a sample), the rest is not.
@@ -44,6 +44,7 @@ def reader_values(
     *,
     unsubscribe_url: str,
     view_online_url: str,
+    preferences_url: str = "",
     needed: Set[str] | None = None,
 ) -> dict[str, str]:
     """The slot values of one reader.
@@ -56,6 +57,7 @@ def reader_values(
         "name": name,
         "unsubscribe_url": unsubscribe_url,
         "view_online_url": view_online_url,
+        "preferences_url": preferences_url,
     }
     attributes = attributes or {}
     if needed is None:
@@ -94,6 +96,9 @@ def sample_values(
         attributes,
         unsubscribe_url=urls.unsubscribe_url(base_url, token),
         view_online_url=urls.view_online_url(base_url, slug),
+        preferences_url=urls.preferences_url(base_url, token)
+        if measured
+        else urls.preview_preferences_url(base_url),
     )
 
 
@@ -110,4 +115,6 @@ def archive_values(workspace: Workspace, slug: str, recipients: str) -> dict[str
         None,
         unsubscribe_url=urls.archive_unsubscribe_url(base_url),
         view_online_url=urls.view_online_url(base_url, slug),
+        # A copy for nobody has no preferences either: the paragraph on personal links.
+        preferences_url=urls.archive_unsubscribe_url(base_url),
     )

@@ -15,6 +15,7 @@ from typing import TextIO
 from sqlalchemy.engine import Engine
 
 from bulletin.store import subscribers as subs
+from bulletin.store.consent import record_consent
 from bulletin.store.copy import CopyReport, copy_store, count_rows
 from bulletin.store.db import database_problem, open_store, write_transaction
 from bulletin.store.export import export_csv
@@ -29,10 +30,16 @@ def add(
     language: str | None = None,
     resubscribe: bool = False,
     source: str = "cli",
+    consent_text: Callable[[subs.MailingList], str] | None = None,
 ) -> subs.AddResult:
-    """Subscribe one address to a list (see :func:`~bulletin.store.subscribers.add_subscriber`)."""
+    """Subscribe one address to a list (see :func:`~bulletin.store.subscribers.add_subscriber`).
+
+    When the subscription begins (added or re-subscribed) and ``consent_text`` is given, a
+    consent record with source ``cli`` keeps the list's text (``consent_text(list)``: the
+    caller resolves the localised default) and version, in the same transaction.
+    """
     with write_transaction(engine) as conn:
-        return subs.add_subscriber(
+        result = subs.add_subscriber(
             conn,
             email,
             list_slug,
@@ -41,6 +48,18 @@ def add(
             resubscribe=resubscribe,
             source=source,
         )
+        if consent_text is not None and result.outcome != "already":
+            the_list = subs.get_list(conn, list_slug)
+            record_consent(
+                conn,
+                result.subscriber.id,
+                the_list.id,
+                source="cli",
+                detail="bulletin subscribers add",
+                consent_text=consent_text(the_list),
+                consent_version=the_list.consent_version,
+            )
+        return result
 
 
 def forget(
@@ -95,10 +114,27 @@ def lists(engine: Engine) -> list[subs.ListCounts]:
         return subs.list_counts(conn)
 
 
-def create_list(engine: Engine, slug: str, name: str | None = None) -> subs.MailingList:
-    """Create a list."""
+def create_list(
+    engine: Engine,
+    slug: str,
+    name: str | None = None,
+    settings: subs.ListSettings | None = None,
+) -> subs.MailingList:
+    """Create a list (private and double opt-in unless ``settings`` say otherwise)."""
     with write_transaction(engine) as conn:
-        return subs.create_list(conn, slug, name)
+        return subs.create_list(conn, slug, name, settings)
+
+
+def edit_list(engine: Engine, slug: str, settings: subs.ListSettings) -> subs.MailingList:
+    """Change a list's settings (a new consent text bumps its version)."""
+    with write_transaction(engine) as conn:
+        return subs.edit_list(conn, slug, settings)
+
+
+def get_list(engine: Engine, slug: str) -> subs.MailingList:
+    """The list with this slug (:class:`~bulletin.store.subscribers.UnknownList` if none)."""
+    with engine.connect() as conn:
+        return subs.get_list(conn, slug)
 
 
 def copy_into(

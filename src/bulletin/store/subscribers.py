@@ -25,16 +25,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from bulletin.errors import BulletinError
+from bulletin.store.consent import Consent, consents_of
 from bulletin.store.normalise import (
     AddressValidator,
     InvalidField,
     address_key,
+    clean_language,
     clean_name,
+    clean_value,
     normalise_subscriber,
 )
 from bulletin.store.schema import (
     GLOBAL_STATUSES,
+    OPT_IN_MODES,
     SUPPRESSED_STATUSES,
+    consents,
     events,
     lists,
     subscribers,
@@ -69,12 +74,35 @@ class SubscriptionRefused(BulletinError):
 
 @dataclass(frozen=True)
 class MailingList:
-    """A list: ``slug`` on the command line, ``name`` for people."""
+    """A list: ``slug`` on the command line, ``name`` for people, and its signup settings."""
 
     id: int
     slug: str
     name: str
     created_at: datetime
+    description: str = ""
+    public: bool = False
+    """Has a signup form and appears on the preferences page."""
+    opt_in: str = "double"
+    """``double``: a form sign-up is subscribed once confirmed by mail; ``single``: at once."""
+    language: str = ""
+    """The language of the list's public pages and mails (``""``: newsletter.language)."""
+    consent_text: str = ""
+    """The list's own consent text (``""``: the localised default naming the newsletter)."""
+    consent_version: int = 1
+    """Goes up by one each time the consent text changes; consent records name it."""
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    """What ``lists create`` and ``lists edit`` set; None leaves a setting as it is."""
+
+    name: str | None = None
+    description: str | None = None
+    public: bool | None = None
+    opt_in: str | None = None
+    language: str | None = None
+    consent_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +154,8 @@ class SubscriberDetails:
     subscriber: Subscriber
     memberships: list[Membership]
     history: list[HistoryEvent]
+    consents: list[Consent] = field(default_factory=list)
+    """Every consent record, oldest first (:func:`bulletin.store.consent.consents_of`)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +165,8 @@ class ListCounts:
     slug: str
     name: str
     counts: dict[EffectiveStatus, int] = field(default_factory=dict)
+    public: bool = False
+    opt_in: str = "double"
 
     @property
     def total(self) -> int:
@@ -169,7 +201,18 @@ def check_slug(slug: str) -> str:
 
 
 def _list_from_row(row: Row[Any]) -> MailingList:
-    return MailingList(row.id, row.slug, row.name, row.created_at)
+    return MailingList(
+        row.id,
+        row.slug,
+        row.name,
+        row.created_at,
+        description=row.description,
+        public=bool(row.public),
+        opt_in=row.opt_in,
+        language=row.language,
+        consent_text=row.consent_text,
+        consent_version=row.consent_version,
+    )
 
 
 def find_list(conn: Connection, slug: str) -> MailingList | None:
@@ -195,22 +238,74 @@ def get_list(conn: Connection, slug: str) -> MailingList:
     return found
 
 
-def create_list(conn: Connection, slug: str, name: str | None = None) -> MailingList:
-    """Create a list; an existing slug is an error."""
+def create_list(
+    conn: Connection,
+    slug: str,
+    name: str | None = None,
+    settings: ListSettings | None = None,
+) -> MailingList:
+    """Create a list; an existing slug is an error.
+
+    ``settings`` (its ``name`` wins over ``name``) sets the signup settings; by default a
+    list is private, double opt-in, in the newsletter's language, with the default consent
+    text.
+    """
     check_slug(slug)
     if find_list(conn, slug) is not None:
         raise BulletinError(f"List {slug!r} already exists.", hint="See `bulletin lists`.")
+    settings = settings or ListSettings()
+    values = _list_values(slug, settings, name=settings.name or name or slug)
+    now = utcnow()
+    conn.execute(lists.insert().values(slug=slug, created_at=now, **values))
+    created = find_list(conn, slug)
+    assert created is not None
+    return created
+
+
+def edit_list(conn: Connection, slug: str, settings: ListSettings) -> MailingList:
+    """Change a list's name and signup settings; a new consent text bumps its version.
+
+    The version goes up only when the text really changes (setting the same text again is
+    no change), so consent records keep pointing at the words people saw.
+    """
+    current = get_list(conn, slug)
+    values = _list_values(slug, settings, name=settings.name)
+    changed = {k: v for k, v in values.items() if getattr(current, k) != v}
+    if "consent_text" in changed:
+        changed["consent_version"] = current.consent_version + 1
+    if changed:
+        conn.execute(lists.update().where(lists.c.id == current.id).values(**changed))
+    edited = find_list(conn, slug)
+    assert edited is not None
+    return edited
+
+
+def _list_values(slug: str, settings: ListSettings, *, name: str | None) -> dict[str, Any]:
+    """The columns ``settings`` sets, cleaned by the store's rules (BulletinError if refused)."""
+    values: dict[str, Any] = {}
     try:
         # A list's name is shown like a subscriber's: the same rule for what it may hold.
-        clean, _ = clean_name(name or slug)
+        if name is not None:
+            values["name"] = clean_name(name)[0] or slug
+        if settings.description is not None:
+            values["description"] = clean_name(settings.description)[0]
+        if settings.language is not None:
+            values["language"] = clean_language(settings.language)
+        if settings.consent_text is not None:
+            # Line breaks are kept: a consent text may be a short paragraph or two.
+            values["consent_text"] = clean_value(settings.consent_text, "consent_text")[0]
     except InvalidField as exc:
         raise BulletinError(f"List {slug!r}: {exc}.", hint=exc.hint) from None
-    now = utcnow()
-    new_id = conn.execute(
-        lists.insert().values(slug=slug, name=clean or slug, created_at=now)
-    ).inserted_primary_key
-    assert new_id is not None
-    return MailingList(int(new_id[0]), slug, clean or slug, now)
+    if settings.public is not None:
+        values["public"] = settings.public
+    if settings.opt_in is not None:
+        if settings.opt_in not in OPT_IN_MODES:
+            raise BulletinError(
+                f"List {slug!r}: opt-in {settings.opt_in!r} is not one of "
+                f"{', '.join(OPT_IN_MODES)}."
+            )
+        values["opt_in"] = settings.opt_in
+    return values
 
 
 def _effective(list_status: sa.ColumnElement[Any], global_status: sa.ColumnElement[Any]) -> Any:
@@ -235,7 +330,7 @@ def list_counts(conn: Connection) -> list[ListCounts]:
     result = []
     for row in conn.execute(sa.select(lists).order_by(lists.c.slug)):
         by_status = {s: counts.get(row.id, {}).get(s, 0) for s in EFFECTIVE_STATUSES}
-        result.append(ListCounts(row.slug, row.name, by_status))
+        result.append(ListCounts(row.slug, row.name, by_status, bool(row.public), row.opt_in))
     return result
 
 
@@ -675,6 +770,9 @@ def remove_subscriber(conn: Connection, subscriber_id: int) -> None:
     out, use :func:`unsubscribe` or :func:`suppress` instead.
     """
     conn.execute(events.delete().where(events.c.subscriber_id == subscriber_id))
+    # Consent records are personal data too; erasure takes them (the FK cascades on
+    # PostgreSQL, but a SQLite store may run without foreign keys).
+    conn.execute(consents.delete().where(consents.c.subscriber_id == subscriber_id))
     conn.execute(subscriptions.delete().where(subscriptions.c.subscriber_id == subscriber_id))
     conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
 
@@ -715,7 +813,7 @@ def details(conn: Connection, email: str) -> SubscriberDetails:
         )
     ]
     history.sort(key=lambda e: e.at)  # stable: a start comes before events at the same time
-    return SubscriberDetails(sub, memberships, history)
+    return SubscriberDetails(sub, memberships, history, consents_of(conn, sub.id))
 
 
 def count(conn: Connection, list_slug: str | None = None, status: str = "subscribed") -> int:

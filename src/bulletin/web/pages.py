@@ -1,4 +1,6 @@
-"""Templates and wording of the public pages (unsubscribe and archive), in Romanian and English.
+"""Templates and wording of the public pages, in Romanian and English.
+
+The pages: unsubscribe, signup form, confirmation, preferences, and the archive index.
 
 The pages are few and short, so their words live here as a small catalogue keyed by message
 name rather than in gettext files. A page is in the subscriber's language when we know it,
@@ -75,6 +77,47 @@ STRINGS: dict[str, dict[str, str]] = {
         "leads here: to unsubscribe, use the link in an email you received.",
         "archive.contact": "Or write to {contact}.",
         "archive.recipients": "the subscribers of {newsletter}",
+        "embed.comment": "Signup form of {newsletter}, made by `bulletin form`. Keep the field "
+        "names; style it as you like.",
+        "subscribe.title": "Subscribe to {list}",
+        "subscribe.email": "Email address",
+        "subscribe.name": "Name (optional)",
+        "subscribe.language": "Language",
+        "subscribe.honeypot": "Leave this field empty",
+        "subscribe.button": "Subscribe",
+        "subscribe.fix": "Please check the form: something is missing or not right.",
+        "subscribe.bad_email": "This is not an email address we can write to.",
+        "subscribe.need_consent": "Please tick the box to agree.",
+        "subscribe.double": "We will send you an email with a link to confirm. Nothing is sent "
+        "until you confirm.",
+        "subscribe.single": "You can unsubscribe at any time with the link at the end of every "
+        "message.",
+        "subscribed.title": "Thank you",
+        "subscribed.double": "Thank you for signing up to {list}. Unless this address is "
+        "already subscribed, you will find a message from us in your inbox: open its link to "
+        "confirm.",
+        "subscribed.single": "Thank you for signing up to {list}. If we need you to confirm, "
+        "you will find a message from us in your inbox.",
+        "subscribed.note": "No message? Look in the spam folder, or sign up again tomorrow.",
+        "confirm.title": "Confirm your subscription",
+        "confirm.question": "Confirm your subscription to {list}",
+        "confirm.button": "Confirm my subscription",
+        "confirm.wait": "If nothing happens, press the button.",
+        "confirmed.title": "Subscription confirmed",
+        "confirmed.text": "Thank you: {address} is subscribed to {list}.",
+        "confirmed.preferences": "Your preferences",
+        "confirm_invalid.title": "This link is not valid",
+        "confirm_invalid.text": "This confirmation link is not valid or has expired (links work "
+        "for 7 days). Sign up again to get a new one.",
+        "preferences.title": "Your preferences",
+        "preferences.lists": "Lists you receive",
+        "preferences.no_lists": "There are no lists to choose from.",
+        "preferences.save": "Save",
+        "preferences.saved": "Saved.",
+        "preferences.leave_all": "Unsubscribe from all lists",
+        "preferences.bad_name": "The name is too long; nothing was changed.",
+        "preferences.suppressed": "This address receives no messages now. Ticking a list and "
+        "saving subscribes it again.",
     },
     "ro": {
         "unsubscribe.title": "Dezabonare",
@@ -130,6 +173,48 @@ STRINGS: dict[str, dict[str, str]] = {
         "de dezabonare duce aici: pentru dezabonare folosiți linkul dintr-un e-mail primit.",
         "archive.contact": "Sau scrieți-ne la {contact}.",
         "archive.recipients": "abonații {newsletter}",
+        "embed.comment": "Formularul de abonare {newsletter}, generat de `bulletin form`. "
+        "Păstrați numele câmpurilor; stilul este la alegerea dumneavoastră.",
+        "subscribe.title": "Abonare la {list}",
+        "subscribe.email": "Adresa de e-mail",
+        "subscribe.name": "Nume (opțional)",
+        "subscribe.language": "Limba",
+        "subscribe.honeypot": "Lăsați acest câmp gol",
+        "subscribe.button": "Abonare",
+        "subscribe.fix": "Verificați formularul: lipsește ceva sau ceva nu este corect.",
+        "subscribe.bad_email": "Aceasta nu este o adresă de e-mail la care putem scrie.",
+        "subscribe.need_consent": "Bifați căsuța pentru a vă da acordul.",
+        "subscribe.double": "Vă vom trimite un e-mail cu un link de confirmare. Nu vă trimitem "
+        "nimic până nu confirmați.",
+        "subscribe.single": "Vă puteți dezabona oricând folosind linkul de la sfârșitul "
+        "fiecărui mesaj.",
+        "subscribed.title": "Vă mulțumim",
+        "subscribed.double": "Vă mulțumim pentru înscrierea la {list}. Dacă adresa nu este deja "
+        "abonată, veți găsi un mesaj de la noi în căsuța de e-mail: deschideți linkul din el "
+        "pentru confirmare.",
+        "subscribed.single": "Vă mulțumim pentru înscrierea la {list}. Dacă este nevoie să "
+        "confirmați, veți găsi un mesaj de la noi în căsuța de e-mail.",
+        "subscribed.note": "Niciun mesaj? Căutați în dosarul de spam sau înscrieți-vă din nou "
+        "mâine.",
+        "confirm.title": "Confirmați abonarea",
+        "confirm.question": "Confirmați abonarea la {list}",
+        "confirm.button": "Confirm abonarea",
+        "confirm.wait": "Dacă nu se întâmplă nimic, apăsați butonul.",
+        "confirmed.title": "Abonare confirmată",
+        "confirmed.text": "Vă mulțumim: adresa {address} este abonată la {list}.",
+        "confirmed.preferences": "Preferințele dumneavoastră",
+        "confirm_invalid.title": "Acest link nu este valid",
+        "confirm_invalid.text": "Acest link de confirmare nu este valid sau a expirat (linkurile "
+        "sunt valabile 7 zile). Înscrieți-vă din nou pentru a primi unul nou.",
+        "preferences.title": "Preferințele dumneavoastră",
+        "preferences.lists": "Listele pe care le primiți",
+        "preferences.no_lists": "Nu există liste din care să alegeți.",
+        "preferences.save": "Salvare",
+        "preferences.saved": "Salvat.",
+        "preferences.leave_all": "Dezabonare de la toate listele",
+        "preferences.bad_name": "Numele este prea lung; nu s-a schimbat nimic.",
+        "preferences.suppressed": "Această adresă nu primește acum niciun mesaj. Dacă bifați o "
+        "listă și salvați, va fi abonată din nou.",
     },
 }
 """Message name -> text per language; ``{name}`` fields are filled by :func:`words`."""

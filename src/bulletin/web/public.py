@@ -1,4 +1,4 @@
-"""``bulletin serve``: the public web service -- one-click unsubscribe and the archive.
+"""``bulletin serve``: the public web service -- unsubscribe, signup, preferences, archive.
 
 Routes (all under ``newsletter.base_url``, which a reverse proxy with HTTPS maps to this app):
 
@@ -8,6 +8,16 @@ Routes (all under ``newsletter.base_url``, which a reverse proxy with HTTPS maps
                            RFC 8058 one-click (``List-Unsubscribe=One-Click``, urlencoded or
                            multipart); committed before the 200 answer, idempotent, no cookie,
                            no CSRF token, no redirect
+``GET  /subscribe/<list>`` a public list's signup form (Romanian or English: the list's
+                           language when the browser reads it, else the browser's)
+``POST /subscribe/<list>`` a sign-up, from that form or one embedded in another website (see
+                           :mod:`bulletin.signup.service`): the same answer for every address,
+                           and the confirmation mail is sent after the answer
+``GET  /confirm/<token>``  a page that posts itself as it loads (an inline script allowed by
+                           its hash, a button without scripts); **changes nothing** itself
+``POST /confirm/<token>``  confirms the sign-up: subscribed, with a consent record
+``GET  /preferences/<token>``  the person's public lists, name and language
+``POST /preferences/<token>``  changes them (join or leave lists, leave all)
 ``GET  /archive/``         the published issues, newest first (see :mod:`bulletin.web.archive`)
 ``GET  /archive/<slug>``   one issue as a web page: the "view online" link of every email
 ``GET  /healthz``          ``ok`` once the database answers ``SELECT 1`` (for the proxy)
@@ -36,9 +46,11 @@ subscriber -- gets the same 404 page, so the answer says nothing about who is su
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import email.parser
 import email.policy
+import hashlib
 import ipaddress
 import logging
 import math
@@ -53,8 +65,10 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import uvicorn
+from markupsafe import Markup
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -66,6 +80,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bulletin import urls
 from bulletin.errors import BulletinError
 from bulletin.listen import listen_socket
+from bulletin.signup.service import FormErrors, Signups, Submitted
 from bulletin.store.db import (
     DatabaseProblem,
     database_problem,
@@ -73,7 +88,13 @@ from bulletin.store.db import (
     ping,
     write_transaction,
 )
-from bulletin.store.subscribers import UnsubscribeTarget, unsubscribe, unsubscribe_target
+from bulletin.store.signups import Preferences
+from bulletin.store.subscribers import (
+    MailingList,
+    UnsubscribeTarget,
+    unsubscribe,
+    unsubscribe_target,
+)
 from bulletin.tokens import KEY_ENV, TokenSigner, UnsubscribeToken, key_file, load_keys
 from bulletin.web.archive import ISSUE_CSP, Archive
 from bulletin.web.pages import STYLESHEET, Words, mask_email, render_page, stylesheet
@@ -102,6 +123,21 @@ PAGE_CSP = (
     "base-uri 'none'"
 )
 """Content-Security-Policy of our own pages: our stylesheet, forms to ourselves, nothing else."""
+
+CONFIRM_SCRIPT = 'document.getElementById("confirm").submit();'
+"""The confirmation page's only script: it posts the page's form as the page loads."""
+
+CONFIRM_CSP = PAGE_CSP.replace(
+    "default-src 'none';",
+    "default-src 'none'; script-src 'sha256-"
+    + base64.b64encode(hashlib.sha256(CONFIRM_SCRIPT.encode("utf-8")).digest()).decode("ascii")
+    + "';",
+)
+"""The confirmation page's CSP: :data:`PAGE_CSP` plus exactly that script, by its hash."""
+
+SUBSCRIBE_CSP = PAGE_CSP
+"""The signup form's CSP: as strict as the others (forms on other sites post *to* us, which
+our CSP neither allows nor forbids)."""
 
 _ARCHIVE_STYLESHEET = urls.ARCHIVE.path() + STYLESHEET
 """The stylesheet beside the archive pages, which link it relatively (so a static copy of
@@ -323,6 +359,7 @@ class PublicApp:
         self.signer = signer
         self.archive = archive
         self.db_wait = db_wait
+        self.signups = Signups(workspace, engine, signer)
         # One writer at a time from this process (see the module docstring). Not a guard of
         # correctness -- SQLite's lock is -- only of where the waiting happens.
         self._turn = asyncio.Lock()
@@ -491,6 +528,246 @@ class PublicApp:
             changed=outcome.changed,
         )
 
+    # -- sign-up, confirmation, preferences ------------------------------------------------
+
+    async def _in_turn(self, deadline: float, fn: Callable[[float], Any]) -> Any:
+        """``fn(wait)`` in a worker thread once it is this request's turn to write."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._turn.acquire()
+        except TimeoutError:
+            raise self._late() from None
+        try:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise self._late()
+            return await run_in_threadpool(fn, wait)
+        finally:
+            self._turn.release()
+
+    async def _write(self, request: Request, what: str, fn: Callable[[float], Any]) -> Any:
+        """:meth:`_in_turn`, with a database in trouble turned into the 503 page."""
+        deadline = time.monotonic() + self.db_wait
+        try:
+            return await self._in_turn(deadline, fn)
+        except DatabaseProblem as problem:
+            return self.busy(problem, what)
+        except Exception as exc:
+            found = database_problem(exc, self.engine)
+            if found is None:
+                raise
+            return self.busy(found, what)
+
+    def _read_or_busy(self, exc: Exception, what: str) -> Response:
+        problem = database_problem(exc, self.engine)
+        if problem is None:
+            raise exc
+        return self.busy(problem, what)
+
+    @staticmethod
+    def _client_ip(request: Request) -> str | None:
+        return request.client.host if request.client else None
+
+    def _form_page(
+        self,
+        the_list: MailingList,
+        lang: str,
+        status: int = 200,
+        errors: FormErrors | None = None,
+        fields: dict[str, list[str]] | None = None,
+    ) -> Response:
+        fields = fields or {}
+        return self.html(
+            "subscribe.html",
+            lang,
+            status,
+            {"Content-Security-Policy": SUBSCRIBE_CSP},
+            list_name=the_list.name,
+            description=the_list.description,
+            consent_text=self.signups.consent_for(the_list, lang),
+            double_opt_in=the_list.opt_in == "double",
+            action=urlsplit(urls.subscribe_url(self.base_url, the_list.slug)).path,
+            errors=errors,
+            email=(fields.get("email") or [""])[0][:254],
+            name=(fields.get("name") or [""])[0][:200],
+        )
+
+    def _public_list(self, slug: str) -> MailingList | None:
+        with self.engine.connect() as conn:
+            return self.signups.public_list(conn, slug)
+
+    async def subscribe_page(self, request: Request) -> Response:
+        try:
+            the_list = await run_in_threadpool(self._public_list, request.path_params["list"])
+        except Exception as exc:
+            return self._read_or_busy(exc, "showing a signup form")
+        if the_list is None:
+            return self.message("notfound", 404)
+        lang = self.signups.page_language(the_list, request.headers.get("accept-language", ""))
+        return self._form_page(the_list, lang)
+
+    async def subscribe_post(self, request: Request) -> Response:
+        slug = request.path_params["list"]
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return self.message("toolarge", 413)
+        fields = parse_form(request.headers.get("content-type", ""), body)
+        accept = request.headers.get("accept-language", "")
+        ip = self._client_ip(request)
+        result = await self._write(
+            request,
+            "recording a sign-up",
+            lambda wait: self.signups.submit_in_transaction(slug, fields, accept, ip, wait=wait),
+        )
+        if isinstance(result, Response):
+            return result
+        if result is None:
+            return self.message("notfound", 404)
+        the_list, lang, outcome = result
+        if isinstance(outcome, FormErrors):
+            return self._form_page(the_list, lang, 400, outcome, fields)
+        assert isinstance(outcome, Submitted)
+        # The mail and the hourly purge run after the answer is sent: an address that gets
+        # a mail is answered as fast as one that does not (no enumeration by timing).
+        tasks: list[tuple[Callable[[Any], None], Any]] = []
+        if outcome.to_mail is not None:
+            tasks.append((self.signups.send_confirmation, outcome.to_mail))
+        if self.signups.purge_due():
+            tasks.append((self._purge, None))
+        background = BackgroundTask(_run_all, tasks) if tasks else None
+        response = self.html(
+            "subscribed.html",
+            lang,
+            list_name=the_list.name,
+            double_opt_in=the_list.opt_in == "double",
+        )
+        response.background = background
+        return response
+
+    def purge_signups(self) -> None:
+        """Delete sign-ups not confirmed within 30 days (errors are logged, not raised)."""
+        self._purge()
+
+    def purge_every_hour(self) -> None:
+        """:meth:`purge_signups` now and then hourly, for ever (a daemon thread of serve)."""
+        while True:
+            if self.signups.purge_due():
+                self._purge()
+            time.sleep(60)
+
+    def _purge(self, _: object = None) -> None:
+        try:
+            self.signups.purge()
+        except Exception as exc:  # the next sign-up tries again; the log says why
+            log.error("purging old sign-ups failed: %s", exc)
+
+    def _invalid_confirm(self) -> Response:
+        return self.message("confirm_invalid", 404)
+
+    async def confirm_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            page = await run_in_threadpool(self.signups.confirm_page, token)
+        except Exception as exc:
+            return self._read_or_busy(exc, "showing a confirmation page")
+        if page is None:
+            return self._invalid_confirm()
+        return self.html(
+            "confirm.html",
+            page.language,
+            200,
+            {"Content-Security-Policy": CONFIRM_CSP},
+            list_name=page.list.name,
+            address=mask_email(page.email),
+            script=Markup(CONFIRM_SCRIPT),
+        )
+
+    async def confirm_post(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            await read_body(request)
+        except BodyTooLarge:
+            return self.message("toolarge", 413)
+        ip = self._client_ip(request)
+        done = await self._write(
+            request,
+            "confirming a sign-up",
+            lambda wait: self.signups.confirm(token, ip, wait=wait),
+        )
+        if isinstance(done, Response):
+            return done
+        if done is None:
+            return self._invalid_confirm()
+        log.info("confirmed a sign-up of subscriber %d to %s", done.subscriber.id, done.list.slug)
+        sub = done.subscriber
+        response = self.html(
+            "confirmed.html",
+            sub.language or done.list.language or self.lang,
+            address=mask_email(sub.email),
+            list_name=done.list.name,
+            preferences_url=urls.preferences_url(
+                self.base_url, self.signer.preferences_token(sub.id)
+            ),
+        )
+        if self.signups.wants_welcome(done):
+            response.background = BackgroundTask(self.signups.send_welcome, done)
+        return response
+
+    def _preferences_html(
+        self, prefs: Preferences, *, saved: bool = False, errors: bool = False
+    ) -> Response:
+        sub = prefs.subscriber
+        lang = sub.language or self.lang
+        consent = {c.list.id: self.signups.consent_for(c.list, lang) for c in prefs.choices}
+        return self.html(
+            "preferences.html",
+            lang,
+            400 if errors else 200,
+            address=mask_email(sub.email),
+            choices=prefs.choices,
+            consent=consent,
+            name=sub.name,
+            language=sub.language,
+            suppressed=prefs.suppressed,
+            saved=saved,
+            errors=errors,
+        )
+
+    async def preferences_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            prefs = await run_in_threadpool(self.signups.preferences, token)
+        except Exception as exc:
+            return self._read_or_busy(exc, "showing a preferences page")
+        if prefs is None:
+            return self.invalid_link()
+        return self._preferences_html(prefs)
+
+    async def preferences_post(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return self.message("toolarge", 413)
+        fields = parse_form(request.headers.get("content-type", ""), body)
+        ip = self._client_ip(request)
+        result = await self._write(
+            request,
+            "changing preferences",
+            lambda wait: self.signups.change_preferences(token, fields, ip, wait=wait),
+        )
+        if isinstance(result, Response):
+            return result
+        if result is None:
+            return self.invalid_link()
+        if isinstance(result, FormErrors):
+            prefs = await run_in_threadpool(self.signups.preferences, token)
+            if prefs is None:
+                return self.invalid_link()
+            return self._preferences_html(prefs, errors=True)
+        return self._preferences_html(result, saved=True)
+
     # -- archive, health, static -----------------------------------------------------------
 
     async def archive_index(self, request: Request) -> Response:
@@ -550,6 +827,12 @@ class PublicApp:
         return [
             Route(urls.UNSUBSCRIBE.pattern, self.unsubscribe_page, methods=["GET"]),
             Route(urls.UNSUBSCRIBE.pattern, self.unsubscribe_post, methods=["POST"]),
+            Route(urls.SUBSCRIBE.pattern, self.subscribe_page, methods=["GET"]),
+            Route(urls.SUBSCRIBE.pattern, self.subscribe_post, methods=["POST"]),
+            Route(urls.CONFIRM.pattern, self.confirm_page, methods=["GET"]),
+            Route(urls.CONFIRM.pattern, self.confirm_post, methods=["POST"]),
+            Route(urls.PREFERENCES.pattern, self.preferences_page, methods=["GET"]),
+            Route(urls.PREFERENCES.pattern, self.preferences_post, methods=["POST"]),
             Route(archive.rstrip("/"), self.archive_redirect, methods=["GET"]),
             Route(archive, self.archive_index, methods=["GET"]),
             Route(_ARCHIVE_STYLESHEET, self.css, methods=["GET"]),
@@ -559,6 +842,11 @@ class PublicApp:
             Route(urls.HEALTH.pattern, self.healthz, methods=["GET"]),
             Route("/", self.archive_redirect, methods=["GET"]),
         ]
+
+
+def _run_all(tasks: list[tuple[Callable[[Any], None], Any]]) -> None:
+    for fn, arg in tasks:
+        fn(arg)
 
 
 def signer_for(workspace: Workspace) -> TokenSigner:
@@ -632,18 +920,22 @@ def create_public_app(
 # --- serving ----------------------------------------------------------------------------
 
 
-_TOKEN_PREFIX = urls.UNSUBSCRIBE.pattern.split("{", 1)[0]
-_TOKEN_IN_PATH = re.compile(re.escape(_TOKEN_PREFIX) + r"[^/?\s\"]+")
+_TOKEN_PREFIXES = tuple(
+    page.pattern.split("{", 1)[0] for page in (urls.UNSUBSCRIBE, urls.CONFIRM, urls.PREFERENCES)
+)
+_TOKEN_IN_PATH = re.compile("(" + "|".join(re.escape(p) for p in _TOKEN_PREFIXES) + r")[^/?\s\"]+")
 
 
 class RedactTokens(logging.Filter):
-    """Access-log filter: ``/u/<token>`` is logged as ``/u/…`` (a token unsubscribes whoever
-    holds it, and log files travel further than mail)."""
+    """Access-log filter: ``/u/<token>`` is logged as ``/u/…``, and so are confirmation and
+    preferences tokens (a token acts for whoever holds it, and log files travel further than
+    mail)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            record.args = (*args[:2], _TOKEN_IN_PATH.sub(_TOKEN_PREFIX + "…", args[2]), *args[3:])
+            redacted = _TOKEN_IN_PATH.sub(lambda m: m.group(1) + "…", args[2])
+            record.args = (*args[:2], redacted, *args[3:])
         return True
 
 
@@ -710,6 +1002,9 @@ def serve_public(
             # Render the archive now rather than on its first visitor (each issue takes a
             # fraction of a second; a long archive would make that visitor wait).
             threading.Thread(target=app.state.public.archive.entries, daemon=True).start()
+            # Sign-ups older than 30 days go now and then every hour (and, at most hourly, as
+            # forms arrive).
+            threading.Thread(target=app.state.public.purge_every_hour, daemon=True).start()
             echo(f"Serving unsubscribe pages and the archive at {url} (Ctrl+C to stop)")
             echo(f"Links in mail point to {base_url} (newsletter.base_url)")
             if not base_url.startswith("https://"):
