@@ -219,6 +219,80 @@ def subscribers_unsubscribe_cmd(
 
 
 @subscribers_group.command(
+    "block",
+    epilog="Examples:\n\n\b\n  bulletin subscribers block spam@example.org\n"
+    "  bulletin subscribers block @spam.example",
+)
+@click.argument("targets", nargs=-1, required=True, metavar="EMAIL|@DOMAIN...")
+@pass_ctx
+def subscribers_block_cmd(ctx: Context, targets: tuple[str, ...]) -> None:
+    """Block addresses, or whole domains written as @example.org.
+
+    A blocked address or any address at a blocked domain is never sent to and never
+    subscribed again: not by an import, `subscribers add` or a signup form. Blocking an
+    address is for good; a domain can be unblocked with `bulletin subscribers unblock`.
+    """
+    from bulletin.store import operations
+
+    engine = ctx.store()
+    for target in targets:
+        what, new = operations.block(engine, target)
+        kind = "domain" if target.strip().startswith("@") else "address"
+        state = "Blocked" if new else "Already blocked:"
+        console.print(visible(f"{state} {kind} {what}."))
+
+
+@subscribers_group.command(
+    "unblock",
+    epilog="Example:\n\n\b\n  bulletin subscribers unblock @example.org",
+)
+@click.argument("domain", metavar="@DOMAIN")
+@pass_ctx
+def subscribers_unblock_cmd(ctx: Context, domain: str) -> None:
+    """Take a domain off the blocklist (addresses at it may be subscribed again).
+
+    Only domains: a blocked address stays blocked, because a block is an officer's decision
+    about a person and lifting it must not be one command away. Should the person ask to
+    receive mail again, remove the address (`bulletin subscribers remove`) and add it anew,
+    which leaves a record of who did it. Addresses at the domain that unsubscribed, bounced
+    or complained stay so.
+    """
+    from bulletin.store import operations
+
+    if not domain.strip().startswith("@"):
+        raise BulletinError(
+            f"{domain!r} is not a domain; only domains can be unblocked.",
+            hint="Write the domain as @example.org. A blocked address stays blocked; see "
+            "`bulletin subscribers unblock --help`.",
+        )
+    what, was = operations.unblock_domain(ctx.store(), domain)
+    if was:
+        console.print(visible(f"Unblocked domain {what}."))
+    else:
+        console.print(visible(f"Domain {what} was not blocked; nothing changed."))
+
+
+@subscribers_group.command("blocked")
+@pass_ctx
+def subscribers_blocked_cmd(ctx: Context) -> None:
+    """List the blocked domains (blocked addresses: `subscribers count --status blocked`)."""
+    from rich.table import Table
+
+    from bulletin.store import operations
+
+    rows = operations.blocked_domains(ctx.store())
+    if not rows:
+        console.print("No blocked domains.", markup=False)
+        return
+    table = Table("domain", "addresses", "blocked (UTC)", "by", box=None, header_style="bold")
+    for r in rows:
+        table.add_row(
+            visible(r.domain), f"{r.addresses:,}", f"{r.created_at:%Y-%m-%d %H:%M}", r.source
+        )
+    console.print(table)
+
+
+@subscribers_group.command(
     "show",
     epilog="Example:\n\n\b\n  bulletin subscribers show ion@example.ro",
 )

@@ -57,7 +57,7 @@ from bulletin.store.schema import (
     utcnow,
     workers,
 )
-from bulletin.store.subscribers import get_list
+from bulletin.store.subscribers import domain_blocked, get_list
 
 OPEN_STATES = ("pending", "queued", "sending", "deferred")
 """States of a recipient the send still has to deal with."""
@@ -287,7 +287,7 @@ def sends_of_issue(
 
 
 def _eligible(issue_slug: str, slugs: Iterable[str], ids: Sequence[int]) -> sa.Select[Any]:
-    """Subscribed, globally active members of the lists, one row per subscriber.
+    """Who a new send goes to: subscribed, active, not at a blocked domain; once each.
 
     Someone on several of the lists gets the issue once, through the list with the lowest
     id. Someone who already got (or is getting) this issue from another send of it -- to
@@ -331,6 +331,7 @@ def _eligible(issue_slug: str, slugs: Iterable[str], ids: Sequence[int]) -> sa.S
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             subscribers.c.status == "active",
+            ~domain_blocked(subscribers.c.email_key),
             ~sa.exists(earlier_list),
             ~sa.exists(other),
         )
@@ -350,6 +351,7 @@ def count_eligible(conn: Connection, issue_slug: str, slugs: Sequence[str]) -> t
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             subscribers.c.status == "active",
+            ~domain_blocked(subscribers.c.email_key),
         )
         .distinct()
         .subquery()
@@ -927,6 +929,7 @@ def _eligible_now(ids: Sequence[int], wanted: Sequence[int]) -> sa.ColumnElement
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             person.c.status == "active",
+            ~domain_blocked(person.c.email_key),
         )
     )
     return deliveries.c.subscriber_id.in_(current)
@@ -1269,6 +1272,7 @@ def still_eligible(conn: Connection, subscriber_ids: Iterable[int], ids: Sequenc
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             subscribers.c.status == "active",
+            ~domain_blocked(subscribers.c.email_key),
         )
     )
     return {r.subscriber_id for r in rows}

@@ -71,6 +71,33 @@ def unsubscribe(
         return sub, subs.unsubscribe(conn, sub.id, list_slug, source)
 
 
+def block(engine: Engine, target: str, *, source: str = "cli") -> tuple[str, bool]:
+    """Block an address or (``@example.org``) a whole domain; what was blocked, and whether
+    it is new.
+
+    A blocked address is added to the store if it is not there, so that no later import or
+    form subscribes it.
+    """
+    with write_transaction(engine) as conn:
+        if target.strip().startswith("@"):
+            return subs.block_domain(conn, target, source)
+        already = subs.find_subscriber(conn, target)
+        sub = subs.suppress_address(conn, target, "blocked", source)
+        return sub.email, already is None or already.status != "blocked"
+
+
+def unblock_domain(engine: Engine, domain: str, *, source: str = "cli") -> tuple[str, bool]:
+    """Take a domain off the blocklist; the domain, and whether it was on it."""
+    with write_transaction(engine) as conn:
+        return subs.unblock_domain(conn, domain, source)
+
+
+def blocked_domains(engine: Engine) -> list[subs.BlockedDomain]:
+    """The blocked domains, with how many stored addresses each holds."""
+    with engine.begin() as conn:
+        return subs.list_blocked_domains(conn)
+
+
 def details(engine: Engine, email: str) -> subs.SubscriberDetails:
     """A subscriber with their lists and history, read in one snapshot."""
     with engine.begin() as conn:

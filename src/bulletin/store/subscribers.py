@@ -10,7 +10,10 @@ Rules that every path honours:
 * a subscriber whose global status is not ``active`` (unsubscribed from everything, bounced,
   complained, blocked) receives nothing from any list;
 * an address that unsubscribed, bounced or complained is never re-subscribed unless the caller
-  says ``resubscribe=True``; ``blocked`` is never lifted by a subscribe.
+  says ``resubscribe=True``; ``blocked`` is never lifted by a subscribe;
+* an address at a blocked domain (``blocked_domains``) counts as blocked everywhere: it is
+  never sent to and never subscribed. :func:`is_blocked` answers for one address and
+  :func:`domain_blocked` is the same rule as a SQL condition; nothing else decides it.
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from bulletin.errors import BulletinError
 from bulletin.store.normalise import (
     AddressValidator,
+    InvalidAddress,
     InvalidField,
+    address_domain,
     address_key,
     clean_name,
     normalise_subscriber,
@@ -35,6 +43,7 @@ from bulletin.store.normalise import (
 from bulletin.store.schema import (
     GLOBAL_STATUSES,
     SUPPRESSED_STATUSES,
+    blocked_domains,
     events,
     lists,
     subscribers,
@@ -213,17 +222,19 @@ def create_list(conn: Connection, slug: str, name: str | None = None) -> Mailing
     return MailingList(int(new_id[0]), slug, clean or slug, now)
 
 
-def _effective(list_status: sa.ColumnElement[Any], global_status: sa.ColumnElement[Any]) -> Any:
+def _effective(list_status: sa.ColumnElement[Any], person: sa.FromClause = subscribers) -> Any:
+    """A subscription's effective status; an active address at a blocked domain is blocked."""
     return sa.case(
         (list_status == "unsubscribed", "unsubscribed"),
-        (global_status == "active", "subscribed"),
-        else_=global_status,
+        (person.c.status != "active", person.c.status),
+        (domain_blocked(person.c.email_key), "blocked"),
+        else_="subscribed",
     )
 
 
 def list_counts(conn: Connection) -> list[ListCounts]:
     """Every list with member counts by effective status, by slug."""
-    effective = _effective(subscriptions.c.status, subscribers.c.status).label("effective")
+    effective = _effective(subscriptions.c.status).label("effective")
     rows = conn.execute(
         sa.select(lists.c.id, effective, sa.func.count())
         .select_from(subscriptions.join(subscribers).join(lists))
@@ -237,6 +248,168 @@ def list_counts(conn: Connection) -> list[ListCounts]:
         by_status = {s: counts.get(row.id, {}).get(s, 0) for s in EFFECTIVE_STATUSES}
         result.append(ListCounts(row.slug, row.name, by_status))
     return result
+
+
+# --- the blocklist ----------------------------------------------------------------------
+
+
+class _DomainOf(FunctionElement[str]):
+    """The domain of an ``email_key`` in SQL: what follows its (only) ``@``."""
+
+    type = sa.Text()
+    name = "domain_of"
+    inherit_cache = True
+
+
+@compiles(_DomainOf)
+def _domain_of_sqlite(element: _DomainOf, compiler: SQLCompiler, **kw: Any) -> str:
+    arg = compiler.process(element.clauses, **kw)
+    return f"substr({arg}, instr({arg}, '@') + 1)"
+
+
+@compiles(_DomainOf, "postgresql")
+def _domain_of_postgresql(element: _DomainOf, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"split_part({compiler.process(element.clauses, **kw)}, '@', 2)"
+
+
+def domain_blocked(email_key: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """SQL: the address ``email_key`` is at a blocked domain (the rule of :func:`is_blocked`).
+
+    Stored addresses have exactly one ``@`` (the validator refuses quoted local parts), and
+    their domain is lower-case Unicode as ``blocked_domains`` keeps it, so an equality on
+    the primary key answers it: the send's freeze of a million recipients pays one index
+    probe per row into a table of a few rows.
+    """
+    return sa.exists(
+        sa.select(sa.literal(1))
+        .select_from(blocked_domains)
+        .where(blocked_domains.c.domain == _DomainOf(email_key))
+    )
+
+
+def domain_of(email_key: str) -> str:
+    """The domain of a stored address key, as ``blocked_domains`` keeps domains."""
+    return email_key.rpartition("@")[2]
+
+
+def domain_is_blocked(conn: Connection, email_key: str) -> bool:
+    """Whether the domain of this address key is on the blocklist."""
+    found = conn.scalar(
+        sa.select(blocked_domains.c.domain).where(blocked_domains.c.domain == domain_of(email_key))
+    )
+    return found is not None
+
+
+def blocked_domain_set(conn: Connection) -> frozenset[str]:
+    """Every blocked domain, for a bulk caller (an import) to test keys with :func:`domain_of`."""
+    return frozenset(conn.scalars(sa.select(blocked_domains.c.domain)))
+
+
+def is_blocked(conn: Connection, email: str) -> bool:
+    """Whether ``email`` is blocked: the address itself, or its domain.
+
+    The one check for every way in (import, ``subscribers add``, a signup form) and the
+    rule behind :func:`domain_blocked`, which sends and counts use. A blocked address is
+    never subscribed and never sent to; only an officer lifts a domain block.
+    """
+    key = address_key(email)
+    if domain_is_blocked(conn, key):
+        return True
+    status = conn.scalar(sa.select(subscribers.c.status).where(subscribers.c.email_key == key))
+    return status == "blocked"
+
+
+@dataclass(frozen=True)
+class BlockedDomain:
+    """A domain on the blocklist, and how many stored addresses are at it."""
+
+    domain: str
+    source: str
+    created_at: datetime
+    addresses: int
+
+
+def _domain_or_error(text: str) -> str:
+    try:
+        return address_domain(text)
+    except InvalidAddress as exc:
+        raise BulletinError(
+            f"{text.strip()!r} {exc}.", hint="Write a domain as @example.org."
+        ) from None
+
+
+def _at_domain(domain: str) -> sa.ColumnElement[bool]:
+    # The key's domain equals ``domain``: LIKE on the suffix would also match
+    # "x@notexample.org" for "example.org", so the same split as domain_blocked.
+    return _DomainOf(subscribers.c.email_key) == domain
+
+
+def block_domain(conn: Connection, text: str, source: str) -> tuple[str, bool]:
+    """Put a domain on the blocklist; ``(domain, newly blocked)``.
+
+    Every stored address at the domain gets a ``blocked`` event, so its history says why it
+    receives nothing (and a running send's watch for suppressions sees it at once).
+    """
+    domain = _domain_or_error(text)
+    if conn.scalar(sa.select(blocked_domains.c.domain).where(blocked_domains.c.domain == domain)):
+        return domain, False
+    now = utcnow()
+    conn.execute(blocked_domains.insert().values(domain=domain, source=source, created_at=now))
+    conn.execute(
+        events.insert().from_select(
+            ["subscriber_id", "kind", "detail", "source", "at"],
+            sa.select(
+                subscribers.c.id,
+                sa.literal("blocked", sa.String),
+                sa.literal(f"domain {domain}", sa.Text),
+                sa.literal(source, sa.Text),
+                sa.literal(now, events.c.at.type),
+            ).where(_at_domain(domain)),
+        )
+    )
+    return domain, True
+
+
+def unblock_domain(conn: Connection, text: str, source: str) -> tuple[str, bool]:
+    """Take a domain off the blocklist; ``(domain, was blocked)``.
+
+    Addresses that are blocked themselves, or unsubscribed, bounced or complained, stay so:
+    only the domain's block is lifted.
+    """
+    domain = _domain_or_error(text)
+    gone = conn.execute(blocked_domains.delete().where(blocked_domains.c.domain == domain))
+    if not gone.rowcount:
+        return domain, False
+    now = utcnow()
+    conn.execute(
+        events.insert().from_select(
+            ["subscriber_id", "kind", "detail", "source", "at"],
+            sa.select(
+                subscribers.c.id,
+                sa.literal("unblocked", sa.String),
+                sa.literal(f"domain {domain}", sa.Text),
+                sa.literal(source, sa.Text),
+                sa.literal(now, events.c.at.type),
+            ).where(_at_domain(domain)),
+        )
+    )
+    return domain, True
+
+
+def list_blocked_domains(conn: Connection) -> list[BlockedDomain]:
+    """The blocked domains with how many stored addresses each holds, by domain."""
+    at = _DomainOf(subscribers.c.email_key)
+    rows = conn.execute(sa.select(blocked_domains).order_by(blocked_domains.c.domain)).all()
+    counts = (
+        dict(
+            conn.execute(
+                sa.select(at, sa.func.count()).where(at.in_([r.domain for r in rows])).group_by(at)
+            ).all()
+        )
+        if rows
+        else {}
+    )
+    return [BlockedDomain(r.domain, r.source, r.created_at, counts.get(r.domain, 0)) for r in rows]
 
 
 # --- subscribers ------------------------------------------------------------------------
@@ -388,6 +561,11 @@ def add_subscriber(
     )
     address, name, language = entry.address, entry.name, entry.language
     now = utcnow()
+    if domain_is_blocked(conn, address.key):
+        raise SubscriptionRefused(
+            f"{address.email}: the domain {domain_of(address.key)} is blocked; not subscribing it.",
+            hint="Blocked addresses are never subscribed (see `bulletin subscribers blocked`).",
+        )
     row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == address.key)).first()
     if row is None:
         sub_id = conn.execute(
@@ -682,7 +860,7 @@ def remove_subscriber(conn: Connection, subscriber_id: int) -> None:
 def details(conn: Connection, email: str) -> SubscriberDetails:
     """A subscriber with their lists and full history (oldest first)."""
     sub = get_subscriber(conn, email)
-    effective = _effective(subscriptions.c.status, subscribers.c.status)
+    effective = _effective(subscriptions.c.status)
     memberships = [
         Membership(r.slug, r.name, r.status, r.effective, r.source, r.created_at, r.updated_at)
         for r in conn.execute(
@@ -744,12 +922,24 @@ def count(conn: Connection, list_slug: str | None = None, status: str = "subscri
 
 def _status_filter(status: str) -> sa.ColumnElement[bool]:
     if status == "subscribed":
-        return sa.and_(subscriptions.c.status == "subscribed", subscribers.c.status == "active")
+        return sa.and_(
+            subscriptions.c.status == "subscribed",
+            subscribers.c.status == "active",
+            ~domain_blocked(subscribers.c.email_key),
+        )
     if status == "unsubscribed":
         return sa.or_(
             subscriptions.c.status == "unsubscribed", subscribers.c.status == "unsubscribed"
         )
-    if status in ("bounced", "complained", "blocked"):
+    if status == "blocked":
+        return sa.and_(
+            subscriptions.c.status == "subscribed",
+            sa.or_(
+                subscribers.c.status == "blocked",
+                sa.and_(subscribers.c.status == "active", domain_blocked(subscribers.c.email_key)),
+            ),
+        )
+    if status in ("bounced", "complained"):
         return sa.and_(subscriptions.c.status == "subscribed", subscribers.c.status == status)
     raise BulletinError(
         f"Unknown status {status!r}.",
@@ -805,6 +995,7 @@ def recipients(conn: Connection, list_slug: str, *, after_id: int = 0) -> Iterat
                 subscriptions.c.list_id == the_list.id,
                 subscriptions.c.status == "subscribed",
                 subscribers.c.status == "active",
+                ~domain_blocked(subscribers.c.email_key),
                 subscriptions.c.subscriber_id > after,
             )
             .order_by(subscriptions.c.subscriber_id)
