@@ -44,6 +44,7 @@ from bulletin.store.schema import (
     GLOBAL_STATUSES,
     SUPPRESSED_STATUSES,
     blocked_domains,
+    consents,
     events,
     lists,
     subscribers,
@@ -853,6 +854,9 @@ def remove_subscriber(conn: Connection, subscriber_id: int) -> None:
     out, use :func:`unsubscribe` or :func:`suppress` instead.
     """
     conn.execute(events.delete().where(events.c.subscriber_id == subscriber_id))
+    # Consent records are personal data too; erasure takes them (the FK cascades on
+    # PostgreSQL, but a SQLite store may run without foreign keys).
+    conn.execute(consents.delete().where(consents.c.subscriber_id == subscriber_id))
     conn.execute(subscriptions.delete().where(subscriptions.c.subscriber_id == subscriber_id))
     conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
 
