@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import oldschema
 from bulletin import workspace as ws
 from bulletin.store.db import (
     connect,
@@ -42,7 +43,6 @@ from bulletin.store.db import (
     write_transaction,
 )
 from bulletin.store.migrations import MIGRATIONS
-from bulletin.store.subscribers import add_subscriber, create_list
 from conftest import REPO, SAMPLE_SLUG, set_config
 from smtpfaults import FaultServer
 
@@ -125,9 +125,9 @@ def workspace(shared_dir: Path, smtp: FaultServer) -> Workspace:
     first = connect(url)
     migrate(first, target=1, migrations=MIGRATIONS)
     with write_transaction(first) as conn:
-        create_list(conn, "news", "News")
-        for i in range(3):
-            add_subscriber(conn, f"cititor{i}@example.org", "news", name=f"Cititor {i}")
+        news = oldschema.add_list(conn, "news", "News")
+        people = [(f"cititor{i}@example.org", f"Cititor {i}") for i in range(3)]
+        oldschema.add_subscribers(conn, news, people)
     first.dispose()
     open_store(url).dispose()  # the upgrade to the current schema keeps a copy beside it
     space = Workspace(root, {**os.environ, "BULLETIN_SECRET_KEY": KEY, "COLUMNS": "200"})

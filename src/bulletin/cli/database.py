@@ -9,9 +9,12 @@ import click
 from bulletin.cli._common import Context, console, err_console, examples, pass_ctx, print_summary
 
 
-@click.group("db")
+@click.group(
+    "db",
+    epilog=examples("bulletin db copy subscribers/bulletin.db"),
+)
 def db_group() -> None:
-    """The subscriber store as a whole."""
+    """The subscriber store as a whole: move it to another database."""
 
 
 @db_group.command(
