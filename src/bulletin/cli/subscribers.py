@@ -44,7 +44,24 @@ def subscribers_group() -> None:
     "--create-list --dry-run",
 )
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--list", "list_slug", required=True, metavar="SLUG", help="List to import into.")
+@click.option(
+    "--list",
+    "list_slug",
+    metavar="SLUG",
+    help="List to import into (needed unless --status bounced, complained, blocked, or "
+    "unsubscribed from every list).",
+)
+@click.option(
+    "--status",
+    type=click.Choice(["unsubscribed", "bounced", "complained", "blocked"]),
+    help="Import every address as a suppression: unsubscribed from --list (from every list "
+    "without --list), or bounced, complained, blocked for every list.",
+)
+@click.option(
+    "--tags-as-lists",
+    is_flag=True,
+    help="Mailchimp exports: subscribe tagged people to a list per tag (created private).",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would happen; change nothing.")
 @click.option("--encoding", metavar="ENC", help="File encoding (default: detected).")
 @click.option("--create-list", is_flag=True, help="Create the list if it does not exist.")
@@ -64,7 +81,9 @@ def subscribers_group() -> None:
 def subscribers_import_cmd(
     ctx: Context,
     file: Path,
-    list_slug: str,
+    list_slug: str | None,
+    status: str | None,
+    tags_as_lists: bool,
     dry_run: bool,
     encoding: str | None,
     create_list: bool,
@@ -78,11 +97,20 @@ def subscribers_import_cmd(
     last name, language; any other column becomes an attribute usable in templates. Rows
     with an invalid address are written to a rejects file; the rest is imported in one
     transaction. Exits 1 if the file as a whole cannot be imported (nothing is changed).
+
+    Mailchimp audience exports (subscribed, unsubscribed, cleaned, non-subscribed files) and
+    listmonk subscriber exports are recognised: their opt-outs, bounces and blocklist stay
+    so, and opt-in times go into the consent records. No import ever subscribes an address
+    that unsubscribed, bounced, complained or is blocked.
     """
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from bulletin.store.importer import import_file
 
+    if list_slug is None and status in (None,):
+        raise click.UsageError("Give --list SLUG (or --status for a file of suppressions).")
+    privacy = getattr(ctx.workspace.config, "privacy", None)
+    store_ip = bool(getattr(privacy, "store_ip", False))
     engine = ctx.store()
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
     with Progress(
@@ -107,12 +135,16 @@ def subscribers_import_cmd(
             check_dns=check_dns,
             rejects_path=rejects,
             progress=on_progress,
+            status=status,
+            tags_as_lists=tags_as_lists,
+            store_ip=store_ip,
         )
     _print_import_report(report)
 
 
 def _print_import_report(report: ImportReport) -> None:
-    title = f"Import of {report.path.name} into {report.list_slug}"
+    where = f" into {report.list_slug}" if report.list_slug else ""
+    title = f"Import of {report.path.name}{where}"
     print_summary(title, report.summary_rows(), dry_run=report.dry_run, unit="rows")
     for note in report.notes():  # they quote the file's name and column names
         console.print(visible(note), soft_wrap=True)
