@@ -329,12 +329,27 @@ def subscribers_blocked_cmd(ctx: Context) -> None:
     epilog="Example:\n\n\b\n  bulletin subscribers show ion@example.ro",
 )
 @click.argument("email")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print everything stored about the person as JSON (an access request): subscriber, "
+    "subscriptions, consents, history, deliveries per send, pending sign-ups.",
+)
 @pass_ctx
-def subscribers_show_cmd(ctx: Context, email: str) -> None:
+def subscribers_show_cmd(ctx: Context, email: str, as_json: bool) -> None:
     """Show EMAIL's details, lists, statuses and history."""
     from rich.table import Table
 
     from bulletin.store import operations
+
+    if as_json:
+        import json
+
+        data = operations.personal_data(ctx.store(), email)
+        # Plain stdout, not rich: the person's own words must come out byte for byte.
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
 
     info = operations.details(ctx.store(), email)
     sub = info.subscriber
@@ -422,9 +437,15 @@ def subscribers_count_cmd(ctx: Context, list_slug: str | None, status: str) -> N
     type=click.Choice(["subscribed", "unsubscribed", "bounced", "complained", "blocked", "all"]),
     help="Members to export; repeat for several (default: subscribed).",
 )
+@click.option(
+    "--consent",
+    is_flag=True,
+    help="Add the latest consent of each member: consent_source, consent_given_at, "
+    "consent_confirmed_at, consent_version.",
+)
 @pass_ctx
 def subscribers_export_cmd(
-    ctx: Context, list_slug: str, output: Path | None, statuses: tuple[str, ...]
+    ctx: Context, list_slug: str, output: Path | None, statuses: tuple[str, ...], consent: bool
 ) -> None:
     """Export a list as CSV that `subscribers import` reads back unchanged.
 
@@ -437,11 +458,11 @@ def subscribers_export_cmd(
     wanted = statuses or ("subscribed",)
     engine = ctx.store()
     if output is None:
-        operations.export(engine, list_slug, sys.stdout, wanted)
+        operations.export(engine, list_slug, sys.stdout, wanted, consent=consent)
         return
     try:
         with open(output, "w", encoding="utf-8-sig", newline="") as f:
-            n = operations.export(engine, list_slug, f, wanted)
+            n = operations.export(engine, list_slug, f, wanted, consent=consent)
     except OSError as exc:
         raise BulletinError(f"Cannot write {output}: {exc.strerror}.") from None
     err_console.print(f"Exported {n:,} subscribers of {list_slug} to {output}.", markup=False)

@@ -89,6 +89,12 @@ _MAILCHIMP_DROPPED = frozenset(
         "tags",
     }
 )
+_OWN_CONSENT = (
+    "consent source",
+    "consent given at",
+    "consent confirmed at",
+    "consent version",
+)
 _LISTMONK_HEADER = ("uuid", "email", "name", "attributes", "status", "created at", "updated at")
 
 
@@ -117,6 +123,16 @@ class SourceFormat:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def plain(self) -> bool:
+        """Every row is a subscriber with nothing more to read (the fast path)."""
+        return (
+            not self.tool
+            and self.status == "subscribed"
+            and self.given_column is None
+            and self.confirmed_column is None
+        )
+
+    @property
     def detail(self) -> str:
         """What a consent record says about where it came from (with the file's name)."""
         return f"{self.tool} " if self.tool else ""
@@ -130,6 +146,14 @@ def detect(header: list[str], file_name: str) -> SourceFormat:
         return _listmonk(header, index)
     if "email address" in index and len(_MAILCHIMP_MARKERS & set(index)) >= 2:
         return _mailchimp(header, index, file_name)
+    if "consent given at" in index:
+        # `bulletin subscribers export --consent`: the times go back into consent records.
+        own = [index[f] for f in _OWN_CONSENT if f in index]
+        return SourceFormat(
+            given_column=index["consent given at"],
+            confirmed_column=index.get("consent confirmed at"),
+            claimed=frozenset(own),
+        )
     return SourceFormat()
 
 

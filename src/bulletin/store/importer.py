@@ -630,7 +630,7 @@ def _format_cells(
     fmt: SourceFormat, fields: list[str], store_ip: bool, tags: bool
 ) -> tuple[str, str, str, str, str, str]:
     """A row's status, consent times and address, extra attributes and tags, as staged."""
-    if not fmt.tool and fmt.status == "subscribed":
+    if fmt.plain:
         return _PLAIN
     status = formats.row_status(fmt, fields)
     given = confirmed = ip = extra = tag_text = ""

@@ -10,10 +10,11 @@ front end) to use instead of opening transactions itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy.engine import Engine
 
+from bulletin.store import person
 from bulletin.store import subscribers as subs
 from bulletin.store.copy import CopyReport, copy_store, count_rows
 from bulletin.store.db import database_problem, open_store, write_transaction
@@ -104,16 +105,29 @@ def details(engine: Engine, email: str) -> subs.SubscriberDetails:
         return subs.details(conn, email)
 
 
+def personal_data(engine: Engine, email: str) -> dict[str, Any]:
+    """Everything stored about a person (see :mod:`bulletin.store.person`), one snapshot."""
+    with engine.begin() as conn:
+        return person.personal_data(conn, email)
+
+
 def count(engine: Engine, list_slug: str | None, status: str) -> int:
     """How many subscribers are in a status (on a list, or overall)."""
     with engine.begin() as conn:
         return subs.count(conn, list_slug, status)
 
 
-def export(engine: Engine, list_slug: str, out: TextIO, statuses: Sequence[str]) -> int:
+def export(
+    engine: Engine,
+    list_slug: str,
+    out: TextIO,
+    statuses: Sequence[str],
+    *,
+    consent: bool = False,
+) -> int:
     """Write a list's members as CSV (one snapshot for both passes); how many were written."""
     with engine.begin() as conn:
-        return export_csv(conn, list_slug, out, statuses=statuses)
+        return export_csv(conn, list_slug, out, statuses=statuses, consent=consent)
 
 
 def lists(engine: Engine) -> list[subs.ListCounts]:
