@@ -283,3 +283,62 @@ def test_dry_run_reports_exactly_what_the_import_does(workspace_dir: Path) -> No
     assert code == 0, real
     assert summary(dry) == summary(real)
     assert summary(real)["blocked"] == 1
+
+
+def test_tags_as_lists_makes_private_lists_and_keeps_their_opt_outs(workspace_dir: Path) -> None:
+    code, out = import_(
+        workspace_dir, MAILCHIMP[0], "--list", "news", "--create-list", "--tags-as-lists"
+    )
+    assert code == 0, out
+    assert "List 'cititori-fideli' was created (private) for a Mailchimp tag." in out
+    assert "List 'ro' was created (private) for a Mailchimp tag." in out
+    assert "List 'fideli' was created (private) for a Mailchimp tag." in out
+    assert "3 subscription(s) to tag lists were added." in out
+    db = open_store(wsm.load(workspace_dir).database_url())
+
+    def members(slug: str) -> set[str]:
+        with db.connect() as conn:
+            return set(
+                conn.scalars(
+                    sa.select(subscribers.c.email_key)
+                    .select_from(subscriptions.join(subscribers).join(lists))
+                    .where(lists.c.slug == slug, subscriptions.c.status == "subscribed")
+                )
+            )
+
+    assert members("cititori-fideli") == {"ana.popescu@example.ro"}
+    assert members("fideli") == {"stefan@exemplu.ro"}
+    with db.connect() as conn:
+        row = conn.execute(sa.select(lists).where(lists.c.slug == "cititori-fideli")).one()
+    assert row.name == "Cititori fideli" and row.public is False
+
+    # Ștefan leaves the tag's list; importing the file again neither adds nor brings back.
+    assert (
+        bulletin(
+            workspace_dir, "subscribers", "unsubscribe", "stefan@exemplu.ro", "--list", "fideli"
+        )[0]
+        == 0
+    )
+    code, out = import_(workspace_dir, MAILCHIMP[0], "--list", "news", "--tags-as-lists")
+    assert code == 0, out
+    assert "tag lists were added" not in out and "created (private)" not in out
+    assert members("fideli") == set()
+
+
+def test_client_addresses_only_with_store_ip(workspace_dir: Path) -> None:
+    from bulletin.store.importer import import_file
+
+    db = open_store(wsm.load(workspace_dir).database_url())
+    path = place(workspace_dir, MAILCHIMP[0])
+    import_file(db, path, "news", create_list_if_missing=True, store_ip=True)
+    with db.connect() as conn:
+        ips = dict(
+            conn.execute(
+                sa.select(subscribers.c.email_key, consents.c.ip).select_from(
+                    consents.join(subscribers)
+                )
+            ).all()
+        )
+    # CONFIRM_IP first (the address that confirmed), else OPTIN_IP, else none.
+    assert ips["ana.popescu@example.ro"] == "198.51.100.8"
+    assert ips["stefan@exemplu.ro"] is None

@@ -36,7 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 from bulletin.store.csvfile import _fold
@@ -120,7 +120,6 @@ class SourceFormat:
     """Columns read here (or dropped): not attributes."""
     dropped: tuple[str, ...] = ()
     """Header names of the tool's bookkeeping columns that are not kept."""
-    notes: list[str] = field(default_factory=list)
 
     @property
     def plain(self) -> bool:
@@ -131,11 +130,6 @@ class SourceFormat:
             and self.given_column is None
             and self.confirmed_column is None
         )
-
-    @property
-    def detail(self) -> str:
-        """What a consent record says about where it came from (with the file's name)."""
-        return f"{self.tool} " if self.tool else ""
 
 
 def detect(header: list[str], file_name: str) -> SourceFormat:

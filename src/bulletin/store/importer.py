@@ -46,7 +46,9 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,6 +153,7 @@ class ImportReport:
     (``not subscribed``), by what happened to them."""
     file_status: str = ""
     tag_lists_created: list[str] = field(default_factory=list)
+    tags_unusable: list[str] = field(default_factory=list)
     tagged: int = 0
 
     def summary_rows(self) -> list[tuple[str, int]]:
@@ -195,6 +198,8 @@ class ImportReport:
             )
         if self.tagged:
             out.append(f"{self.tagged} subscription(s) to tag lists were added.")
+        for tag in self.tags_unusable:
+            out.append(f"Tag {tag!r} has no letters or digits to name a list; left out.")
         if self.dropped_columns:
             out.append(
                 f"Dropped {self.tool or 'the'} bookkeeping columns: "
@@ -881,9 +886,8 @@ class _Saver:
         self.insert_consents = BulkInsert(
             conn,
             consents,
-            ["subscriber_id", "given_at", "confirmed_at", "ip"],
+            ["subscriber_id", "list_id", "given_at", "confirmed_at", "ip"],
             constants={
-                "list_id": list_id,
                 "source": "import",
                 "detail": consent_detail,
                 "consent_text": "",
@@ -906,6 +910,18 @@ class _Saver:
                 subscriptions.c.list_id == list_id,
             )
             .values(status="unsubscribed", updated_at=sa.bindparam("b_now"))
+        )
+        self.tag_lists: dict[str, int | None] = {}
+        self.insert_tag_subscriptions = BulkInsert(
+            conn,
+            subscriptions,
+            ["subscriber_id", "list_id"],
+            constants={
+                "status": "subscribed",
+                "source": source,
+                "created_at": self.now,
+                "updated_at": self.now,
+            },
         )
         self.events_any_list = BulkInsert(
             conn,
@@ -963,6 +979,8 @@ class _Saver:
         # subscribers inserted here (their ids are read back after the insert).
         consent_ids: list[tuple[int, _Merged]] = []
         consent_new: dict[str, _Merged] = {}
+        # People subscribed to the list by this file (or already), with Mailchimp tags.
+        tagged: list[_Merged] = []
 
         for m in batch:
             report.duplicates += m.rows - 1
@@ -1003,6 +1021,8 @@ class _Saver:
                 )
                 consent_new[m.key] = m
                 report.added += 1
+                if m.tags:
+                    tagged.append(m)
                 continue
             list_status = on_list.get(row.id)
             changes, fields = _changes(row, m)
@@ -1042,6 +1062,8 @@ class _Saver:
                 history.append(self._event(row.id, "updated", changes))
             else:
                 report.unchanged += 1
+            if m.tags:
+                tagged.append(m)
 
         new_ids: dict[str, int] = {}
         if new or new_suppressed:
@@ -1078,8 +1100,74 @@ class _Saver:
         self.events_any_list.run(wide_history)
         consent_ids.extend((new_ids[key], m) for key, m in consent_new.items())
         self.insert_consents.run(
-            [(sid, _when(m.given), _when(m.confirmed), m.ip or None) for sid, m in consent_ids]
+            [
+                (sid, self.list_id, _when(m.given), _when(m.confirmed), m.ip or None)
+                for sid, m in consent_ids
+            ]
         )
+        if tagged:
+            ids = {**new_ids, **{k: r.id for k, r in existing.items()}}
+            self._tag([(ids[m.key], m) for m in tagged])
+
+    def _tag(self, people: list[tuple[int, _Merged]]) -> None:
+        """Subscribe tagged people to a list per tag (created private when missing).
+
+        Only someone with no subscription there yet is added: an unsubscribe from a tag's
+        list stays, and a second import of the file finds everyone already there.
+        """
+        conn, report = self.conn, self.report
+        wanted: dict[int, set[int]] = {}
+        for sid, m in people:
+            for tag in m.tags:
+                list_id = self._tag_list(tag)
+                if list_id is not None:
+                    wanted.setdefault(list_id, set()).add(sid)
+        if not wanted:
+            return
+        ids = sorted({sid for sid, _ in people})
+        present = {
+            (r.subscriber_id, r.list_id)
+            for r in conn.execute(
+                sa.select(subscriptions.c.subscriber_id, subscriptions.c.list_id).where(
+                    subscriptions.c.subscriber_id.in_(ids),
+                    subscriptions.c.list_id.in_(list(wanted)),
+                )
+            )
+        }
+        merged = dict(people)
+        rows = [
+            (sid, list_id)
+            for list_id, sids in wanted.items()
+            for sid in sorted(sids)
+            if (sid, list_id) not in present
+        ]
+        self.insert_tag_subscriptions.run(rows)
+        self.insert_consents.run(
+            [
+                (
+                    sid,
+                    list_id,
+                    _when(merged[sid].given),
+                    _when(merged[sid].confirmed),
+                    merged[sid].ip or None,
+                )
+                for sid, list_id in rows
+            ]
+        )
+        report.tagged += len(rows)
+
+    def _tag_list(self, tag: str) -> int | None:
+        if tag in self.tag_lists:
+            return self.tag_lists[tag]
+        slug = tag_slug(tag)
+        found = find_list(self.conn, slug) if slug else None
+        if slug and found is None:
+            found = create_list(self.conn, slug, tag)
+            self.report.tag_lists_created.append(slug)
+        self.tag_lists[tag] = found.id if found else None
+        if found is None:
+            self.report.tags_unusable.append(tag)
+        return self.tag_lists[tag]
 
     def _count(self, status: str) -> None:
         self.report.statuses[status] = self.report.statuses.get(status, 0) + 1
@@ -1151,6 +1239,14 @@ class _Saver:
 
     def _event(self, subscriber_id: int, kind: str, detail: str) -> tuple[Any, ...]:
         return (subscriber_id, kind, detail)
+
+
+def tag_slug(tag: str) -> str:
+    """The slug of a tag's list: ``Cititori fideli`` -> ``cititori-fideli`` ('' if none)."""
+    text = unicodedata.normalize("NFKD", tag)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:64].strip("-")
+    return slug
 
 
 _NO_LIST = -1
