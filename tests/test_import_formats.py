@@ -342,3 +342,30 @@ def test_client_addresses_only_with_store_ip(workspace_dir: Path) -> None:
     # CONFIRM_IP first (the address that confirmed), else OPTIN_IP, else none.
     assert ips["ana.popescu@example.ro"] == "198.51.100.8"
     assert ips["stefan@exemplu.ro"] is None
+
+
+def test_every_subscription_an_import_begins_gets_one_consent_record(workspace_dir: Path) -> None:
+    people = workspace_dir / "subscribers" / "people.csv"
+    people.write_text("email,name\nana@example.org,Ana\nIon@example.org,Ion\n", encoding="utf-8")
+    for _ in range(2):
+        code, out = bulletin(
+            workspace_dir, "subscribers", "import", str(people), "--list", "news", "--create-list"
+        )
+        assert code == 0, out
+    db = open_store(wsm.load(workspace_dir).database_url())
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                subscribers.c.email_key,
+                consents.c.source,
+                consents.c.detail,
+                consents.c.given_at,
+                consents.c.consent_version,
+            )
+            .select_from(consents.join(subscribers))
+            .order_by(subscribers.c.email_key)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("ana@example.org", "import", "people.csv", None, 0),
+        ("ion@example.org", "import", "people.csv", None, 0),
+    ]

@@ -895,6 +895,49 @@ class _Saver:
                 "created_at": self.now,
             },
         )
+        self.consent_new: sa.Insert | None = None
+        if self.by_keys:
+            # One statement per batch from arrays of the new addresses and their times,
+            # instead of reading their ids back and copying the consents in.
+            c = consents.c
+            rows = sa.func.unnest(
+                sa.bindparam("c_keys", type_=ARRAY(sa.Text)),
+                sa.bindparam("c_given", type_=ARRAY(sa.DateTime(timezone=True))),
+                sa.bindparam("c_confirmed", type_=ARRAY(sa.DateTime(timezone=True))),
+                sa.bindparam("c_ip", type_=ARRAY(sa.Text)),
+            ).table_valued(
+                sa.column("key", sa.Text),
+                sa.column("given", sa.DateTime(timezone=True)),
+                sa.column("confirmed", sa.DateTime(timezone=True)),
+                sa.column("ip", sa.Text),
+            ).render_derived(name="batch")
+            stamp = sa.literal(self.now, c.created_at.type)
+            self.consent_new = consents.insert().from_select(
+                [
+                    "subscriber_id",
+                    "list_id",
+                    "source",
+                    "detail",
+                    "consent_text",
+                    "consent_version",
+                    "given_at",
+                    "confirmed_at",
+                    "ip",
+                    "created_at",
+                ],
+                sa.select(
+                    s.id,
+                    sa.literal(list_id, sa.Integer),
+                    sa.literal("import", sa.Text),
+                    sa.literal(consent_detail, sa.Text),
+                    sa.literal("", sa.Text),
+                    sa.literal(0, sa.Integer),
+                    rows.c.given,
+                    rows.c.confirmed,
+                    rows.c.ip,
+                    stamp,
+                ).select_from(rows.join(subscribers, s.email_key == rows.c.key)),
+            )
         self.ids_of = sa.select(s.id, s.email_key).where(
             s.email_key == sa.any_(sa.bindparam("keys", type_=ARRAY(sa.Text)))
         )
@@ -1072,8 +1115,20 @@ class _Saver:
             if self.subscribe_new is not None:
                 if new:
                     conn.execute(self.subscribe_new, {"keys": [row[1] for row in new]})
-                if consent_new or new_unsubscribed:
-                    wanted = [*consent_new, *new_unsubscribed]
+                if consent_new and self.consent_new is not None:
+                    # Their consents too are made on the server from their addresses.
+                    ms = list(consent_new.values())
+                    conn.execute(
+                        self.consent_new,
+                        {
+                            "c_keys": [m.key for m in ms],
+                            "c_given": [_when(m.given) for m in ms],
+                            "c_confirmed": [_when(m.confirmed) for m in ms],
+                            "c_ip": [m.ip or None for m in ms],
+                        },
+                    )
+                wanted = [*new_unsubscribed, *(m.key for m in tagged if m.key in consent_new)]
+                if wanted:
                     new_ids = dict(
                         (key, sid) for sid, key in conn.execute(self.ids_of, {"keys": wanted})
                     )
@@ -1098,7 +1153,8 @@ class _Saver:
         self.insert_unsubscribed.run([(sid,) for sid in unsubscribe_ids])
         self.insert_events.run(history)
         self.events_any_list.run(wide_history)
-        consent_ids.extend((new_ids[key], m) for key, m in consent_new.items())
+        if self.consent_new is None:
+            consent_ids.extend((new_ids[key], m) for key, m in consent_new.items())
         self.insert_consents.run(
             [
                 (sid, self.list_id, _when(m.given), _when(m.confirmed), m.ip or None)
