@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     "newsletter-ro --create-list\n  bulletin subscribers show ion@example.ro",
 )
 def subscribers_group() -> None:
-    """Import, export, add, remove, unsubscribe, show and count subscribers.
+    """Import, export, add, remove, unsubscribe, block, show and count subscribers.
 
     Subscribers live in the database named by database.url in bulletin.toml (by default
     subscribers/bulletin.db). An address that unsubscribed, bounced or complained is never
@@ -40,8 +40,9 @@ def subscribers_group() -> None:
 
 @subscribers_group.command(
     "import",
-    epilog="Example:\n\n\b\n  bulletin subscribers import contacts.csv --list newsletter-ro "
-    "--create-list --dry-run",
+    epilog="Examples:\n\n\b\n  bulletin subscribers import contacts.csv --list newsletter-ro "
+    "--create-list --dry-run\n  bulletin subscribers import cleaned_members_export_1a2b.csv "
+    "--list newsletter-ro\n  bulletin subscribers import bounces.csv --status bounced",
 )
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -304,7 +305,10 @@ def subscribers_unblock_cmd(ctx: Context, domain: str) -> None:
         console.print(visible(f"Domain {what} was not blocked; nothing changed."))
 
 
-@subscribers_group.command("blocked")
+@subscribers_group.command(
+    "blocked",
+    epilog="Example:\n\n\b\n  bulletin subscribers blocked",
+)
 @pass_ctx
 def subscribers_blocked_cmd(ctx: Context) -> None:
     """List the blocked domains (blocked addresses: `subscribers count --status blocked`)."""

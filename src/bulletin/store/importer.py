@@ -900,17 +900,21 @@ class _Saver:
             # One statement per batch from arrays of the new addresses and their times,
             # instead of reading their ids back and copying the consents in.
             c = consents.c
-            rows = sa.func.unnest(
-                sa.bindparam("c_keys", type_=ARRAY(sa.Text)),
-                sa.bindparam("c_given", type_=ARRAY(sa.DateTime(timezone=True))),
-                sa.bindparam("c_confirmed", type_=ARRAY(sa.DateTime(timezone=True))),
-                sa.bindparam("c_ip", type_=ARRAY(sa.Text)),
-            ).table_valued(
-                sa.column("key", sa.Text),
-                sa.column("given", sa.DateTime(timezone=True)),
-                sa.column("confirmed", sa.DateTime(timezone=True)),
-                sa.column("ip", sa.Text),
-            ).render_derived(name="batch")
+            rows = (
+                sa.func.unnest(
+                    sa.bindparam("c_keys", type_=ARRAY(sa.Text)),
+                    sa.bindparam("c_given", type_=ARRAY(sa.DateTime(timezone=True))),
+                    sa.bindparam("c_confirmed", type_=ARRAY(sa.DateTime(timezone=True))),
+                    sa.bindparam("c_ip", type_=ARRAY(sa.Text)),
+                )
+                .table_valued(
+                    sa.column("key", sa.Text),
+                    sa.column("given", sa.DateTime(timezone=True)),
+                    sa.column("confirmed", sa.DateTime(timezone=True)),
+                    sa.column("ip", sa.Text),
+                )
+                .render_derived(name="batch")
+            )
             stamp = sa.literal(self.now, c.created_at.type)
             self.consent_new = consents.insert().from_select(
                 [
