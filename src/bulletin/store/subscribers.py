@@ -223,19 +223,19 @@ def create_list(conn: Connection, slug: str, name: str | None = None) -> Mailing
     return MailingList(int(new_id[0]), slug, clean or slug, now)
 
 
-def _effective(list_status: sa.ColumnElement[Any], person: sa.FromClause = subscribers) -> Any:
-    """A subscription's effective status; an active address at a blocked domain is blocked."""
+def _effective(list_status: sa.ColumnElement[Any], global_status: sa.ColumnElement[Any]) -> Any:
+    # An active address at a blocked domain is blocked (the rule of is_blocked).
     return sa.case(
         (list_status == "unsubscribed", "unsubscribed"),
-        (person.c.status != "active", person.c.status),
-        (domain_blocked(person.c.email_key), "blocked"),
+        (global_status != "active", global_status),
+        (domain_blocked(subscribers.c.email_key), "blocked"),
         else_="subscribed",
     )
 
 
 def list_counts(conn: Connection) -> list[ListCounts]:
     """Every list with member counts by effective status, by slug."""
-    effective = _effective(subscriptions.c.status).label("effective")
+    effective = _effective(subscriptions.c.status, subscribers.c.status).label("effective")
     rows = conn.execute(
         sa.select(lists.c.id, effective, sa.func.count())
         .select_from(subscriptions.join(subscribers).join(lists))
@@ -864,7 +864,7 @@ def remove_subscriber(conn: Connection, subscriber_id: int) -> None:
 def details(conn: Connection, email: str) -> SubscriberDetails:
     """A subscriber with their lists and full history (oldest first)."""
     sub = get_subscriber(conn, email)
-    effective = _effective(subscriptions.c.status)
+    effective = _effective(subscriptions.c.status, subscribers.c.status)
     memberships = [
         Membership(r.slug, r.name, r.status, r.effective, r.source, r.created_at, r.updated_at)
         for r in conn.execute(
