@@ -344,28 +344,49 @@ def test_client_addresses_only_with_store_ip(workspace_dir: Path) -> None:
     assert ips["stefan@exemplu.ro"] is None
 
 
-def test_every_subscription_an_import_begins_gets_one_consent_record(workspace_dir: Path) -> None:
+def test_consent_records_come_from_files_that_carry_consent(workspace_dir: Path) -> None:
+    """A plain CSV writes none (its subscription rows say where and when); bulletin's own
+    export --consent and the tools' exports write one per subscription, once."""
     people = workspace_dir / "subscribers" / "people.csv"
     people.write_text("email,name\nana@example.org,Ana\nIon@example.org,Ion\n", encoding="utf-8")
+    own = workspace_dir / "subscribers" / "own.csv"
+    own.write_text(
+        "email,name,language,consent_source,consent_given_at,consent_confirmed_at,"
+        "consent_version\nana@example.org,Ana,,form,2025-01-02T03:04:05+00:00,"
+        "2025-01-02T03:10:00+00:00,3\n",
+        encoding="utf-8",
+    )
     for _ in range(2):
-        code, out = bulletin(
-            workspace_dir, "subscribers", "import", str(people), "--list", "news", "--create-list"
-        )
-        assert code == 0, out
+        for path, slug in ((people, "news"), (own, "other")):
+            code, out = bulletin(
+                workspace_dir, "subscribers", "import", str(path), "--list", slug, "--create-list"
+            )
+            assert code == 0, out
     db = open_store(wsm.load(workspace_dir).database_url())
     with db.connect() as conn:
         rows = conn.execute(
             sa.select(
                 subscribers.c.email_key,
+                lists.c.slug,
                 consents.c.source,
                 consents.c.detail,
                 consents.c.given_at,
-                consents.c.consent_version,
+                consents.c.confirmed_at,
             )
-            .select_from(consents.join(subscribers))
+            .select_from(consents.join(subscribers).join(lists))
             .order_by(subscribers.c.email_key)
         ).all()
+        ana = conn.execute(
+            sa.select(subscribers.c.attributes).where(subscribers.c.email_key == "ana@example.org")
+        ).scalar_one()
     assert [tuple(r) for r in rows] == [
-        ("ana@example.org", "import", "people.csv", None, 0),
-        ("ion@example.org", "import", "people.csv", None, 0),
+        (
+            "ana@example.org",
+            "other",
+            "import",
+            "own.csv",
+            datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+            datetime(2025, 1, 2, 3, 10, tzinfo=UTC),
+        ),
     ]
+    assert not any(k.startswith("consent") for k in ana)

@@ -122,6 +122,11 @@ class SourceFormat:
     """Header names of the tool's bookkeeping columns that are not kept."""
 
     @property
+    def carries_consent(self) -> bool:
+        """The file says when people gave consent (or is another tool's export)."""
+        return bool(self.tool) or self.given_column is not None
+
+    @property
     def plain(self) -> bool:
         """Every row is a subscriber with nothing more to read (the fast path)."""
         return (

@@ -34,10 +34,13 @@ Decisions, stated once:
   in any order and again without changing anything. ``unsubscribed`` is about the list
   imported into (without a list: every list); ``bounced``, ``complained`` and ``blocked``
   are about every list.
-* Every subscription an import begins gets a consent record (source ``import``, detail the
-  tool and file) with the source tool's opt-in and confirm times when the file has them;
+* A file that carries consent -- a Mailchimp or listmonk export, or bulletin's own
+  ``export --consent`` -- gives every subscription it begins a consent record (source
+  ``import``, detail the tool and file) with the source tool's opt-in and confirm times;
   its text is unknown (``""``, version 0: the person agreed to another tool's text). The
-  client address only with ``store_ip``.
+  client address only with ``store_ip``. A plain CSV writes none: its subscription rows
+  already say which file they came from and when, and a record with no time and no text
+  would add nothing but a fifth of a million-row import's time.
 """
 
 from __future__ import annotations
@@ -269,9 +272,11 @@ def _attribute_columns(cmap: ColumnMap) -> list[tuple[int, str]]:
     return cols
 
 
-def _staging_table(attribute_count: int) -> sa.Table:
+def _staging_table(attribute_count: int, extended: bool) -> sa.Table:
     # One text column per attribute column of the file (empty = no value): cheaper than
-    # encoding a JSON object per row and decoding it again.
+    # encoding a JSON object per row and decoding it again. The columns of other tools'
+    # exports only when the file is one: a plain file stages what it always did.
+    extra = _EXTENDED if extended else ()
     return sa.Table(
         "bulletin_import_rows",
         sa.MetaData(),
@@ -282,17 +287,16 @@ def _staging_table(attribute_count: int) -> sa.Table:
         sa.Column("smtputf8", sa.Boolean, nullable=False),
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("language", sa.Text, nullable=False),
-        # What the row asks for, the consent's times (ISO, '' = unknown) and client address,
-        # listmonk's JSON attributes (cleaned, as a JSON object) and Mailchimp's tags.
-        sa.Column("status", sa.Text, nullable=False),
-        sa.Column("given_at", sa.Text, nullable=False),
-        sa.Column("confirmed_at", sa.Text, nullable=False),
-        sa.Column("ip", sa.Text, nullable=False),
-        sa.Column("extra", sa.Text, nullable=False),
-        sa.Column("tags", sa.Text, nullable=False),
+        *(sa.Column(name, sa.Text, nullable=False) for name in extra),
         *(sa.Column(f"attr_{i}", sa.Text, nullable=False) for i in range(attribute_count)),
         prefixes=["TEMPORARY"],
     )
+
+
+_EXTENDED = ("status", "given_at", "confirmed_at", "ip", "extra", "tags")
+"""Staged for a file with more than subscribers in it: what the row asks for, the consent's
+times (ISO, '' = unknown) and client address, listmonk's JSON attributes (cleaned, as a JSON
+object) and Mailchimp's tags."""
 
 
 class _RejectsWriter:
@@ -415,7 +419,7 @@ def import_file(
                     hint=f"Create it with --create-list or `bulletin lists create {list_slug}`.",
                 )
             attribute_keys = [key for _, key in _attribute_columns(cmap)]
-            staging = _staging_table(len(attribute_keys))
+            staging = _staging_table(len(attribute_keys), not fmt.plain)
             with conn.begin():
                 staging.drop(conn, checkfirst=True)  # left over by a crashed import
                 staging.create(conn)
@@ -473,7 +477,7 @@ def import_file(
                         source,
                         progress,
                         batch_size,
-                        f"{fmt.tool} {path.name}".strip(),
+                        f"{fmt.tool} {path.name}".strip() if fmt.carries_consent else None,
                     )
                 except BaseException:
                     trans.rollback()
@@ -516,6 +520,7 @@ def _stage(
 ) -> int:
     """Phase 1: validate every row; stage the valid ones. Returns how many were staged."""
     validate = AddressValidator(check_dns=check_dns)
+    plain = fmt.plain
     width = cmap.width
     email_i, name_i, lang_i = cmap.email, cmap.name, cmap.language
     first_i, last_i = cmap.first_name, cmap.last_name
@@ -585,13 +590,13 @@ def _stage(
         except InvalidField as exc:
             reject(line, str(exc), fields)
             continue
-        try:
-            status, given, confirmed, ip, extra, tag_text = _format_cells(
-                fmt, fields, store_ip, tags
-            )
-        except (FormatError, InvalidField, InvalidSubscriber) as exc:
-            reject(line, getattr(exc, "message", str(exc)), fields)
-            continue
+        more: tuple[str, ...] = ()
+        if not plain:
+            try:
+                more = _format_cells(fmt, fields, store_ip, tags)
+            except (FormatError, InvalidField, InvalidSubscriber) as exc:
+                reject(line, getattr(exc, "message", str(exc)), fields)
+                continue
         if cleaned:
             report.cleaned += 1
         if address.smtputf8:
@@ -605,12 +610,7 @@ def _stage(
                 address.smtputf8,
                 name,
                 language,
-                status,
-                given,
-                confirmed,
-                ip,
-                extra,
-                tag_text,
+                *more,
                 *values,
             )
         )
@@ -628,15 +628,10 @@ def _stage(
     return staged
 
 
-_PLAIN = ("subscribed", "", "", "", "", "")
-
-
 def _format_cells(
     fmt: SourceFormat, fields: list[str], store_ip: bool, tags: bool
 ) -> tuple[str, str, str, str, str, str]:
     """A row's status, consent times and address, extra attributes and tags, as staged."""
-    if fmt.plain:
-        return _PLAIN
     status = formats.row_status(fmt, fields)
     given = confirmed = ip = extra = tag_text = ""
     if fmt.given_column is not None:
@@ -663,14 +658,19 @@ def _usable(values: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in values.items() if attribute_key(k) not in ("", *RESERVED_KEYS)}
 
 
-def _merged_groups(rows: Iterable[Any], attribute_keys: list[str]) -> Iterator[_Merged]:
+def _merged_groups(
+    rows: Iterable[Any], attribute_keys: list[str], extended: bool
+) -> Iterator[_Merged]:
     """Consecutive staged rows with the same address merged: later non-empty values win,
     and the strongest status (an opt-out beats a subscribe in any order)."""
     current: _Merged | None = None
+    first = 13 if extended else 7
+    status, given, confirmed, ip, extra, tag_text = "subscribed", "", "", "", "", ""
     for row in rows:
         line, key, email, ascii_email, smtputf8, name, language = row[:7]
-        status, given, confirmed, ip, extra, tag_text = row[7:13]
-        attributes = {k: v for k, v in zip(attribute_keys, row[13:], strict=True) if v}
+        if extended:
+            status, given, confirmed, ip, extra, tag_text = row[7:13]
+        attributes = {k: v for k, v in zip(attribute_keys, row[first:], strict=True) if v}
         if extra:
             attributes = {**json.loads(extra), **attributes}
         tags = set(tag_text.split("\x1f")) if tag_text else set()
@@ -722,7 +722,7 @@ def _save(
     source: str,
     progress: ProgressCallback | None,
     batch_size: int,
-    consent_detail: str = "",
+    consent_detail: str | None = None,
 ) -> None:
     """Phase 2, inside the write transaction: merge the staged rows into the store."""
     list_id = _NO_LIST
@@ -740,7 +740,7 @@ def _save(
     done = 0
     # Closed on the way out even after an error: SQLite cannot drop a table with an open cursor.
     with conn.execute(query.execution_options(yield_per=batch_size)) as rows:
-        for merged in _merged_groups(rows, attribute_keys):
+        for merged in _merged_groups(rows, attribute_keys, "status" in staging.c):
             batch.append(merged)
             if len(batch) >= batch_size:
                 saver.apply(batch)
@@ -765,10 +765,12 @@ class _Saver:
         report: ImportReport,
         resubscribe: bool,
         source: str,
-        consent_detail: str = "",
+        consent_detail: str | None = None,
     ) -> None:
         self.conn = conn
-        self.consent_detail = consent_detail
+        # None: the file says nothing about consent, so no records are written.
+        self.write_consents = consent_detail is not None
+        consent_detail = consent_detail or ""
         self.blocked_domains = blocked_domain_set(conn)
         t, s, sub = staging.c, subscribers.c, subscriptions.c
         columns = (
@@ -1048,12 +1050,13 @@ class _Saver:
                     wide_history,
                 )
                 continue
-            domain = domain_of(m.key)
-            if domain in self.blocked_domains and (row is None or row.status == "active"):
-                report.suppressed += 1
-                if len(report.suppressed_sample) < SAMPLE:
-                    report.suppressed_sample.append((m.email, f"domain {domain} is blocked"))
-                continue
+            if self.blocked_domains and (row is None or row.status == "active"):
+                domain = domain_of(m.key)
+                if domain in self.blocked_domains:
+                    report.suppressed += 1
+                    if len(report.suppressed_sample) < SAMPLE:
+                        report.suppressed_sample.append((m.email, f"domain {domain} is blocked"))
+                    continue
             if row is None:
                 new.append(
                     (
@@ -1119,7 +1122,7 @@ class _Saver:
             if self.subscribe_new is not None:
                 if new:
                     conn.execute(self.subscribe_new, {"keys": [row[1] for row in new]})
-                if consent_new and self.consent_new is not None:
+                if consent_new and self.consent_new is not None and self.write_consents:
                     # Their consents too are made on the server from their addresses.
                     ms = list(consent_new.values())
                     conn.execute(
@@ -1157,14 +1160,15 @@ class _Saver:
         self.insert_unsubscribed.run([(sid,) for sid in unsubscribe_ids])
         self.insert_events.run(history)
         self.events_any_list.run(wide_history)
-        if self.consent_new is None:
-            consent_ids.extend((new_ids[key], m) for key, m in consent_new.items())
-        self.insert_consents.run(
-            [
-                (sid, self.list_id, _when(m.given), _when(m.confirmed), m.ip or None)
-                for sid, m in consent_ids
-            ]
-        )
+        if self.write_consents:
+            if self.consent_new is None:
+                consent_ids.extend((new_ids[key], m) for key, m in consent_new.items())
+            self.insert_consents.run(
+                [
+                    (sid, self.list_id, _when(m.given), _when(m.confirmed), m.ip or None)
+                    for sid, m in consent_ids
+                ]
+            )
         if tagged:
             ids = {**new_ids, **{k: r.id for k, r in existing.items()}}
             self._tag([(ids[m.key], m) for m in tagged])
@@ -1202,18 +1206,19 @@ class _Saver:
             if (sid, list_id) not in present
         ]
         self.insert_tag_subscriptions.run(rows)
-        self.insert_consents.run(
-            [
-                (
-                    sid,
-                    list_id,
-                    _when(merged[sid].given),
-                    _when(merged[sid].confirmed),
-                    merged[sid].ip or None,
-                )
-                for sid, list_id in rows
-            ]
-        )
+        if self.write_consents:
+            self.insert_consents.run(
+                [
+                    (
+                        sid,
+                        list_id,
+                        _when(merged[sid].given),
+                        _when(merged[sid].confirmed),
+                        merged[sid].ip or None,
+                    )
+                    for sid, list_id in rows
+                ]
+            )
         report.tagged += len(rows)
 
     def _tag_list(self, tag: str) -> int | None:
