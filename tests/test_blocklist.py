@@ -53,6 +53,7 @@ PEOPLE = (
     "Bogdan@SPAM.example,Bogdan\n"
     "cristi@example.org,Cristi\n"
     "dana@notspam.example,Dana\n"
+    "elena@mail.spam.example,Elena\n"
 )
 
 
@@ -78,19 +79,19 @@ def test_a_send_leaves_out_a_blocked_domain_and_a_blocked_address(
     lists = bulletin(workspace_dir, "lists")
     row = next(line for line in lists.output.splitlines() if line.startswith("news"))
     # subscribed, unsubscribed, bounced, complained, blocked, total
-    assert row.split()[-6:] == ["2", "0", "0", "0", "3", "5"], lists.output
+    assert row.split()[-6:] == ["2", "0", "0", "0", "4", "6"], lists.output
 
     sent = bulletin(workspace_dir, "send", SAMPLE_SLUG, "--list", "news", "--yes")
     assert sent.exit_code == 0, sent.output
     assert "Recipients   2 " in sent.output
-    # notspam.example shares the suffix, not the domain: it is not blocked.
+    # mail.spam.example is under the blocked domain; notspam.example only shares letters.
     assert sorted(by_recipient(server.messages)) == ["ana@example.org", "dana@notspam.example"]
 
     shown = bulletin(workspace_dir, "subscribers", "show", "bogdan@spam.example")
     assert "domain spam.example" in shown.output and "blocked" in shown.output
 
     listed = bulletin(workspace_dir, "subscribers", "blocked")
-    assert "spam.example" in listed.output and "  2  " in listed.output, listed.output
+    assert "spam.example" in listed.output and "  3  " in listed.output, listed.output
 
 
 def test_blocked_domain_refuses_add_and_import_until_unblocked(workspace_dir: Path) -> None:
@@ -102,10 +103,18 @@ def test_blocked_domain_refuses_add_and_import_until_unblocked(workspace_dir: Pa
     assert "the domain spam.example is blocked" in add.output
     assert "Traceback" not in add.output
 
+    path = write_csv(workspace_dir, "more.csv", "email\ny@spam.example\nz@sub.spam.example\n")
+    imported = bulletin(workspace_dir, "subscribers", "import", str(path), "--list", "news")
+    assert imported.exit_code == 0, imported.output
+    assert "skipped y@spam.example (domain spam.example is blocked)" in imported.output
+    assert "skipped z@sub.spam.example (domain spam.example is blocked)" in imported.output
     db = open_store(_url(workspace_dir))
     with db.connect() as conn:
+        assert subs.count(conn, "news", "all") == 0
         assert subs.is_blocked(conn, "anyone@spam.example")
         assert subs.is_blocked(conn, "Anyone@Spam.Example")
+        assert subs.is_blocked(conn, "anyone@lists.spam.example")
+        assert not subs.is_blocked(conn, "anyone@notspam.example")
         assert not subs.is_blocked(conn, "anyone@example.org")
         assert not subs.is_blocked(conn, "not an address")
 

@@ -91,6 +91,7 @@ from bulletin.store.subscribers import (
     MailingList,
     UnknownList,
     blocked_domain_set,
+    blocking_domain,
     check_slug,
     create_list,
     domain_of,
@@ -1051,8 +1052,8 @@ class _Saver:
                 )
                 continue
             if self.blocked_domains and (row is None or row.status == "active"):
-                domain = domain_of(m.key)
-                if domain in self.blocked_domains:
+                domain = blocking_domain(domain_of(m.key), self.blocked_domains)
+                if domain is not None:
                     report.suppressed += 1
                     if len(report.suppressed_sample) < SAMPLE:
                         report.suppressed_sample.append((m.email, f"domain {domain} is blocked"))

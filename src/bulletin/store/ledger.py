@@ -37,6 +37,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,7 +58,7 @@ from bulletin.store.schema import (
     utcnow,
     workers,
 )
-from bulletin.store.subscribers import domain_blocked, get_list
+from bulletin.store.subscribers import blocked_domain_set, domain_blocked, get_list
 
 OPEN_STATES = ("pending", "queued", "sending", "deferred")
 """States of a recipient the send still has to deal with."""
@@ -286,7 +287,9 @@ def sends_of_issue(
 # --- who a new send goes to ---------------------------------------------------------------
 
 
-def _eligible(issue_slug: str, slugs: Iterable[str], ids: Sequence[int]) -> sa.Select[Any]:
+def _eligible(
+    issue_slug: str, slugs: Iterable[str], ids: Sequence[int], blocked: AbstractSet[str]
+) -> sa.Select[Any]:
     """Who a new send goes to: subscribed, active, not at a blocked domain; once each.
 
     Someone on several of the lists gets the issue once, through the list with the lowest
@@ -331,7 +334,7 @@ def _eligible(issue_slug: str, slugs: Iterable[str], ids: Sequence[int]) -> sa.S
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             subscribers.c.status == "active",
-            ~domain_blocked(subscribers.c.email_key),
+            ~domain_blocked(subscribers.c.email_key, blocked),
             ~sa.exists(earlier_list),
             ~sa.exists(other),
         )
@@ -342,7 +345,8 @@ def count_eligible(conn: Connection, issue_slug: str, slugs: Sequence[str]) -> t
     """``(recipients, covered)``: who a new send to the lists would go to, and how many
     members it leaves out because another send of the issue (to other lists) reached them."""
     ids = list(list_ids(conn, slugs).values())
-    eligible = _eligible(issue_slug, slugs, ids).subquery()
+    blocked = blocked_domain_set(conn)
+    eligible = _eligible(issue_slug, slugs, ids, blocked).subquery()
     n = int(conn.scalar(sa.select(sa.func.count()).select_from(eligible)) or 0)
     members = (
         sa.select(subscribers.c.id)
@@ -351,7 +355,7 @@ def count_eligible(conn: Connection, issue_slug: str, slugs: Sequence[str]) -> t
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             subscribers.c.status == "active",
-            ~domain_blocked(subscribers.c.email_key),
+            ~domain_blocked(subscribers.c.email_key, blocked),
         )
         .distinct()
         .subquery()
@@ -385,7 +389,7 @@ def iter_eligible(
 ) -> Iterator[EligibleRecipient]:
     """The recipients of a new send to the lists, by subscriber id, read in pages."""
     ids = list(list_ids(conn, slugs).values())
-    base = _eligible(issue_slug, slugs, ids).add_columns(
+    base = _eligible(issue_slug, slugs, ids, blocked_domain_set(conn)).add_columns(
         subscribers.c.name, subscribers.c.attributes
     )
     return _pages(conn, base, subscriptions.c.subscriber_id, page)
@@ -448,7 +452,9 @@ def create_send(
     assert pk is not None
     send_id = int(pk[0])
     refresh_statistics(conn, *RECIPIENT_TABLES)
-    eligible = _eligible(issue_slug, list_slugs, ids).subquery()
+    # The blocklist as it stands in this transaction; one blocked meanwhile is caught when
+    # its message is about to leave (promote's check).
+    eligible = _eligible(issue_slug, list_slugs, ids, blocked_domain_set(conn)).subquery()
     frozen = sa.select(
         sa.literal(send_id, sa.Integer),
         eligible.c.subscriber_id,

@@ -11,8 +11,9 @@ Rules that every path honours:
   complained, blocked) receives nothing from any list;
 * an address that unsubscribed, bounced or complained is never re-subscribed unless the caller
   says ``resubscribe=True``; ``blocked`` is never lifted by a subscribe;
-* an address at a blocked domain (``blocked_domains``) counts as blocked everywhere: it is
-  never sent to and never subscribed. :func:`is_blocked` answers for one address and
+* an address at a blocked domain (``blocked_domains``), or under one (blocking
+  ``example.org`` blocks ``mail.example.org``), counts as blocked everywhere: it is never
+  sent to and never subscribed. :func:`is_blocked` answers for one address and
   :func:`domain_blocked` is the same rule as a SQL condition; nothing else decides it.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -223,19 +225,24 @@ def create_list(conn: Connection, slug: str, name: str | None = None) -> Mailing
     return MailingList(int(new_id[0]), slug, clean or slug, now)
 
 
-def _effective(list_status: sa.ColumnElement[Any], global_status: sa.ColumnElement[Any]) -> Any:
+def _effective(
+    list_status: sa.ColumnElement[Any],
+    global_status: sa.ColumnElement[Any],
+    blocked: AbstractSet[str] | None = None,
+) -> Any:
     # An active address at a blocked domain is blocked (the rule of is_blocked).
     return sa.case(
         (list_status == "unsubscribed", "unsubscribed"),
         (global_status != "active", global_status),
-        (domain_blocked(subscribers.c.email_key), "blocked"),
+        (domain_blocked(subscribers.c.email_key, blocked), "blocked"),
         else_="subscribed",
     )
 
 
 def list_counts(conn: Connection) -> list[ListCounts]:
     """Every list with member counts by effective status, by slug."""
-    effective = _effective(subscriptions.c.status, subscribers.c.status).label("effective")
+    blocked = blocked_domain_set(conn)
+    effective = _effective(subscriptions.c.status, subscribers.c.status, blocked).label("effective")
     rows = conn.execute(
         sa.select(lists.c.id, effective, sa.func.count())
         .select_from(subscriptions.join(subscribers).join(lists))
@@ -273,18 +280,91 @@ def _domain_of_postgresql(element: _DomainOf, compiler: SQLCompiler, **kw: Any) 
     return f"split_part({compiler.process(element.clauses, **kw)}, '@', 2)"
 
 
-def domain_blocked(email_key: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
-    """SQL: the address ``email_key`` is at a blocked domain (the rule of :func:`is_blocked`).
+class _Under(FunctionElement[bool]):
+    """SQL: ``domain`` is ``blocked`` or a subdomain of it (``mail.example.org`` is under
+    ``example.org``; ``notexample.org`` is not)."""
+
+    type = sa.Boolean()
+    name = "domain_under"
+    inherit_cache = True
+
+
+@compiles(_Under)
+def _under_sqlite(element: _Under, compiler: SQLCompiler, **kw: Any) -> str:
+    domain, blocked = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({domain} = {blocked} OR substr({domain}, -length({blocked}) - 1) = '.' || {blocked})"
+
+
+@compiles(_Under, "postgresql")
+def _under_postgresql(element: _Under, compiler: SQLCompiler, **kw: Any) -> str:
+    domain, blocked = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({domain} = {blocked} OR right({domain}, length({blocked}) + 1) = '.' || {blocked})"
+
+
+class _Tail(FunctionElement[str]):
+    """SQL: the last ``n`` characters of a text, then the ``width`` characters before them."""
+
+    type = sa.Text()
+    name = "tail"
+    inherit_cache = False
+
+    def __init__(self, text: sa.ColumnElement[str], n: int, width: int = 0) -> None:
+        self.n, self.width = n, width
+        super().__init__(text)
+
+
+@compiles(_Tail)
+def _tail_sqlite(element: _Tail, compiler: SQLCompiler, **kw: Any) -> str:
+    text = compiler.process(element.clauses, **kw)
+    if element.width:
+        return f"substr({text}, -{element.n + element.width}, {element.width})"
+    return f"substr({text}, -{element.n})"
+
+
+@compiles(_Tail, "postgresql")
+def _tail_postgresql(element: _Tail, compiler: SQLCompiler, **kw: Any) -> str:
+    text = compiler.process(element.clauses, **kw)
+    if element.width:
+        return f"left(right({text}, {element.n + element.width}), {element.width})"
+    return f"right({text}, {element.n})"
+
+
+def domain_blocked(
+    email_key: sa.ColumnElement[str], domains: AbstractSet[str] | None = None
+) -> sa.ColumnElement[bool]:
+    """SQL: the address ``email_key`` is at (or under) a blocked domain: the rule of
+    :func:`is_blocked` for queries (sends, counts, exports).
 
     Stored addresses have exactly one ``@`` (the validator refuses quoted local parts), and
-    their domain is lower-case Unicode as ``blocked_domains`` keeps it, so an equality on
-    the primary key answers it: the send's freeze of a million recipients pays one index
-    probe per row into a table of a few rows.
+    their domain is lower-case Unicode as ``blocked_domains`` keeps it. Two forms:
+
+    * ``domains`` given (the blocklist as :func:`blocked_domain_set` read it, in the same
+      transaction): the key's last characters compared with the blocked domains of each
+      length, then the character before them (``@`` or ``.``). A few string operations a
+      row however long the blocklist, none when it is empty: for queries over a whole list
+      (the send's freeze of a million recipients).
+    * ``None``: a correlated EXISTS over ``blocked_domains``, two comparisons per blocked
+      domain a row, always current: for a handful of rows (a batch about to leave).
     """
+    if domains is not None:
+        if not domains:
+            return sa.false()
+        by_length: dict[int, list[str]] = {}
+        for d in domains:
+            by_length.setdefault(len(d), []).append(d)
+        return sa.or_(
+            *(
+                sa.and_(
+                    _Tail(email_key, n).in_(sorted(same)),
+                    _Tail(email_key, n, 1).in_(["@", "."]),
+                )
+                for n, same in sorted(by_length.items())
+            )
+        )
     return sa.exists(
         sa.select(sa.literal(1))
         .select_from(blocked_domains)
-        .where(blocked_domains.c.domain == _DomainOf(email_key))
+        .where(_Under(_DomainOf(email_key), blocked_domains.c.domain))
     )
 
 
@@ -293,16 +373,30 @@ def domain_of(email_key: str) -> str:
     return email_key.rpartition("@")[2]
 
 
+def blocking_domain(domain: str, blocked: AbstractSet[str]) -> str | None:
+    """The entry of ``blocked`` that blocks ``domain`` (itself or a parent), or None."""
+    while True:
+        if domain in blocked:
+            return domain
+        _, dot, rest = domain.partition(".")
+        if not dot:
+            return None
+        domain = rest
+
+
 def domain_is_blocked(conn: Connection, email_key: str) -> bool:
-    """Whether the domain of this address key is on the blocklist."""
+    """Whether the domain of this address key (or a parent domain) is on the blocklist."""
+    domain = domain_of(email_key)
+    labels = domain.split(".")
+    candidates = [".".join(labels[i:]) for i in range(len(labels))]
     found = conn.scalar(
-        sa.select(blocked_domains.c.domain).where(blocked_domains.c.domain == domain_of(email_key))
+        sa.select(blocked_domains.c.domain).where(blocked_domains.c.domain.in_(candidates)).limit(1)
     )
     return found is not None
 
 
 def blocked_domain_set(conn: Connection) -> frozenset[str]:
-    """Every blocked domain, for a bulk caller (an import) to test keys with :func:`domain_of`."""
+    """Every blocked domain, for a bulk caller (an import) to test with :func:`blocking_domain`."""
     return frozenset(conn.scalars(sa.select(blocked_domains.c.domain)))
 
 
@@ -340,9 +434,9 @@ def _domain_or_error(text: str) -> str:
 
 
 def _at_domain(domain: str) -> sa.ColumnElement[bool]:
-    # The key's domain equals ``domain``: LIKE on the suffix would also match
-    # "x@notexample.org" for "example.org", so the same split as domain_blocked.
-    return _DomainOf(subscribers.c.email_key) == domain
+    # The rule of domain_blocked for one domain (a LIKE on the key's end would also match
+    # "x@notexample.org" for "example.org").
+    return _Under(_DomainOf(subscribers.c.email_key), sa.literal(domain, sa.Text))
 
 
 def block_domain(conn: Connection, text: str, source: str) -> tuple[str, bool]:
@@ -399,18 +493,21 @@ def unblock_domain(conn: Connection, text: str, source: str) -> tuple[str, bool]
 
 def list_blocked_domains(conn: Connection) -> list[BlockedDomain]:
     """The blocked domains with how many stored addresses each holds, by domain."""
-    at = _DomainOf(subscribers.c.email_key)
     rows = conn.execute(sa.select(blocked_domains).order_by(blocked_domains.c.domain)).all()
-    counts = (
-        dict(
-            conn.execute(
-                sa.select(at, sa.func.count()).where(at.in_([r.domain for r in rows])).group_by(at)
-            ).all()
+    return [
+        BlockedDomain(
+            r.domain,
+            r.source,
+            r.created_at,
+            int(
+                conn.scalar(
+                    sa.select(sa.func.count()).select_from(subscribers).where(_at_domain(r.domain))
+                )
+                or 0
+            ),
         )
-        if rows
-        else {}
-    )
-    return [BlockedDomain(r.domain, r.source, r.created_at, counts.get(r.domain, 0)) for r in rows]
+        for r in rows
+    ]
 
 
 # --- subscribers ------------------------------------------------------------------------
@@ -920,16 +1017,16 @@ def count(conn: Connection, list_slug: str | None = None, status: str = "subscri
         .where(subscriptions.c.list_id == the_list.id)
     )
     if status != "all":
-        query = query.where(_status_filter(status))
+        query = query.where(_status_filter(status, blocked_domain_set(conn)))
     return int(conn.scalar(query) or 0)
 
 
-def _status_filter(status: str) -> sa.ColumnElement[bool]:
+def _status_filter(status: str, blocked: AbstractSet[str] | None = None) -> sa.ColumnElement[bool]:
     if status == "subscribed":
         return sa.and_(
             subscriptions.c.status == "subscribed",
             subscribers.c.status == "active",
-            ~domain_blocked(subscribers.c.email_key),
+            ~domain_blocked(subscribers.c.email_key, blocked),
         )
     if status == "unsubscribed":
         return sa.or_(
@@ -940,7 +1037,10 @@ def _status_filter(status: str) -> sa.ColumnElement[bool]:
             subscriptions.c.status == "subscribed",
             sa.or_(
                 subscribers.c.status == "blocked",
-                sa.and_(subscribers.c.status == "active", domain_blocked(subscribers.c.email_key)),
+                sa.and_(
+                    subscribers.c.status == "active",
+                    domain_blocked(subscribers.c.email_key, blocked),
+                ),
             ),
         )
     if status in ("bounced", "complained"):
@@ -958,7 +1058,8 @@ def members(
     the_list = get_list(conn, list_slug)
     where: list[sa.ColumnElement[bool]] = [subscriptions.c.list_id == the_list.id]
     if "all" not in statuses:
-        where.append(sa.or_(*(_status_filter(s) for s in statuses)))
+        blocked = blocked_domain_set(conn)
+        where.append(sa.or_(*(_status_filter(s, blocked) for s in statuses)))
     after = 0
     while True:
         rows = conn.execute(
@@ -982,6 +1083,7 @@ def recipients(conn: Connection, list_slug: str, *, after_id: int = 0) -> Iterat
     send engine can resume after a given id).
     """
     the_list = get_list(conn, list_slug)
+    blocked = blocked_domain_set(conn)
     after = after_id
     while True:
         rows = conn.execute(
@@ -999,7 +1101,7 @@ def recipients(conn: Connection, list_slug: str, *, after_id: int = 0) -> Iterat
                 subscriptions.c.list_id == the_list.id,
                 subscriptions.c.status == "subscribed",
                 subscribers.c.status == "active",
-                ~domain_blocked(subscribers.c.email_key),
+                ~domain_blocked(subscribers.c.email_key, blocked),
                 subscriptions.c.subscriber_id > after,
             )
             .order_by(subscriptions.c.subscriber_id)
