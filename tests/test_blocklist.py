@@ -81,6 +81,16 @@ def test_a_send_leaves_out_a_blocked_domain_and_a_blocked_address(
     # subscribed, unsubscribed, bounced, complained, blocked, total
     assert row.split()[-6:] == ["2", "0", "0", "0", "4", "6"], lists.output
 
+    counted = bulletin(
+        workspace_dir, "subscribers", "count", "--list", "news", "--status", "blocked"
+    )
+    assert counted.output.strip() == "4"
+    exported = bulletin(workspace_dir, "subscribers", "export", "--list", "news")
+    assert sorted(line.split(",")[0] for line in exported.output.splitlines()[1:]) == [
+        "ana@example.org",
+        "dana@notspam.example",
+    ]
+
     sent = bulletin(workspace_dir, "send", SAMPLE_SLUG, "--list", "news", "--yes")
     assert sent.exit_code == 0, sent.output
     assert "Recipients   2 " in sent.output
