@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     "newsletter-ro --create-list\n  bulletin subscribers show ion@example.ro",
 )
 def subscribers_group() -> None:
-    """Import, export, add, remove, unsubscribe, show and count subscribers.
+    """Import, export, add, remove, unsubscribe, block, show and count subscribers.
 
     Subscribers live in the database named by database.url in bulletin.toml (by default
     subscribers/bulletin.db). An address that unsubscribed, bounced or complained is never
@@ -40,11 +40,29 @@ def subscribers_group() -> None:
 
 @subscribers_group.command(
     "import",
-    epilog="Example:\n\n\b\n  bulletin subscribers import contacts.csv --list newsletter-ro "
-    "--create-list --dry-run",
+    epilog="Examples:\n\n\b\n  bulletin subscribers import contacts.csv --list newsletter-ro "
+    "--create-list --dry-run\n  bulletin subscribers import cleaned_members_export_1a2b.csv "
+    "--list newsletter-ro\n  bulletin subscribers import bounces.csv --status bounced",
 )
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--list", "list_slug", required=True, metavar="SLUG", help="List to import into.")
+@click.option(
+    "--list",
+    "list_slug",
+    metavar="SLUG",
+    help="List to import into (needed unless --status bounced, complained, blocked, or "
+    "unsubscribed from every list).",
+)
+@click.option(
+    "--status",
+    type=click.Choice(["unsubscribed", "bounced", "complained", "blocked"]),
+    help="Import every address as a suppression: unsubscribed from --list (from every list "
+    "without --list), or bounced, complained, blocked for every list.",
+)
+@click.option(
+    "--tags-as-lists",
+    is_flag=True,
+    help="Mailchimp exports: subscribe tagged people to a list per tag (created private).",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would happen; change nothing.")
 @click.option("--encoding", metavar="ENC", help="File encoding (default: detected).")
 @click.option("--create-list", is_flag=True, help="Create the list if it does not exist.")
@@ -64,7 +82,9 @@ def subscribers_group() -> None:
 def subscribers_import_cmd(
     ctx: Context,
     file: Path,
-    list_slug: str,
+    list_slug: str | None,
+    status: str | None,
+    tags_as_lists: bool,
     dry_run: bool,
     encoding: str | None,
     create_list: bool,
@@ -78,11 +98,20 @@ def subscribers_import_cmd(
     last name, language; any other column becomes an attribute usable in templates. Rows
     with an invalid address are written to a rejects file; the rest is imported in one
     transaction. Exits 1 if the file as a whole cannot be imported (nothing is changed).
+
+    Mailchimp audience exports (subscribed, unsubscribed, cleaned, non-subscribed files) and
+    listmonk subscriber exports are recognised: their opt-outs, bounces and blocklist stay
+    so, and opt-in times go into the consent records. No import ever subscribes an address
+    that unsubscribed, bounced, complained or is blocked.
     """
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from bulletin.store.importer import import_file
 
+    if list_slug is None and status in (None,):
+        raise click.UsageError("Give --list SLUG (or --status for a file of suppressions).")
+    privacy = getattr(ctx.workspace.config, "privacy", None)
+    store_ip = bool(getattr(privacy, "store_ip", False))
     engine = ctx.store()
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
     with Progress(
@@ -107,6 +136,9 @@ def subscribers_import_cmd(
             check_dns=check_dns,
             rejects_path=rejects,
             progress=on_progress,
+            status=status,
+            tags_as_lists=tags_as_lists,
+            store_ip=store_ip,
         )
     _print_import_report(report)
     if report.list_created:
@@ -120,7 +152,8 @@ def subscribers_import_cmd(
 
 
 def _print_import_report(report: ImportReport) -> None:
-    title = f"Import of {report.path.name} into {report.list_slug}"
+    where = f" into {report.list_slug}" if report.list_slug else ""
+    title = f"Import of {report.path.name}{where}"
     print_summary(title, report.summary_rows(), dry_run=report.dry_run, unit="rows")
     for note in report.notes():  # they quote the file's name and column names
         console.print(visible(note), soft_wrap=True)
@@ -239,16 +272,108 @@ def subscribers_unsubscribe_cmd(
 
 
 @subscribers_group.command(
+    "block",
+    epilog="Examples:\n\n\b\n  bulletin subscribers block spam@example.org\n"
+    "  bulletin subscribers block @spam.example",
+)
+@click.argument("targets", nargs=-1, required=True, metavar="EMAIL|@DOMAIN...")
+@pass_ctx
+def subscribers_block_cmd(ctx: Context, targets: tuple[str, ...]) -> None:
+    """Block addresses, or whole domains written as @example.org.
+
+    A blocked address or any address at a blocked domain is never sent to and never
+    subscribed again: not by an import, `subscribers add` or a signup form. Blocking an
+    address is for good; a domain can be unblocked with `bulletin subscribers unblock`.
+    """
+    from bulletin.store import operations
+
+    engine = ctx.store()
+    for target in targets:
+        what, new = operations.block(engine, target)
+        kind = "domain" if target.strip().startswith("@") else "address"
+        state = "Blocked" if new else "Already blocked:"
+        console.print(visible(f"{state} {kind} {what}."))
+
+
+@subscribers_group.command(
+    "unblock",
+    epilog="Example:\n\n\b\n  bulletin subscribers unblock @example.org",
+)
+@click.argument("domain", metavar="@DOMAIN")
+@pass_ctx
+def subscribers_unblock_cmd(ctx: Context, domain: str) -> None:
+    """Take a domain off the blocklist (addresses at it may be subscribed again).
+
+    Only domains: a blocked address stays blocked, because a block is an officer's decision
+    about a person and lifting it must not be one command away. Should the person ask to
+    receive mail again, remove the address (`bulletin subscribers remove`) and add it anew,
+    which leaves a record of who did it. Addresses at the domain that unsubscribed, bounced
+    or complained stay so.
+    """
+    from bulletin.store import operations
+
+    if not domain.strip().startswith("@"):
+        raise BulletinError(
+            f"{domain!r} is not a domain; only domains can be unblocked.",
+            hint="Write the domain as @example.org. A blocked address stays blocked; see "
+            "`bulletin subscribers unblock --help`.",
+        )
+    what, was = operations.unblock_domain(ctx.store(), domain)
+    if was:
+        console.print(visible(f"Unblocked domain {what}."))
+    else:
+        console.print(visible(f"Domain {what} was not blocked; nothing changed."))
+
+
+@subscribers_group.command(
+    "blocked",
+    epilog="Example:\n\n\b\n  bulletin subscribers blocked",
+)
+@pass_ctx
+def subscribers_blocked_cmd(ctx: Context) -> None:
+    """List the blocked domains (blocked addresses: `subscribers count --status blocked`)."""
+    from rich.table import Table
+
+    from bulletin.store import operations
+
+    rows = operations.blocked_domains(ctx.store())
+    if not rows:
+        console.print("No blocked domains.", markup=False)
+        return
+    table = Table("domain", "addresses", "blocked (UTC)", "by", box=None, header_style="bold")
+    for r in rows:
+        table.add_row(
+            visible(r.domain), f"{r.addresses:,}", f"{r.created_at:%Y-%m-%d %H:%M}", r.source
+        )
+    console.print(table)
+
+
+@subscribers_group.command(
     "show",
     epilog="Example:\n\n\b\n  bulletin subscribers show ion@example.ro",
 )
 @click.argument("email")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print everything stored about the person as JSON (an access request): subscriber, "
+    "subscriptions, consents, history, deliveries per send, pending sign-ups.",
+)
 @pass_ctx
-def subscribers_show_cmd(ctx: Context, email: str) -> None:
+def subscribers_show_cmd(ctx: Context, email: str, as_json: bool) -> None:
     """Show EMAIL's details, lists, statuses and history."""
     from rich.table import Table
 
     from bulletin.store import operations
+
+    if as_json:
+        import json
+
+        data = operations.personal_data(ctx.store(), email)
+        # Plain stdout, not rich: the person's own words must come out byte for byte.
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
 
     info = operations.details(ctx.store(), email)
     sub = info.subscriber
@@ -362,9 +487,15 @@ def subscribers_count_cmd(ctx: Context, list_slug: str | None, status: str) -> N
     type=click.Choice(["subscribed", "unsubscribed", "bounced", "complained", "blocked", "all"]),
     help="Members to export; repeat for several (default: subscribed).",
 )
+@click.option(
+    "--consent",
+    is_flag=True,
+    help="Add the latest consent of each member: consent_source, consent_given_at, "
+    "consent_confirmed_at, consent_version.",
+)
 @pass_ctx
 def subscribers_export_cmd(
-    ctx: Context, list_slug: str, output: Path | None, statuses: tuple[str, ...]
+    ctx: Context, list_slug: str, output: Path | None, statuses: tuple[str, ...], consent: bool
 ) -> None:
     """Export a list as CSV that `subscribers import` reads back unchanged.
 
@@ -377,11 +508,11 @@ def subscribers_export_cmd(
     wanted = statuses or ("subscribed",)
     engine = ctx.store()
     if output is None:
-        operations.export(engine, list_slug, sys.stdout, wanted)
+        operations.export(engine, list_slug, sys.stdout, wanted, consent=consent)
         return
     try:
         with open(output, "w", encoding="utf-8-sig", newline="") as f:
-            n = operations.export(engine, list_slug, f, wanted)
+            n = operations.export(engine, list_slug, f, wanted, consent=consent)
     except OSError as exc:
         raise BulletinError(f"Cannot write {output}: {exc.strerror}.") from None
     err_console.print(f"Exported {n:,} subscribers of {list_slug} to {output}.", markup=False)

@@ -37,6 +37,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,7 +58,7 @@ from bulletin.store.schema import (
     utcnow,
     workers,
 )
-from bulletin.store.subscribers import get_list
+from bulletin.store.subscribers import blocked_domain_set, domain_blocked, get_list
 
 OPEN_STATES = ("pending", "queued", "sending", "deferred")
 """States of a recipient the send still has to deal with."""
@@ -286,8 +287,10 @@ def sends_of_issue(
 # --- who a new send goes to ---------------------------------------------------------------
 
 
-def _eligible(issue_slug: str, slugs: Iterable[str], ids: Sequence[int]) -> sa.Select[Any]:
-    """Subscribed, globally active members of the lists, one row per subscriber.
+def _eligible(
+    issue_slug: str, slugs: Iterable[str], ids: Sequence[int], blocked: AbstractSet[str]
+) -> sa.Select[Any]:
+    """Who a new send goes to: subscribed, active, not at a blocked domain; once each.
 
     Someone on several of the lists gets the issue once, through the list with the lowest
     id. Someone who already got (or is getting) this issue from another send of it -- to
@@ -331,6 +334,7 @@ def _eligible(issue_slug: str, slugs: Iterable[str], ids: Sequence[int]) -> sa.S
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             subscribers.c.status == "active",
+            ~domain_blocked(subscribers.c.email_key, blocked),
             ~sa.exists(earlier_list),
             ~sa.exists(other),
         )
@@ -341,7 +345,8 @@ def count_eligible(conn: Connection, issue_slug: str, slugs: Sequence[str]) -> t
     """``(recipients, covered)``: who a new send to the lists would go to, and how many
     members it leaves out because another send of the issue (to other lists) reached them."""
     ids = list(list_ids(conn, slugs).values())
-    eligible = _eligible(issue_slug, slugs, ids).subquery()
+    blocked = blocked_domain_set(conn)
+    eligible = _eligible(issue_slug, slugs, ids, blocked).subquery()
     n = int(conn.scalar(sa.select(sa.func.count()).select_from(eligible)) or 0)
     members = (
         sa.select(subscribers.c.id)
@@ -350,6 +355,7 @@ def count_eligible(conn: Connection, issue_slug: str, slugs: Sequence[str]) -> t
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             subscribers.c.status == "active",
+            ~domain_blocked(subscribers.c.email_key, blocked),
         )
         .distinct()
         .subquery()
@@ -383,7 +389,7 @@ def iter_eligible(
 ) -> Iterator[EligibleRecipient]:
     """The recipients of a new send to the lists, by subscriber id, read in pages."""
     ids = list(list_ids(conn, slugs).values())
-    base = _eligible(issue_slug, slugs, ids).add_columns(
+    base = _eligible(issue_slug, slugs, ids, blocked_domain_set(conn)).add_columns(
         subscribers.c.name, subscribers.c.attributes
     )
     return _pages(conn, base, subscriptions.c.subscriber_id, page)
@@ -446,7 +452,9 @@ def create_send(
     assert pk is not None
     send_id = int(pk[0])
     refresh_statistics(conn, *RECIPIENT_TABLES)
-    eligible = _eligible(issue_slug, list_slugs, ids).subquery()
+    # The blocklist as it stands in this transaction; one blocked meanwhile is caught when
+    # its message is about to leave (promote's check).
+    eligible = _eligible(issue_slug, list_slugs, ids, blocked_domain_set(conn)).subquery()
     frozen = sa.select(
         sa.literal(send_id, sa.Integer),
         eligible.c.subscriber_id,
@@ -927,6 +935,7 @@ def _eligible_now(ids: Sequence[int], wanted: Sequence[int]) -> sa.ColumnElement
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             person.c.status == "active",
+            ~domain_blocked(person.c.email_key),
         )
     )
     return deliveries.c.subscriber_id.in_(current)
@@ -1269,6 +1278,7 @@ def still_eligible(conn: Connection, subscriber_ids: Iterable[int], ids: Sequenc
             subscriptions.c.list_id.in_(ids),
             subscriptions.c.status == "subscribed",
             subscribers.c.status == "active",
+            ~domain_blocked(subscribers.c.email_key),
         )
     )
     return {r.subscriber_id for r in rows}

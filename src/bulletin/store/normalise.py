@@ -284,6 +284,23 @@ def domain_name(text: str) -> str:
     return address.ascii_email.partition("@")[2]
 
 
+def address_domain(text: str) -> str:
+    """A domain as the store keeps it in addresses (lower-case, Unicode form: ``ștefan.ro``).
+
+    ``@example.org`` is accepted (how people write a domain to block). Raises
+    :class:`InvalidAddress` whose text continues a sentence that starts with the name.
+    """
+    text = text.strip()
+    text = text.removeprefix("@")
+    if not text or "@" in text:
+        raise InvalidAddress("is not a domain name like example.org")
+    try:
+        address = AddressValidator()("x@" + text)
+    except InvalidAddress as exc:
+        raise InvalidAddress(f"is not a domain name like example.org ({exc})") from None
+    return address.key.partition("@")[2]
+
+
 # --- one subscriber (subscribers add, a signup form) --------------------------------------
 
 

@@ -10,10 +10,11 @@ front end) to use instead of opening transactions itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy.engine import Engine
 
+from bulletin.store import person
 from bulletin.store import subscribers as subs
 from bulletin.store.consent import record_consent
 from bulletin.store.copy import CopyReport, copy_store, count_rows
@@ -90,10 +91,43 @@ def unsubscribe(
         return sub, subs.unsubscribe(conn, sub.id, list_slug, source)
 
 
+def block(engine: Engine, target: str, *, source: str = "cli") -> tuple[str, bool]:
+    """Block an address or (``@example.org``) a whole domain; what was blocked, and whether
+    it is new.
+
+    A blocked address is added to the store if it is not there, so that no later import or
+    form subscribes it.
+    """
+    with write_transaction(engine) as conn:
+        if target.strip().startswith("@"):
+            return subs.block_domain(conn, target, source)
+        already = subs.find_subscriber(conn, target)
+        sub = subs.suppress_address(conn, target, "blocked", source)
+        return sub.email, already is None or already.status != "blocked"
+
+
+def unblock_domain(engine: Engine, domain: str, *, source: str = "cli") -> tuple[str, bool]:
+    """Take a domain off the blocklist; the domain, and whether it was on it."""
+    with write_transaction(engine) as conn:
+        return subs.unblock_domain(conn, domain, source)
+
+
+def blocked_domains(engine: Engine) -> list[subs.BlockedDomain]:
+    """The blocked domains, with how many stored addresses each holds."""
+    with engine.begin() as conn:
+        return subs.list_blocked_domains(conn)
+
+
 def details(engine: Engine, email: str) -> subs.SubscriberDetails:
     """A subscriber with their lists and history, read in one snapshot."""
     with engine.begin() as conn:
         return subs.details(conn, email)
+
+
+def personal_data(engine: Engine, email: str) -> dict[str, Any]:
+    """Everything stored about a person (see :mod:`bulletin.store.person`), one snapshot."""
+    with engine.begin() as conn:
+        return person.personal_data(conn, email)
 
 
 def count(engine: Engine, list_slug: str | None, status: str) -> int:
@@ -102,10 +136,17 @@ def count(engine: Engine, list_slug: str | None, status: str) -> int:
         return subs.count(conn, list_slug, status)
 
 
-def export(engine: Engine, list_slug: str, out: TextIO, statuses: Sequence[str]) -> int:
+def export(
+    engine: Engine,
+    list_slug: str,
+    out: TextIO,
+    statuses: Sequence[str],
+    *,
+    consent: bool = False,
+) -> int:
     """Write a list's members as CSV (one snapshot for both passes); how many were written."""
     with engine.begin() as conn:
-        return export_csv(conn, list_slug, out, statuses=statuses)
+        return export_csv(conn, list_slug, out, statuses=statuses, consent=consent)
 
 
 def lists(engine: Engine) -> list[subs.ListCounts]:

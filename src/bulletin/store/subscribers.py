@@ -10,25 +10,35 @@ Rules that every path honours:
 * a subscriber whose global status is not ``active`` (unsubscribed from everything, bounced,
   complained, blocked) receives nothing from any list;
 * an address that unsubscribed, bounced or complained is never re-subscribed unless the caller
-  says ``resubscribe=True``; ``blocked`` is never lifted by a subscribe.
+  says ``resubscribe=True``; ``blocked`` is never lifted by a subscribe;
+* an address at a blocked domain (``blocked_domains``), or under one (blocking
+  ``example.org`` blocks ``mail.example.org``), counts as blocked everywhere: it is never
+  sent to and never subscribed. :func:`is_blocked` answers for one address and
+  :func:`domain_blocked` is the same rule as a SQL condition; nothing else decides it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from bulletin.errors import BulletinError
 from bulletin.store.consent import Consent, consents_of
 from bulletin.store.normalise import (
     AddressValidator,
+    InvalidAddress,
     InvalidField,
+    address_domain,
     address_key,
     clean_language,
     clean_name,
@@ -39,6 +49,7 @@ from bulletin.store.schema import (
     GLOBAL_STATUSES,
     OPT_IN_MODES,
     SUPPRESSED_STATUSES,
+    blocked_domains,
     consents,
     events,
     lists,
@@ -308,17 +319,24 @@ def _list_values(slug: str, settings: ListSettings, *, name: str | None) -> dict
     return values
 
 
-def _effective(list_status: sa.ColumnElement[Any], global_status: sa.ColumnElement[Any]) -> Any:
+def _effective(
+    list_status: sa.ColumnElement[Any],
+    global_status: sa.ColumnElement[Any],
+    blocked: AbstractSet[str] | None = None,
+) -> Any:
+    # An active address at a blocked domain is blocked (the rule of is_blocked).
     return sa.case(
         (list_status == "unsubscribed", "unsubscribed"),
-        (global_status == "active", "subscribed"),
-        else_=global_status,
+        (global_status != "active", global_status),
+        (domain_blocked(subscribers.c.email_key, blocked), "blocked"),
+        else_="subscribed",
     )
 
 
 def list_counts(conn: Connection) -> list[ListCounts]:
     """Every list with member counts by effective status, by slug."""
-    effective = _effective(subscriptions.c.status, subscribers.c.status).label("effective")
+    blocked = blocked_domain_set(conn)
+    effective = _effective(subscriptions.c.status, subscribers.c.status, blocked).label("effective")
     rows = conn.execute(
         sa.select(lists.c.id, effective, sa.func.count())
         .select_from(subscriptions.join(subscribers).join(lists))
@@ -332,6 +350,258 @@ def list_counts(conn: Connection) -> list[ListCounts]:
         by_status = {s: counts.get(row.id, {}).get(s, 0) for s in EFFECTIVE_STATUSES}
         result.append(ListCounts(row.slug, row.name, by_status, bool(row.public), row.opt_in))
     return result
+
+
+# --- the blocklist ----------------------------------------------------------------------
+
+
+class _DomainOf(FunctionElement[str]):
+    """The domain of an ``email_key`` in SQL: what follows its (only) ``@``."""
+
+    type = sa.Text()
+    name = "domain_of"
+    inherit_cache = True
+
+
+@compiles(_DomainOf)
+def _domain_of_sqlite(element: _DomainOf, compiler: SQLCompiler, **kw: Any) -> str:
+    arg = compiler.process(element.clauses, **kw)
+    return f"substr({arg}, instr({arg}, '@') + 1)"
+
+
+@compiles(_DomainOf, "postgresql")
+def _domain_of_postgresql(element: _DomainOf, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"split_part({compiler.process(element.clauses, **kw)}, '@', 2)"
+
+
+class _Under(FunctionElement[bool]):
+    """SQL: ``domain`` is ``blocked`` or a subdomain of it (``mail.example.org`` is under
+    ``example.org``; ``notexample.org`` is not)."""
+
+    type = sa.Boolean()
+    name = "domain_under"
+    inherit_cache = True
+
+
+@compiles(_Under)
+def _under_sqlite(element: _Under, compiler: SQLCompiler, **kw: Any) -> str:
+    domain, blocked = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({domain} = {blocked} OR substr({domain}, -length({blocked}) - 1) = '.' || {blocked})"
+
+
+@compiles(_Under, "postgresql")
+def _under_postgresql(element: _Under, compiler: SQLCompiler, **kw: Any) -> str:
+    domain, blocked = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({domain} = {blocked} OR right({domain}, length({blocked}) + 1) = '.' || {blocked})"
+
+
+class _Tail(FunctionElement[str]):
+    """SQL: the last ``n`` characters of a text, then the ``width`` characters before them."""
+
+    type = sa.Text()
+    name = "tail"
+    inherit_cache = False
+
+    def __init__(self, text: sa.ColumnElement[str], n: int, width: int = 0) -> None:
+        self.n, self.width = n, width
+        super().__init__(text)
+
+
+@compiles(_Tail)
+def _tail_sqlite(element: _Tail, compiler: SQLCompiler, **kw: Any) -> str:
+    text = compiler.process(element.clauses, **kw)
+    if element.width:
+        return f"substr({text}, -{element.n + element.width}, {element.width})"
+    return f"substr({text}, -{element.n})"
+
+
+@compiles(_Tail, "postgresql")
+def _tail_postgresql(element: _Tail, compiler: SQLCompiler, **kw: Any) -> str:
+    text = compiler.process(element.clauses, **kw)
+    if element.width:
+        return f"left(right({text}, {element.n + element.width}), {element.width})"
+    return f"right({text}, {element.n})"
+
+
+def domain_blocked(
+    email_key: sa.ColumnElement[str], domains: AbstractSet[str] | None = None
+) -> sa.ColumnElement[bool]:
+    """SQL: the address ``email_key`` is at (or under) a blocked domain: the rule of
+    :func:`is_blocked` for queries (sends, counts, exports).
+
+    Stored addresses have exactly one ``@`` (the validator refuses quoted local parts), and
+    their domain is lower-case Unicode as ``blocked_domains`` keeps it. Two forms:
+
+    * ``domains`` given (the blocklist as :func:`blocked_domain_set` read it, in the same
+      transaction): the key's last characters compared with the blocked domains of each
+      length, then the character before them (``@`` or ``.``). A few string operations a
+      row however long the blocklist, none when it is empty: for queries over a whole list
+      (the send's freeze of a million recipients).
+    * ``None``: a correlated EXISTS over ``blocked_domains``, two comparisons per blocked
+      domain a row, always current: for a handful of rows (a batch about to leave).
+    """
+    if domains is not None:
+        if not domains:
+            return sa.false()
+        by_length: dict[int, list[str]] = {}
+        for d in domains:
+            by_length.setdefault(len(d), []).append(d)
+        return sa.or_(
+            *(
+                sa.and_(
+                    _Tail(email_key, n).in_(sorted(same)),
+                    _Tail(email_key, n, 1).in_(["@", "."]),
+                )
+                for n, same in sorted(by_length.items())
+            )
+        )
+    return sa.exists(
+        sa.select(sa.literal(1))
+        .select_from(blocked_domains)
+        .where(_Under(_DomainOf(email_key), blocked_domains.c.domain))
+    )
+
+
+def domain_of(email_key: str) -> str:
+    """The domain of a stored address key, as ``blocked_domains`` keeps domains."""
+    return email_key.rpartition("@")[2]
+
+
+def blocking_domain(domain: str, blocked: AbstractSet[str]) -> str | None:
+    """The entry of ``blocked`` that blocks ``domain`` (itself or a parent), or None."""
+    while True:
+        if domain in blocked:
+            return domain
+        _, dot, rest = domain.partition(".")
+        if not dot:
+            return None
+        domain = rest
+
+
+def domain_is_blocked(conn: Connection, email_key: str) -> bool:
+    """Whether the domain of this address key (or a parent domain) is on the blocklist."""
+    domain = domain_of(email_key)
+    labels = domain.split(".")
+    candidates = [".".join(labels[i:]) for i in range(len(labels))]
+    found = conn.scalar(
+        sa.select(blocked_domains.c.domain).where(blocked_domains.c.domain.in_(candidates)).limit(1)
+    )
+    return found is not None
+
+
+def blocked_domain_set(conn: Connection) -> frozenset[str]:
+    """Every blocked domain, for a bulk caller (an import) to test with :func:`blocking_domain`."""
+    return frozenset(conn.scalars(sa.select(blocked_domains.c.domain)))
+
+
+def is_blocked(conn: Connection, email: str) -> bool:
+    """Whether ``email`` is blocked: the address itself, or its domain.
+
+    The one check for every way in (import, ``subscribers add``, a signup form) and the
+    rule behind :func:`domain_blocked`, which sends and counts use. A blocked address is
+    never subscribed and never sent to; only an officer lifts a domain block.
+    """
+    key = address_key(email)
+    if domain_is_blocked(conn, key):
+        return True
+    status = conn.scalar(sa.select(subscribers.c.status).where(subscribers.c.email_key == key))
+    return status == "blocked"
+
+
+@dataclass(frozen=True)
+class BlockedDomain:
+    """A domain on the blocklist, and how many stored addresses are at it."""
+
+    domain: str
+    source: str
+    created_at: datetime
+    addresses: int
+
+
+def _domain_or_error(text: str) -> str:
+    try:
+        return address_domain(text)
+    except InvalidAddress as exc:
+        raise BulletinError(
+            f"{text.strip()!r} {exc}.", hint="Write a domain as @example.org."
+        ) from None
+
+
+def _at_domain(domain: str) -> sa.ColumnElement[bool]:
+    # The rule of domain_blocked for one domain (a LIKE on the key's end would also match
+    # "x@notexample.org" for "example.org").
+    return _Under(_DomainOf(subscribers.c.email_key), sa.literal(domain, sa.Text))
+
+
+def block_domain(conn: Connection, text: str, source: str) -> tuple[str, bool]:
+    """Put a domain on the blocklist; ``(domain, newly blocked)``.
+
+    Every stored address at the domain gets a ``blocked`` event, so its history says why it
+    receives nothing (and a running send's watch for suppressions sees it at once).
+    """
+    domain = _domain_or_error(text)
+    if conn.scalar(sa.select(blocked_domains.c.domain).where(blocked_domains.c.domain == domain)):
+        return domain, False
+    now = utcnow()
+    conn.execute(blocked_domains.insert().values(domain=domain, source=source, created_at=now))
+    conn.execute(
+        events.insert().from_select(
+            ["subscriber_id", "kind", "detail", "source", "at"],
+            sa.select(
+                subscribers.c.id,
+                sa.literal("blocked", sa.String),
+                sa.literal(f"domain {domain}", sa.Text),
+                sa.literal(source, sa.Text),
+                sa.literal(now, events.c.at.type),
+            ).where(_at_domain(domain)),
+        )
+    )
+    return domain, True
+
+
+def unblock_domain(conn: Connection, text: str, source: str) -> tuple[str, bool]:
+    """Take a domain off the blocklist; ``(domain, was blocked)``.
+
+    Addresses that are blocked themselves, or unsubscribed, bounced or complained, stay so:
+    only the domain's block is lifted.
+    """
+    domain = _domain_or_error(text)
+    gone = conn.execute(blocked_domains.delete().where(blocked_domains.c.domain == domain))
+    if not gone.rowcount:
+        return domain, False
+    now = utcnow()
+    conn.execute(
+        events.insert().from_select(
+            ["subscriber_id", "kind", "detail", "source", "at"],
+            sa.select(
+                subscribers.c.id,
+                sa.literal("unblocked", sa.String),
+                sa.literal(f"domain {domain}", sa.Text),
+                sa.literal(source, sa.Text),
+                sa.literal(now, events.c.at.type),
+            ).where(_at_domain(domain)),
+        )
+    )
+    return domain, True
+
+
+def list_blocked_domains(conn: Connection) -> list[BlockedDomain]:
+    """The blocked domains with how many stored addresses each holds, by domain."""
+    rows = conn.execute(sa.select(blocked_domains).order_by(blocked_domains.c.domain)).all()
+    return [
+        BlockedDomain(
+            r.domain,
+            r.source,
+            r.created_at,
+            int(
+                conn.scalar(
+                    sa.select(sa.func.count()).select_from(subscribers).where(_at_domain(r.domain))
+                )
+                or 0
+            ),
+        )
+        for r in rows
+    ]
 
 
 # --- subscribers ------------------------------------------------------------------------
@@ -483,6 +753,11 @@ def add_subscriber(
     )
     address, name, language = entry.address, entry.name, entry.language
     now = utcnow()
+    if domain_is_blocked(conn, address.key):
+        raise SubscriptionRefused(
+            f"{address.email}: the domain {domain_of(address.key)} is blocked; not subscribing it.",
+            hint="Blocked addresses are never subscribed (see `bulletin subscribers blocked`).",
+        )
     row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == address.key)).first()
     if row is None:
         sub_id = conn.execute(
@@ -836,18 +1111,33 @@ def count(conn: Connection, list_slug: str | None = None, status: str = "subscri
         .where(subscriptions.c.list_id == the_list.id)
     )
     if status != "all":
-        query = query.where(_status_filter(status))
+        query = query.where(_status_filter(status, blocked_domain_set(conn)))
     return int(conn.scalar(query) or 0)
 
 
-def _status_filter(status: str) -> sa.ColumnElement[bool]:
+def _status_filter(status: str, blocked: AbstractSet[str] | None = None) -> sa.ColumnElement[bool]:
     if status == "subscribed":
-        return sa.and_(subscriptions.c.status == "subscribed", subscribers.c.status == "active")
+        return sa.and_(
+            subscriptions.c.status == "subscribed",
+            subscribers.c.status == "active",
+            ~domain_blocked(subscribers.c.email_key, blocked),
+        )
     if status == "unsubscribed":
         return sa.or_(
             subscriptions.c.status == "unsubscribed", subscribers.c.status == "unsubscribed"
         )
-    if status in ("bounced", "complained", "blocked"):
+    if status == "blocked":
+        return sa.and_(
+            subscriptions.c.status == "subscribed",
+            sa.or_(
+                subscribers.c.status == "blocked",
+                sa.and_(
+                    subscribers.c.status == "active",
+                    domain_blocked(subscribers.c.email_key, blocked),
+                ),
+            ),
+        )
+    if status in ("bounced", "complained"):
         return sa.and_(subscriptions.c.status == "subscribed", subscribers.c.status == status)
     raise BulletinError(
         f"Unknown status {status!r}.",
@@ -862,7 +1152,8 @@ def members(
     the_list = get_list(conn, list_slug)
     where: list[sa.ColumnElement[bool]] = [subscriptions.c.list_id == the_list.id]
     if "all" not in statuses:
-        where.append(sa.or_(*(_status_filter(s) for s in statuses)))
+        blocked = blocked_domain_set(conn)
+        where.append(sa.or_(*(_status_filter(s, blocked) for s in statuses)))
     after = 0
     while True:
         rows = conn.execute(
@@ -886,6 +1177,7 @@ def recipients(conn: Connection, list_slug: str, *, after_id: int = 0) -> Iterat
     send engine can resume after a given id).
     """
     the_list = get_list(conn, list_slug)
+    blocked = blocked_domain_set(conn)
     after = after_id
     while True:
         rows = conn.execute(
@@ -903,6 +1195,7 @@ def recipients(conn: Connection, list_slug: str, *, after_id: int = 0) -> Iterat
                 subscriptions.c.list_id == the_list.id,
                 subscriptions.c.status == "subscribed",
                 subscribers.c.status == "active",
+                ~domain_blocked(subscribers.c.email_key, blocked),
                 subscriptions.c.subscriber_id > after,
             )
             .order_by(subscriptions.c.subscriber_id)
