@@ -165,3 +165,27 @@ def test_export_consent_columns_and_they_import_back(workspace_dir: Path) -> Non
     assert not any(k.startswith("consent") for k in data["subscriber"]["attributes"])
     other = [c for c in data["consents"] if c["list"] == "other"]
     assert [c["given_at"] for c in other] == ["2021-03-04T10:11:12+00:00"]
+
+
+def test_a_plain_csv_import_shows_where_and_when_each_subscription_began(
+    workspace_dir: Path,
+) -> None:
+    # A plain CSV carries no opt-in time or text: the consent shown is the subscription's own.
+    import json
+
+    from click.testing import CliRunner
+
+    from bulletin.cli import cli
+
+    csv = workspace_dir / "plain.csv"
+    csv.write_text("email,name\nioana@example.ro,Ioana Mureșan\n", encoding="utf-8")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    args = ["-w", str(workspace_dir), "subscribers"]
+    imported = runner.invoke(cli, [*args, "import", str(csv), "--list", "news", "--create-list"])
+    assert imported.exit_code == 0, imported.output
+    shown = runner.invoke(cli, [*args, "show", "ioana@example.ro", "--json"])
+    assert shown.exit_code == 0, shown.output
+    [consent] = json.loads(shown.stdout)["consents"]
+    assert consent["list"] == "news" and consent["source"] == "import"
+    assert consent["recorded"] is False and "plain.csv" in consent["detail"]
+    assert consent["given_at"]

@@ -20,7 +20,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bulletin.store.schema import consents, lists, utcnow
+from bulletin.store.schema import consents, lists, subscriptions, utcnow
 
 CONSENT_SOURCES = ("form", "preferences", "cli", "import")
 """Where a consent record comes from (``detail`` says more: the file, the tool)."""
@@ -41,6 +41,9 @@ class Consent:
     confirmed_at: datetime | None
     ip: str | None
     created_at: datetime
+    recorded: bool = True
+    """False for a subscription that began without a record (a plain CSV import, or before
+    consent records existed): what its subscription row says, shown as such."""
 
 
 def record_consent(
@@ -83,14 +86,20 @@ def record_consent(
 
 
 def consents_of(conn: Connection, subscriber_id: int) -> list[Consent]:
-    """Every consent record of a subscriber, oldest first (by list slug within a moment)."""
+    """Every consent of a subscriber, oldest first: one per subscription at least.
+
+    A subscription that began without a consent record -- a plain CSV import, which carries
+    no opt-in time or text (writing a row per imported person would slow a million-row
+    import by a fifth), or one made before records existed -- is given one read from its
+    subscription row (``recorded`` False): the source and time it began, no text.
+    """
     rows = conn.execute(
         sa.select(consents, lists.c.slug, lists.c.name.label("list_name"))
         .select_from(consents.join(lists))
         .where(consents.c.subscriber_id == subscriber_id)
         .order_by(consents.c.id)
     )
-    return [
+    found = [
         Consent(
             id=r.id,
             list_slug=r.slug,
@@ -106,3 +115,34 @@ def consents_of(conn: Connection, subscriber_id: int) -> list[Consent]:
         )
         for r in rows
     ]
+    covered = {c.list_slug for c in found}
+    unrecorded = conn.execute(
+        sa.select(
+            subscriptions.c.source,
+            subscriptions.c.created_at,
+            lists.c.slug,
+            lists.c.name.label("list_name"),
+        )
+        .select_from(subscriptions.join(lists))
+        .where(subscriptions.c.subscriber_id == subscriber_id)
+        .order_by(subscriptions.c.created_at, lists.c.slug)
+    )
+    derived = [
+        Consent(
+            id=0,
+            list_slug=r.slug,
+            list_name=r.list_name,
+            source="import" if r.source.startswith("import") else r.source or "unknown",
+            detail=f"{r.source} (no consent record: from the subscription)",
+            consent_text="",
+            consent_version=0,
+            given_at=r.created_at,
+            confirmed_at=None,
+            ip=None,
+            created_at=r.created_at,
+            recorded=False,
+        )
+        for r in unrecorded
+        if r.slug not in covered
+    ]
+    return sorted(derived + found, key=lambda c: (c.created_at, c.id))

@@ -99,6 +99,7 @@ def personal_data(conn: Connection, email: str) -> dict[str, Any]:
                 "confirmed_at": c.confirmed_at,
                 "ip": c.ip,
                 "created_at": c.created_at,
+                "recorded": c.recorded,
             }
         )
         for c in consents_of(conn, sub.id)

@@ -32,7 +32,6 @@ from sqlalchemy.engine import Connection
 from bulletin.store.consent import record_consent
 from bulletin.store.normalise import NormalisedSubscriber
 from bulletin.store.schema import (
-    blocked_domains,
     lists,
     signups,
     subscribers,
@@ -46,6 +45,7 @@ from bulletin.store.subscribers import (
     add_subscriber,
     find_list_by_id,
     get_subscriber_by_id,
+    is_blocked,
     record_event,
     unsubscribe,
 )
@@ -96,22 +96,6 @@ def _pending(row: Any) -> Pending:
         row.created_at,
         row.mailed_at,
     )
-
-
-def is_blocked(conn: Connection, email_key: str) -> bool:
-    """Whether an address is blocked, itself or by its domain (or a parent domain)."""
-    status = conn.scalar(
-        sa.select(subscribers.c.status).where(subscribers.c.email_key == email_key)
-    )
-    if status == "blocked":
-        return True
-    domain = email_key.rpartition("@")[2]
-    labels = domain.split(".")
-    candidates = [".".join(labels[i:]) for i in range(len(labels) - 1)] or [domain]
-    found = conn.scalar(
-        sa.select(blocked_domains.c.domain).where(blocked_domains.c.domain.in_(candidates)).limit(1)
-    )
-    return found is not None
 
 
 def _opted_out(conn: Connection, email_key: str, list_id: int) -> bool:
