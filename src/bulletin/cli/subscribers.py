@@ -430,7 +430,10 @@ def subscribers_show_cmd(ctx: Context, email: str, as_json: bool) -> None:
         title_justify="left",
     )
     for c in info.consents:
-        source = f"{c.source} ({c.detail})" if c.detail else c.source
+        if not c.recorded:
+            source = f"{c.detail.partition(' (')[0]}, no record"
+        else:
+            source = f"{c.source} ({c.detail})" if c.detail else c.source
         if c.ip:
             source += f", from {c.ip}"
         consents.add_row(
@@ -438,13 +441,13 @@ def subscribers_show_cmd(ctx: Context, email: str, as_json: bool) -> None:
             visible(source),
             f"{c.given_at:%Y-%m-%d %H:%M}" if c.given_at else "",
             f"{c.confirmed_at:%Y-%m-%d %H:%M}" if c.confirmed_at else "",
-            str(c.consent_version),
+            str(c.consent_version) if c.recorded else "",
             visible(c.consent_text),
         )
     if info.consents:
         console.print(consents)
     else:
-        console.print("Consent: no record (subscribed before consent records were kept).")
+        console.print("Consent: no record.")
 
 
 @subscribers_group.command(

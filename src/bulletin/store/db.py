@@ -30,6 +30,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def _sqlite_settings(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
         cursor = dbapi_connection.cursor()
         # First, so that a locked database waits here too instead of failing at once.
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _wal_mode(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA foreign_keys=ON")
         # NORMAL is durable across application crashes in WAL mode; only a power loss can
         # lose the last transactions, never corrupt the file.
@@ -85,6 +86,34 @@ def _sqlite_settings(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
         cursor.close()
 
     return on_connect
+
+
+def _wal_mode(cursor: Any, wait: float) -> None:
+    """Put the file in WAL mode (it stays so), riding out other processes doing the same.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is
+    locked" at once, without its busy handler, when another connection holds it -- or, in
+    the instant a second process is creating the WAL index, "disk I/O error". Many processes
+    opening a new file together (senders, serve and cron starting at once) meet that; they
+    wait their turn here. A file already in WAL mode needs no change, so later opens are a
+    single read of the mode. A real I/O error is raised after a few tries.
+    """
+    deadline = time.monotonic() + wait
+    io_errors = 0
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code == _SQLITE_IOERR:
+                io_errors += 1
+                if io_errors > 5:
+                    raise
+            elif code not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_begin(conn: Connection) -> None:
