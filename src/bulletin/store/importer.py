@@ -262,6 +262,18 @@ class _Merged:
     attributes: dict[str, str]
     rows: int = 1
 
+    def subscriber_values(self) -> tuple[Any, ...]:
+        """The new subscriber's column values, in the order the saver inserts them."""
+        return (
+            self.email,
+            self.key,
+            self.ascii_email,
+            self.smtputf8,
+            self.name,
+            self.language,
+            self.attributes,
+        )
+
 
 def _attribute_columns(cmap: ColumnMap) -> list[tuple[int, str]]:
     """(column index, attribute key) of every column stored as an attribute."""
@@ -1059,17 +1071,7 @@ class _Saver:
                         report.suppressed_sample.append((m.email, f"domain {domain} is blocked"))
                     continue
             if row is None:
-                new.append(
-                    (
-                        m.email,
-                        m.key,
-                        m.ascii_email,
-                        m.smtputf8,
-                        m.name,
-                        m.language,
-                        m.attributes,
-                    )
-                )
+                new.append(m.subscriber_values())
                 consent_new[m.key] = m
                 report.added += 1
                 if m.tags:
@@ -1255,18 +1257,7 @@ class _Saver:
         report, now = self.report, self.now
         if m.status == "unsubscribed":  # from the list imported into
             if row is None:
-                new_suppressed.append(
-                    (
-                        m.email,
-                        m.key,
-                        m.ascii_email,
-                        m.smtputf8,
-                        m.name,
-                        m.language,
-                        m.attributes,
-                        "active",
-                    )
-                )
+                new_suppressed.append((*m.subscriber_values(), "active"))
                 new_unsubscribed.add(m.key)
             elif row.status != "active" or on_list.get(row.id) == "unsubscribed":
                 report.unchanged += 1
@@ -1281,18 +1272,7 @@ class _Saver:
         status = "unsubscribed" if m.status == "unsubscribed-all" else m.status
         label = "unsubscribed from all" if m.status == "unsubscribed-all" else m.status
         if row is None:
-            new_suppressed.append(
-                (
-                    m.email,
-                    m.key,
-                    m.ascii_email,
-                    m.smtputf8,
-                    m.name,
-                    m.language,
-                    m.attributes,
-                    status,
-                )
-            )
+            new_suppressed.append((*m.subscriber_values(), status))
         elif _RANK.get(row.status, 0) >= _RANK[status]:
             report.unchanged += 1
             return
