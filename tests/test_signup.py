@@ -287,14 +287,15 @@ def test_the_answer_is_the_same_for_every_state_of_the_address(
 
 def test_confirmation_mail_headers_and_body(site: Signup, client: httpx.Client) -> None:
     address = new_address()
-    answer = client.post(
-        "/subscribe/stiri", data=form(address, name="Ștefan Țurcanu", language="ro")
-    )
+    # Anyone can post any address with any "name": the words typed on the form must not
+    # reach that inbox in our mail before its owner has confirmed.
+    lure = "Ștefan Țurcanu, sunați la 0700 000 000"
+    answer = client.post("/subscribe/stiri", data=form(address, name=lure, language="ro"))
     assert answer.status_code == 200
     message = site.wait_for_mail(address)
     assert message["From"] == "ClusterPoliSEE <newsletter@clusterpolisee.example.org>"
     assert message["Reply-To"] == "contact@clusterpolisee.example.org"
-    assert message["To"] == f"Ștefan Țurcanu <{address}>"
+    assert message["To"] == address
     assert message["Subject"] == "Confirmați abonarea la Știri ClusterPoliSEE"
     raw = next(m.data for m in site.relay.messages if address in m.rcpt_tos)
     assert b"Subject: =?utf-8?" in raw  # RFC 2047 on the wire, ș/ț intact once decoded
@@ -304,7 +305,8 @@ def test_confirmation_mail_headers_and_body(site: Signup, client: httpx.Client) 
     text = message.get_body(("plain",))
     html = message.get_body(("html",))
     assert text is not None and html is not None
-    assert "Bună ziua, Ștefan Țurcanu," in text.get_content()
+    assert "Bună ziua," in text.get_content()
+    assert "0700" not in text.get_content() and "0700" not in html.get_content()
     link = confirm_link(message)
     assert link in html.get_content()
     assert "7 zile" in text.get_content()

@@ -227,7 +227,10 @@ class Signups:
                 "confirm",
                 lang=pending.language or list_language(the_list, self.config),
                 to_email=pending.email,
-                to_name=pending.name,
+                # Not the name typed on the form: anyone can post any address with any
+                # "name", and it would reach that inbox in our mail (a phishing line, an
+                # insult). The person's own name is used once they have confirmed.
+                to_name="",
                 values={
                     "list_name": the_list.name,
                     "list_description": the_list.description,
