@@ -66,6 +66,13 @@ def test_init_creates_a_loadable_workspace(tmp_path: Path) -> None:
     assert (target / "out").is_dir()
     secrets = target / ".bulletin"
     assert secrets.is_dir() and stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    # Its signing key from birth (serve can sign sign-up confirmations before any send),
+    # owner-only, the one the send and serve then share.
+    key = secrets / "secret_key"
+    assert key.is_file() and stat.S_IMODE(key.stat().st_mode) == 0o600
+    from bulletin.tokens import load_keys
+
+    assert len(load_keys(ws, create=False)) == 1
     ignored = (target / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert "subscribers/*.db*" in ignored and ".bulletin/" in ignored
     assert result.sample_issue == SAMPLE_SLUG

@@ -207,6 +207,11 @@ def _write(root: Path, plan: Mapping[Path, Source]) -> list[Path]:
     secrets = root / ".bulletin"
     secrets.mkdir(mode=0o700, exist_ok=True)
     os.chmod(secrets, 0o700)
+    # The key that signs every link: made now, so serve (sign-up forms) and send share it
+    # from the start. Never committed (.gitignore); copy it to where serve runs.
+    from bulletin.tokens import create_key
+
+    create_key(secrets)
     return written
 
 

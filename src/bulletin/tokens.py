@@ -363,6 +363,15 @@ def _write_private(folder: Path, text: str) -> Path:
     return Path(name)
 
 
+def create_key(secrets_dir: Path) -> Path:
+    """Give a new workspace its signing key (``bulletin init``), so that ``bulletin serve``
+    can sign sign-up confirmations before anything was ever sent; kept if one exists."""
+    path = secrets_dir / KEY_FILE
+    if not path.exists():
+        _create_key_file(path)
+    return path
+
+
 def _create_key_file(path: Path) -> None:
     _private_dir(path.parent)
     tmp = _write_private(path.parent, _FILE_HEADER + secrets.token_urlsafe(32) + "\n")
