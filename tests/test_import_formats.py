@@ -390,3 +390,42 @@ def test_consent_records_come_from_files_that_carry_consent(workspace_dir: Path)
         ),
     ]
     assert not any(k.startswith("consent") for k in ana)
+
+
+def test_any_file_with_a_status_column_keeps_its_opt_outs(workspace_dir: Path) -> None:
+    # A spreadsheet from some other tool: its status column was stored as an attribute and
+    # every row subscribed, the unsubscribed and the blocklisted included.
+    assert bulletin(workspace_dir, "lists", "create", "news")[0] == 0
+    path = workspace_dir / "subscribers" / "din-alt-program.csv"
+    path.write_text(
+        "email,name,Status\n"
+        "abonat@example.ro,Ana Abonată,Subscribed\n"
+        "gol@example.ro,Fără Stare,\n"
+        "plecat@example.ro,Ion Plecat,unsubscribed\n"
+        "respins@example.ro,Maria Respinsă,bounced\n"
+        "interzis@example.ro,Dan Interzis,Blocklisted\n"
+        "neconfirmat@example.ro,Eva Neconfirmată,unconfirmed\n"
+        "ciudat@example.ro,Ștefan Ciudat,maybe later\n",
+        encoding="utf-8",
+    )
+    code, out = bulletin(workspace_dir, "subscribers", "import", str(path), "--list", "news")
+    assert code == 0, out
+    assert receiving(workspace_dir) == {"abonat@example.ro", "gol@example.ro"}
+    found = state(workspace_dir)
+    assert found["plecat@example.ro"] == ("active", "unsubscribed")
+    assert found["respins@example.ro"][0] == "bounced"
+    assert found["interzis@example.ro"][0] == "blocked"
+    assert "neconfirmat@example.ro" not in found
+    # A word it cannot read subscribes nobody: the row is rejected with the reason.
+    assert "ciudat@example.ro" not in found
+    rejects = (path.parent / "din-alt-program.rejects.csv").read_text(encoding="utf-8")
+    assert "maybe later" in rejects and "not a status bulletin knows" in rejects
+    # The status is not kept as an attribute.
+    db = open_store(wsm.load(workspace_dir).database_url())
+    with db.connect() as conn:
+        attrs = conn.scalar(
+            sa.select(subscribers.c.attributes).where(
+                subscribers.c.email_key == "abonat@example.ro"
+            )
+        )
+    assert "status" not in {k.lower() for k in attrs}

@@ -109,6 +109,9 @@ class SourceFormat:
     status: ImportStatus = "subscribed"
     """The status of every row, unless ``status_column`` says otherwise."""
     status_column: int | None = None
+    status_values: str = "listmonk"
+    """How ``status_column`` is read: ``listmonk``'s words, or ``generic`` (any CSV with a
+    status column: the words other tools and spreadsheets use, see :data:`_GENERIC_STATUS`)."""
     list_status_column: int | None = None
     given_column: int | None = None
     confirmed_column: int | None = None
@@ -132,6 +135,7 @@ class SourceFormat:
         return (
             not self.tool
             and self.status == "subscribed"
+            and self.status_column is None
             and self.given_column is None
             and self.confirmed_column is None
         )
@@ -145,15 +149,22 @@ def detect(header: list[str], file_name: str) -> SourceFormat:
         return _listmonk(header, index)
     if "email address" in index and len(_MAILCHIMP_MARKERS & set(index)) >= 2:
         return _mailchimp(header, index, file_name)
+    # Any other file with a status column: a column saying who opted out must never be
+    # stored as an attribute while everyone on the file is subscribed.
+    status = next((index[f] for f in _GENERIC_STATUS_HEADERS if f in index), None)
+    claimed = {status} if status is not None else set()
+    given = confirmed = None
     if "consent given at" in index:
         # `bulletin subscribers export --consent`: the times go back into consent records.
-        own = [index[f] for f in _OWN_CONSENT if f in index]
-        return SourceFormat(
-            given_column=index["consent given at"],
-            confirmed_column=index.get("consent confirmed at"),
-            claimed=frozenset(own),
-        )
-    return SourceFormat()
+        given, confirmed = index["consent given at"], index.get("consent confirmed at")
+        claimed |= {index[f] for f in _OWN_CONSENT if f in index}
+    return SourceFormat(
+        status_column=status,
+        status_values="generic",
+        given_column=given,
+        confirmed_column=confirmed,
+        claimed=frozenset(claimed),
+    )
 
 
 def _mailchimp(header: list[str], index: dict[str, int], file_name: str) -> SourceFormat:
@@ -229,9 +240,38 @@ _LISTMONK_LIST_STATUS = {
 }
 
 
+_GENERIC_STATUS_HEADERS = ("status", "subscription status", "subscriber status", "stare")
+"""Header names (folded) of a plain file's status column, first found wins."""
+
+_GENERIC_STATUS = {
+    **{w: "subscribed" for w in ("", "subscribed", "active", "enabled", "confirmed", "abonat")},
+    **{
+        w: "unsubscribed"
+        for w in ("unsubscribed", "opted out", "opt-out", "optout", "dezabonat", "inactive")
+    },
+    **{w: "bounced" for w in ("bounced", "cleaned", "hard bounce", "invalid")},
+    **{w: "complained" for w in ("complained", "complaint", "spam", "abuse")},
+    **{w: "blocked" for w in ("blocked", "blocklisted", "blacklisted", "banned")},
+    **{
+        w: "not-subscribed"
+        for w in ("disabled", "unconfirmed", "pending", "nonsubscribed", "non-subscribed")
+    },
+}
+"""A plain file's status words; an empty cell is a subscriber like a file without the column."""
+
+
 def row_status(fmt: SourceFormat, fields: list[str]) -> ImportStatus:
     """The status a row asks for."""
     status = fmt.status
+    if fmt.status_column is not None and fmt.status_values == "generic":
+        value = " ".join(fields[fmt.status_column].strip().lower().replace("_", " ").split())
+        if value not in _GENERIC_STATUS:
+            raise FormatError(
+                f"status {fields[fmt.status_column]!r} is not a status bulletin knows "
+                "(subscribed, unsubscribed, bounced, complained, blocked, unconfirmed...): "
+                "nobody is subscribed on a word it cannot read"
+            )
+        return _GENERIC_STATUS[value]
     if fmt.status_column is not None:
         value = fields[fmt.status_column].strip().lower()
         if value not in _LISTMONK_STATUS:
