@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from bulletin import workspace as ws
 from bulletin.store.consent import consents_of
 from bulletin.store.db import open_store, write_transaction
-from bulletin.store.schema import events, signups, subscribers, utcnow
+from bulletin.store.schema import blocked_domains, events, signups, subscribers, utcnow
 from bulletin.store.subscribers import (
     ListSettings,
     add_subscriber,
@@ -528,6 +528,26 @@ def test_every_message_links_its_reader_preferences_page(site: Signup) -> None:
         assert part is not None and values["preferences_url"] in part.get_content(), kind
     plain = message.get_body(("plain",))
     assert plain is not None and "Preferințele dumneavoastră:" in plain.get_content()
+
+
+def test_the_preferences_page_joins_no_list_once_the_domain_is_blocked(
+    site: Signup, client: httpx.Client
+) -> None:
+    # Subscribed first; the officer then blocks the whole domain.
+    domain = f"blocat{os.getpid()}.example"
+    address = f"ion@{domain}"
+    with write_transaction(site.engine) as conn:
+        sub_id = add_subscriber(conn, address, "stiri").subscriber.id
+        conn.execute(
+            blocked_domains.insert().values(domain=domain, source="test", created_at=utcnow())
+        )
+    url = "/preferences/" + site.signer.preferences_token(sub_id)
+    saved = client.post(url, data={"list": [str(list_id(site, "events-en"))]})
+    assert saved.status_code == 200, saved.text
+    found = state(site, address)
+    assert found is not None and "events-en" not in found[1], found
+    with site.engine.connect() as conn:
+        assert not [c for c in consents_of(conn, sub_id) if c.list_slug == "events-en"]
 
 
 def test_the_preferences_page_changes_lists_name_and_language(

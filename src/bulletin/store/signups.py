@@ -373,9 +373,10 @@ def apply_preferences(
     if changes.leave_all:
         unsubscribe(conn, sub.id, None, "web", detail="preferences: all lists")
         return preferences(conn, subscriber_id)
+    blocked = is_blocked(conn, sub.email)  # the address, or its domain since it subscribed
     for choice in page.choices:
         wanted = choice.list.id in changes.wanted
-        if wanted and not choice.subscribed and choice.list.public and sub.status != "blocked":
+        if wanted and not choice.subscribed and choice.list.public and not blocked:
             result = add_subscriber(
                 conn, sub.email, choice.list.slug, source="preferences", resubscribe=True
             )
