@@ -533,6 +533,22 @@ def _at_domain(domain: str) -> sa.ColumnElement[bool]:
     return _Under(_DomainOf(subscribers.c.email_key), sa.literal(domain, sa.Text))
 
 
+def _domain_event(conn: Connection, domain: str, kind: str, source: str) -> None:
+    """One history event for every stored address at (or under) ``domain``."""
+    conn.execute(
+        events.insert().from_select(
+            ["subscriber_id", "kind", "detail", "source", "at"],
+            sa.select(
+                subscribers.c.id,
+                sa.literal(kind, sa.String),
+                sa.literal(f"domain {domain}", sa.Text),
+                sa.literal(source, sa.Text),
+                sa.literal(utcnow(), events.c.at.type),
+            ).where(_at_domain(domain)),
+        )
+    )
+
+
 def block_domain(conn: Connection, text: str, source: str) -> tuple[str, bool]:
     """Put a domain on the blocklist; ``(domain, newly blocked)``.
 
@@ -542,20 +558,8 @@ def block_domain(conn: Connection, text: str, source: str) -> tuple[str, bool]:
     domain = _domain_or_error(text)
     if conn.scalar(sa.select(blocked_domains.c.domain).where(blocked_domains.c.domain == domain)):
         return domain, False
-    now = utcnow()
-    conn.execute(blocked_domains.insert().values(domain=domain, source=source, created_at=now))
-    conn.execute(
-        events.insert().from_select(
-            ["subscriber_id", "kind", "detail", "source", "at"],
-            sa.select(
-                subscribers.c.id,
-                sa.literal("blocked", sa.String),
-                sa.literal(f"domain {domain}", sa.Text),
-                sa.literal(source, sa.Text),
-                sa.literal(now, events.c.at.type),
-            ).where(_at_domain(domain)),
-        )
-    )
+    conn.execute(blocked_domains.insert().values(domain=domain, source=source, created_at=utcnow()))
+    _domain_event(conn, domain, "blocked", source)
     return domain, True
 
 
@@ -569,19 +573,7 @@ def unblock_domain(conn: Connection, text: str, source: str) -> tuple[str, bool]
     gone = conn.execute(blocked_domains.delete().where(blocked_domains.c.domain == domain))
     if not gone.rowcount:
         return domain, False
-    now = utcnow()
-    conn.execute(
-        events.insert().from_select(
-            ["subscriber_id", "kind", "detail", "source", "at"],
-            sa.select(
-                subscribers.c.id,
-                sa.literal("unblocked", sa.String),
-                sa.literal(f"domain {domain}", sa.Text),
-                sa.literal(source, sa.Text),
-                sa.literal(now, events.c.at.type),
-            ).where(_at_domain(domain)),
-        )
-    )
+    _domain_event(conn, domain, "unblocked", source)
     return domain, True
 
 
