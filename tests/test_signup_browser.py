@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,35 +20,19 @@ from click.testing import CliRunner
 from bulletin.cli import cli
 from bulletin.store.consent import consents_of
 from bulletin.store.subscribers import find_subscriber
-from conftest import CHROMIUM, CHROMIUM_ARGS
+from conftest import CHROMIUM
+from test_public_browser import browser, shots
 from test_signup import Signup, confirm_link, new_address, pending, site, state
 
 pytestmark = pytest.mark.browser
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 if not CHROMIUM.exists():  # pragma: no cover - the Makefile installs it
     pytest.skip("Debian chromium is not installed (make system-deps)", allow_module_level=True)
 
-__all__ = ["site"]  # the fixture, imported so this module gets a server of its own
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("BULLETIN_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+__all__ = ["browser", "shots", "site"]  # fixtures, imported: this module gets its own
 
 
 def open_page(browser: Browser, *, javascript: bool = True, locale: str = "ro-RO") -> Page:
