@@ -51,6 +51,7 @@ import os
 import re
 import stat
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,11 +125,25 @@ _PATTERN_HELP = {
 }
 
 
+_WORKSPACE_DEFAULTS: dict[str, Callable[[Workspace], str]] = {
+    "language": lambda ws: ws.config.newsletter.language,
+}
+"""Issue keys that may be left out of issue.yaml, with where their value comes from.
+
+The one place deciding them: ``language`` is ``newsletter.language`` from bulletin.toml.
+"""
+
+
 def list_issues(workspace: Workspace) -> list[str]:
     """Slugs of the folders under ``issues/`` that hold an issue.yaml, sorted."""
     if not workspace.issues_dir.is_dir():
         return []
     return sorted(p.name for p in workspace.issues_dir.iterdir() if (p / ISSUE_FILE).is_file())
+
+
+def workspace_defaults(workspace: Workspace) -> dict[str, str]:
+    """The values issue.yaml takes from the workspace for the keys it leaves out."""
+    return {key: value(workspace) for key, value in _WORKSPACE_DEFAULTS.items()}
 
 
 def load_issue(workspace: Workspace, issue_dir: Path) -> LoadedIssue:
@@ -177,6 +192,9 @@ def load_issue(workspace: Workspace, issue_dir: Path) -> LoadedIssue:
 
     builder = _Builder(workspace, issue_dir, rel)
     data = builder.build_document(root)
+    for key, value in workspace_defaults(workspace).items():
+        if data.get(key) is None:
+            data[key] = value
     # The plain-text version is read even when the schema fails, so its problems come too.
     text_override = None
     name = data.get("text_override")
@@ -485,7 +503,11 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, rel: str) -> Problem:
 
 
 def _not_a_mapping(root: Node | None, rel: str) -> Problem:
-    required = ", ".join(name for name, f in Issue.model_fields.items() if f.is_required())
+    required = ", ".join(
+        name
+        for name, f in Issue.model_fields.items()
+        if f.is_required() and name not in _WORKSPACE_DEFAULTS
+    )
     if root is None:
         return Problem(
             f"the file is empty; an issue needs at least: {required}",

@@ -540,7 +540,8 @@ class Issue(_Model):
     date: dt.date = Field(description="Issue date (YYYY-MM-DD).")
     language: str = Field(
         pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
-        description="BCP 47 language of the content, e.g. `ro` or `en`.",
+        description="BCP 47 language of the content, e.g. `ro` or `en` (optional: default "
+        "`newsletter.language` from bulletin.toml).",
     )
     template: str = Field(
         "default",
