@@ -71,6 +71,7 @@ from yaml.events import (
 )
 from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
+from bulletin.content import merge
 from bulletin.content.model import (
     MARKDOWN_MAX_ELEMENTS,
     SECTION_TYPES,
@@ -190,7 +191,7 @@ def load_issue(workspace: Workspace, issue_dir: Path) -> LoadedIssue:
     if not isinstance(root, MappingNode):
         raise fail([_not_a_mapping(root, rel)])
 
-    builder = _Builder(workspace, issue_dir, rel)
+    builder = _Builder(workspace, issue_dir, rel, text)
     data = builder.build_document(root)
     for key, value in workspace_defaults(workspace).items():
         if data.get(key) is None:
@@ -558,8 +559,9 @@ class _Finding:
 class _Builder:
     """Turn a composed YAML tree into plain data, recording the line of every data path."""
 
-    def __init__(self, workspace: Workspace, issue_dir: Path, rel: str) -> None:
+    def __init__(self, workspace: Workspace, issue_dir: Path, rel: str, source: str) -> None:
         self.workspace = workspace
+        self.source = source
         self.issue_dir = issue_dir
         self.rel = rel
         self.lines: dict[DataPath, int] = {}
@@ -593,7 +595,35 @@ class _Builder:
         if node.tag == _NULL_TAG:
             return None
         self.chars += len(node.value)
+        if "{{" in node.value:
+            self._check_merge_fields(node, path)
         return node.value
+
+    def _check_merge_fields(self, node: Node, path: DataPath) -> None:
+        """Report a ``{{ … }}`` that is not a merge field at its line and column."""
+        try:
+            merge.fields(node.value)
+        except merge.MergeFieldError as exc:
+            # The value is the scalar after YAML's folding and escapes: find the same "{{"
+            # (by its rank among the value's) in the text as written.
+            rank = node.value.count("{{", 0, exc.offset)
+            written = self.source[node.start_mark.index : node.end_mark.index]
+            at = -1
+            for _ in range(rank + 1):
+                at = written.find("{{", at + 1)
+                if at < 0:
+                    break
+            index = node.start_mark.index + at if at >= 0 else node.start_mark.index
+            line, column = _position(self.source, index)
+            self.findings.append(
+                _Finding(
+                    path,
+                    exc.message,
+                    line,
+                    "merge-field",
+                    location=Location(self.rel, line, column),
+                )
+            )
 
     def _mapping(self, node: MappingNode, path: DataPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -676,6 +706,14 @@ class _Builder:
         self.sources[path] = self.workspace.relpath(target)
         if counted:
             self.chars += len(text)
+            try:
+                merge.fields(text)
+            except merge.MergeFieldError as exc:
+                line, column = _position(text, exc.offset)
+                where = Location(self.sources[path], line, column)
+                self.findings.append(
+                    _Finding(path, exc.message, line, "merge-field", location=where)
+                )
         return text
 
 
@@ -693,6 +731,12 @@ def _file_reference(node: MappingNode) -> str | None:
     ):
         return str(value.value)
     return None
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of ``index`` in ``text``."""
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
 def _line(node: Node) -> int:
