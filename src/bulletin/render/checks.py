@@ -489,6 +489,34 @@ def check_cedilla(sources: _Sources, language: str) -> list[Problem]:
     return problems
 
 
+# --- Placeholders -------------------------------------------------------------------------------
+
+
+def check_placeholders(sources: _Sources) -> list[Problem]:
+    """Every placeholder ``bulletin new`` wrote that is still there (comments aside)."""
+    from bulletin.content.skeleton import PLACEHOLDER, PLACEHOLDER_URL
+
+    problems = []
+    for rel, text in sources.files:
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.lstrip().startswith("#"):
+                continue
+            for marker in (PLACEHOLDER, PLACEHOLDER_URL):
+                column = line.find(marker)
+                if column >= 0:
+                    problems.append(
+                        Problem(
+                            f"placeholder {marker} left by `bulletin new`: replace it with "
+                            "the issue's own text or address, or remove the line",
+                            Location(rel, number, column + 1),
+                            "warning",
+                            "check.placeholder",
+                        )
+                    )
+                    break
+    return problems
+
+
 # --- Personalisation ----------------------------------------------------------------------------
 
 _LINKS = frozenset({"unsubscribe_url", "view_online_url", "preferences_url"})
@@ -572,6 +600,7 @@ def check_issue(
     problems += check_unsubscribe(workspace, rendered)
     problems += check_subject(rendered, sources)
     problems += check_personalisation(workspace, rendered)
+    problems += check_placeholders(sources)
     problems += check_empty_sections(loaded, sources)
     problems += check_images(tags, loaded, sources)
     problems += check_links(tags, loaded, sources)
