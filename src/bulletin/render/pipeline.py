@@ -87,7 +87,9 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
         "view_online_url": view_online,
         "preferences_url": preferences,
         "lang": issue.language,
-        templating.STATE_KEY: templating.RenderState(issue.language, report),
+        templating.STATE_KEY: templating.RenderState(
+            issue.language, report, config.newsletter.timezone
+        ),
     }
     marked = _run_jinja(env, layout, context, files, summary, workspace)
     mjml, spans = sourcemap.strip_markers(marked, source_of)
