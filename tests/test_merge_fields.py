@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -169,7 +170,7 @@ def test_preview_render_fills_html_text_and_subject_with_the_sample_reader(
         assert "Acoladele se scriu {{ așa }}." in part
         assert "{{ first_name" not in part and "BULLETINSLOT" not in part
     assert "Pentru Ana Popescu" in html  # the preheader
-    assert rendered.subject_for(values) == "Ana, știrile din "
+    assert rendered.subject_for(values) == "Ana, știrile din"
     # Where no reader is known (the send plan), the subject shows the fields as written.
     assert rendered.subject == (
         '{{ first_name | default("Dragă cititor") }}, știrile din {{ attr.city }}'
@@ -273,3 +274,36 @@ def test_language_left_out_personalised_issue_renders_in_the_newsletter_language
     rendered = render_issue(ws, load_issue(ws, ws.issues_dir / "merge"))
     assert rendered.language == "en"
     assert '<html lang="en"' in rendered.html.fill(sample_values(ws, "merge"))
+
+
+# --- The preview and the archive -----------------------------------------------------------
+
+
+def test_the_preview_shows_merge_fields_filled_for_the_sample_reader(workspace_dir: Path) -> None:
+    from test_preview import preview_in_thread
+
+    issue_yaml = workspace_dir / "issues" / "2014-10-clusterpolisee-03" / "issue.yaml"
+    text = issue_yaml.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^subject: .*$", "subject: 'Salut, {{ first_name }}: știri'", text)
+    text = re.sub(r"(?m)^preheader: .*$", "preheader: 'Pentru {{ name }}'", text)
+    issue_yaml.write_text(text, encoding="utf-8")
+    with preview_in_thread(workspace_dir) as running:
+        summary = running.summary()
+        html = running.get("/email.html").text
+        plain = running.get("/email.txt").text
+    assert summary["email"]["subject"] == "Salut, Ana: știri"
+    assert summary["email"]["preheader"] == "Pentru Ana Popescu"
+    assert {"first_name", "name"} <= set(summary["email"]["slots"])
+    assert "Pentru Ana Popescu" in html and "{{" not in html
+    assert "BULLETINSLOT" not in html + plain
+
+
+def test_the_archive_lists_a_personal_subject_as_a_reader_without_values(
+    workspace_dir: Path,
+) -> None:
+    from bulletin.web.archive import Archive
+
+    write(workspace_dir, ISSUE)
+    archive = Archive(workspace.load(workspace_dir))
+    [entry] = [e for e in archive.entries() if e.slug == "merge"]
+    assert entry.subject == "Dragă cititor, știrile din"

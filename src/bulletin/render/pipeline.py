@@ -126,6 +126,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
         ),
         problems=tuple(problems),
         subject_template=CompiledTemplate.compile(issue.subject, registry, "text"),
+        preheader_template=CompiledTemplate.compile(issue.preheader, registry, "text"),
     )
 
 

@@ -447,7 +447,7 @@ class PreviewApp:
             sender = self.workspace.config.sender
             data["email"] = {
                 "subject": out.rendered.subject_for(values),
-                "preheader": out.rendered.preheader,
+                "preheader": out.rendered.preheader_for(values),
                 "from": f"{out.rendered.from_name} <{sender.from_email}>",
                 "reply_to": sender.reply_to,
                 "language": out.rendered.language,
