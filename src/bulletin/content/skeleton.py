@@ -248,7 +248,7 @@ def _kind(info: FieldInfo) -> tuple[str, type[BaseModel] | None]:
         return "model", annotation
     if annotation is HttpUrl:
         return "url", None
-    if annotation is dt.date:
+    if annotation is dt.date or _all_days(annotation):
         return "date", None
     if annotation is bool:
         return "bool", None
@@ -257,6 +257,14 @@ def _kind(info: FieldInfo) -> tuple[str, type[BaseModel] | None]:
     if "Markdown" in (info.description or ""):
         return "markdown", None
     return "text", None
+
+
+def _all_days(annotation: Any) -> bool:
+    """A union of day types (an event's day, or day and time)."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return False
+    args = typing.get_args(annotation)
+    return all(isinstance(a, type) and issubclass(a, dt.date) for a in args)
 
 
 def _unwrap(annotation: Any) -> Any:
