@@ -20,6 +20,7 @@ from bulletin.content.model import (
 from bulletin.errors import BulletinError, ContentError, Problem
 from bulletin.render import markdown as md
 from bulletin.workspace import Workspace
+from conftest import set_config
 
 SAMPLE_SLUG = "2014-10-clusterpolisee-03"
 YAML = "issues/x/issue.yaml"
@@ -268,7 +269,7 @@ def test_top_level_must_be_a_mapping(ws: Workspace) -> None:
     assert str(problem).endswith("got a list")
 
     [problem] = problems_of(ws, "# only a comment\n")
-    assert "the file is empty; an issue needs at least: subject, date, language" in str(problem)
+    assert "the file is empty; an issue needs at least: subject, date, sections" in str(problem)
 
 
 def test_duplicate_keys_reported_at_the_second_with_the_first_line(ws: Workspace) -> None:
@@ -770,3 +771,18 @@ def test_markdown_nested_beyond_the_limit_is_refused_at_its_line(ws: Workspace) 
         f"(referenced at {YAML}:6)",
     ]
     assert {p.code for p in problems} == {"markdown.depth"}
+
+
+def test_language_defaults_to_the_newsletter_language(workspace_dir: Path) -> None:
+    set_config(workspace_dir, "newsletter", language="en")
+    ws = workspace.load(workspace_dir)
+    without = MINIMAL.replace("language: ro\n", "")
+    assert load_issue(ws, write_issue(ws, without)).issue.language == "en"
+    # Written, it wins; written empty, it is left out.
+    assert load_issue(ws, write_issue(ws, MINIMAL)).issue.language == "ro"
+    empty = MINIMAL.replace("language: ro", "language:")
+    assert load_issue(ws, write_issue(ws, empty)).issue.language == "en"
+
+    set_config(workspace_dir, "newsletter", language="ro")
+    ws = workspace.load(workspace_dir)
+    assert load_issue(ws, write_issue(ws, without)).issue.language == "ro"

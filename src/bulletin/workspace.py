@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -63,6 +64,10 @@ class NewsletterConfig(_Section):
         description="Public address of `bulletin serve` (unsubscribe and view-online links).",
     )
     language: OneLine = Field("en", description="Default language of issues (BCP 47, e.g. `ro`).")
+    timezone: OneLine = Field(
+        "Europe/Bucharest",
+        description="Time zone of event times in issues (IANA name, e.g. `Europe/London`, `UTC`).",
+    )
     organisation: OneLine = Field("", description="Organisation line for the footer.")
     postal_address: OneLine = Field(
         "", description="Postal address for the footer (anti-spam laws)."
@@ -92,6 +97,17 @@ class NewsletterConfig(_Section):
             return normalise.clean_language(v) or "en"
         except normalise.InvalidField as exc:
             raise ValueError(f"{exc.reason}; {exc.hint[:1].lower()}{exc.hint[1:]}") from None
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v.strip())
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {v!r}; use an IANA name such as Europe/Bucharest or UTC"
+            ) from None
+        return v.strip()
 
     @field_validator("list_id")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -26,6 +27,65 @@ def init_cmd(directory: Path) -> None:
     console.print(f"Created a bulletin workspace in {result.root}", markup=False)
     console.print("Edit the placeholders marked EDIT in bulletin.toml, then run:", markup=False)
     console.print(f"  {result.next_commands(str(directory))}", markup=False, soft_wrap=True)
+
+
+@click.command(
+    "new",
+    epilog="Examples:\n\n\b\n  bulletin new 2014-11-clusterpolisee-04\n"
+    "  bulletin new 2014-11-clusterpolisee-04 --from 2014-10-clusterpolisee-03\n"
+    '  bulletin new 2014-11-news --title "Open Days 2014" --language en --date 2014-11-05',
+)
+@click.argument("slug")
+@click.option("--title", default=None, help="The subject line (default: a placeholder).")
+@click.option(
+    "--language", default=None, help="Language of the issue (default: newsletter.language)."
+)
+@click.option(
+    "--date",
+    "date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Issue date, YYYY-MM-DD (default: today).",
+)
+@click.option(
+    "--from",
+    "previous",
+    metavar="PREVIOUS_SLUG",
+    default=None,
+    help="Keep the sections (types, headings) and settings of an earlier issue.",
+)
+@pass_ctx
+def new_cmd(
+    ctx: Context,
+    slug: str,
+    title: str | None,
+    language: str | None,
+    date: datetime | None,
+    previous: str | None,
+) -> None:
+    """Start issue SLUG: issues/SLUG/issue.yaml with the next number and a skeleton.
+
+    Every section type is in it, commented, with its fields; what you must write is marked
+    [EDIT], and `bulletin check --strict SLUG` fails until none is left.
+    """
+    from bulletin.content.skeleton import new_issue
+
+    workspace = ctx.workspace
+    made = new_issue(
+        workspace,
+        slug,
+        subject=title,
+        language=language,
+        date=date.date() if date else None,
+        previous=previous,
+    )
+    based = f", sections from {made.based_on}" if made.based_on else ""
+    console.print(
+        f"Created {workspace.relpath(made.path)}: issue {made.number}, dated "
+        f"{made.date.isoformat()}{based}.",
+        markup=False,
+    )
+    console.print(f"Fill the [EDIT] placeholders, then: bulletin preview {slug}", markup=False)
 
 
 @click.command(
@@ -168,6 +228,7 @@ def render_cmd(
 
 COMMANDS = (
     init_cmd,
+    new_cmd,
     preview_cmd,
     check_cmd,
     render_cmd,

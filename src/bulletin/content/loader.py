@@ -51,6 +51,7 @@ import os
 import re
 import stat
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ from yaml.events import (
 )
 from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
+from bulletin.content import merge
 from bulletin.content.model import (
     MARKDOWN_MAX_ELEMENTS,
     SECTION_TYPES,
@@ -124,11 +126,25 @@ _PATTERN_HELP = {
 }
 
 
+_WORKSPACE_DEFAULTS: dict[str, Callable[[Workspace], str]] = {
+    "language": lambda ws: ws.config.newsletter.language,
+}
+"""Issue keys that may be left out of issue.yaml, with where their value comes from.
+
+The one place deciding them: ``language`` is ``newsletter.language`` from bulletin.toml.
+"""
+
+
 def list_issues(workspace: Workspace) -> list[str]:
     """Slugs of the folders under ``issues/`` that hold an issue.yaml, sorted."""
     if not workspace.issues_dir.is_dir():
         return []
     return sorted(p.name for p in workspace.issues_dir.iterdir() if (p / ISSUE_FILE).is_file())
+
+
+def workspace_defaults(workspace: Workspace) -> dict[str, str]:
+    """The values issue.yaml takes from the workspace for the keys it leaves out."""
+    return {key: value(workspace) for key, value in _WORKSPACE_DEFAULTS.items()}
 
 
 def load_issue(workspace: Workspace, issue_dir: Path) -> LoadedIssue:
@@ -175,8 +191,11 @@ def load_issue(workspace: Workspace, issue_dir: Path) -> LoadedIssue:
     if not isinstance(root, MappingNode):
         raise fail([_not_a_mapping(root, rel)])
 
-    builder = _Builder(workspace, issue_dir, rel)
+    builder = _Builder(workspace, issue_dir, rel, text)
     data = builder.build_document(root)
+    for key, value in workspace_defaults(workspace).items():
+        if data.get(key) is None:
+            data[key] = value
     # The plain-text version is read even when the schema fails, so its problems come too.
     text_override = None
     name = data.get("text_override")
@@ -485,7 +504,11 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, rel: str) -> Problem:
 
 
 def _not_a_mapping(root: Node | None, rel: str) -> Problem:
-    required = ", ".join(name for name, f in Issue.model_fields.items() if f.is_required())
+    required = ", ".join(
+        name
+        for name, f in Issue.model_fields.items()
+        if f.is_required() and name not in _WORKSPACE_DEFAULTS
+    )
     if root is None:
         return Problem(
             f"the file is empty; an issue needs at least: {required}",
@@ -536,8 +559,9 @@ class _Finding:
 class _Builder:
     """Turn a composed YAML tree into plain data, recording the line of every data path."""
 
-    def __init__(self, workspace: Workspace, issue_dir: Path, rel: str) -> None:
+    def __init__(self, workspace: Workspace, issue_dir: Path, rel: str, source: str) -> None:
         self.workspace = workspace
+        self.source = source
         self.issue_dir = issue_dir
         self.rel = rel
         self.lines: dict[DataPath, int] = {}
@@ -571,7 +595,35 @@ class _Builder:
         if node.tag == _NULL_TAG:
             return None
         self.chars += len(node.value)
+        if "{{" in node.value:
+            self._check_merge_fields(node, path)
         return node.value
+
+    def _check_merge_fields(self, node: Node, path: DataPath) -> None:
+        """Report a ``{{ … }}`` that is not a merge field at its line and column."""
+        try:
+            merge.fields(node.value)
+        except merge.MergeFieldError as exc:
+            # The value is the scalar after YAML's folding and escapes: find the same "{{"
+            # (by its rank among the value's) in the text as written.
+            rank = node.value.count("{{", 0, exc.offset)
+            written = self.source[node.start_mark.index : node.end_mark.index]
+            at = -1
+            for _ in range(rank + 1):
+                at = written.find("{{", at + 1)
+                if at < 0:
+                    break
+            index = node.start_mark.index + at if at >= 0 else node.start_mark.index
+            line, column = _position(self.source, index)
+            self.findings.append(
+                _Finding(
+                    path,
+                    exc.message,
+                    line,
+                    "merge-field",
+                    location=Location(self.rel, line, column),
+                )
+            )
 
     def _mapping(self, node: MappingNode, path: DataPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -654,6 +706,14 @@ class _Builder:
         self.sources[path] = self.workspace.relpath(target)
         if counted:
             self.chars += len(text)
+            try:
+                merge.fields(text)
+            except merge.MergeFieldError as exc:
+                line, column = _position(text, exc.offset)
+                where = Location(self.sources[path], line, column)
+                self.findings.append(
+                    _Finding(path, exc.message, line, "merge-field", location=where)
+                )
         return text
 
 
@@ -671,6 +731,12 @@ def _file_reference(node: MappingNode) -> str | None:
     ):
         return str(value.value)
     return None
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of ``index`` in ``text``."""
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
 def _line(node: Node) -> int:

@@ -28,6 +28,7 @@ from markdown_it.token import Token
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     HttpUrl,
@@ -356,19 +357,68 @@ class ListSection(_SectionBase):
             out.markdown(self.outro)
 
 
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DAY_TIME = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[ T]([0-9]{1,2}:[0-9]{2})$")
+
+
+def _day_or_time(value: object) -> object:
+    """``2014-10-08`` as a date, ``2014-10-08 09:00`` as a (naive) datetime."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if _DAY.match(text):
+        # The union would read a day as midnight of a datetime: a day stays a day.
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            raise PydanticCustomError("date_parsing", "not a real day") from None
+    m = _DAY_TIME.match(text)
+    if m:
+        try:
+            hour, minute = (int(part) for part in m.group(2).split(":"))
+            return dt.datetime.combine(dt.date.fromisoformat(m.group(1)), dt.time(hour, minute))
+        except ValueError as exc:
+            why = str(exc)
+    else:
+        why = "neither a day nor a day and a time"
+    raise PydanticCustomError(
+        "day_time",
+        "Expected a day YYYY-MM-DD or a day and time YYYY-MM-DD HH:MM, got {got} ({why})",
+        {"got": repr(text[:40]), "why": why},
+    )
+
+
+DayOrTime = Annotated[dt.datetime | dt.date, BeforeValidator(_day_or_time)]
+"""A day (``2014-10-08``) or a day and a time of day (``2014-10-08 09:00``), the time being
+wall-clock time in the workspace's ``newsletter.timezone``."""
+
+
+def day_of(value: dt.date) -> dt.date:
+    """The calendar day of a day or a day-and-time."""
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
 class Event(_Model):
     """One event in an events section."""
 
     title: Text = Field(description="Name of the event.")
-    start: dt.date = Field(description="First day (YYYY-MM-DD).")
-    end: dt.date | None = Field(None, description="Last day, if several.")
+    start: DayOrTime = Field(
+        description="First day (YYYY-MM-DD), or day and starting time (YYYY-MM-DD HH:MM) in "
+        "newsletter.timezone."
+    )
+    end: DayOrTime | None = Field(
+        None, description="Last day, or when it ends (YYYY-MM-DD HH:MM), if given."
+    )
     place: Text | None = Field(None, description="City, venue.")
     url: Url | None = Field(None, description="Page of the event.")
     description: Markdown | None = Field(None, description="Markdown description.")
 
     @model_validator(mode="after")
     def _dates(self) -> Event:
-        if self.end and self.end < self.start:
+        if self.end is None:
+            return self
+        both_times = isinstance(self.start, dt.datetime) and isinstance(self.end, dt.datetime)
+        if both_times and self.end < self.start or day_of(self.end) < day_of(self.start):
             raise ValueError("'end' is before 'start'")
         return self
 
@@ -540,7 +590,8 @@ class Issue(_Model):
     date: dt.date = Field(description="Issue date (YYYY-MM-DD).")
     language: str = Field(
         pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
-        description="BCP 47 language of the content, e.g. `ro` or `en`.",
+        description="BCP 47 language of the content, e.g. `ro` or `en` (optional: default "
+        "`newsletter.language` from bulletin.toml).",
     )
     template: str = Field(
         "default",

@@ -44,7 +44,7 @@ _SENTINEL = "X-Bulletin-Slot"
 _SENTINEL_RE = re.compile(rb"X-Bulletin-Slot: ([a-z-]+)\r\n")
 _TEXT_MARK = "BULLETINBODYTEXTX"
 _HTML_MARK = "BULLETINBODYHTMLX"
-_DYNAMIC = ("to", "date", "message-id", "list-unsubscribe")
+_DYNAMIC = ("to", "subject", "date", "message-id", "list-unsubscribe")
 _SEP = "\x00"
 _SOFT = b"=\r\n"
 _CRLF = b"\r\n"
@@ -244,6 +244,9 @@ class MessageTemplate:
         "_return_path",
         "_sign",
         "_date_cache",
+        "_subject_line",
+        "_subject_template",
+        "_subject_prefix",
     )
 
     def __init__(
@@ -261,9 +264,17 @@ class MessageTemplate:
         mailto: tuple[str, str] | None,
         return_path: str | None,
         sign: Signer | None,
+        subject_template: CompiledTemplate | None = None,
+        subject_prefix: str = "",
     ) -> None:
         self.slug = slug
         self.subject = subject
+        # A subject with merge fields is encoded per recipient (RFC 2047 words of its own
+        # value); one without is encoded once.
+        personal = subject_template is not None and bool(subject_template.slots)
+        self._subject_template = subject_template if personal else None
+        self._subject_prefix = subject_prefix
+        self._subject_line = b"" if personal else _subject_line(subject)
         self.from_email = from_email
         self._head = head
         self._text = text
@@ -299,6 +310,7 @@ class MessageTemplate:
             to = h.address_header("To", name, h.wire_address(email))
             msgid = h.check_msgid(message_id) if message_id else self.message_id_for(email)
             unsubscribe = self._list_unsubscribe(values)
+            subject = self._subject_line or self._personal_subject(values)
         except h.HeaderValueError as exc:
             raise InvalidRecipient(email, str(exc)) from None
         head = self._head
@@ -306,12 +318,14 @@ class MessageTemplate:
             head[0],
             to.encode("utf-8"),
             head[1],
-            self._date_line(date),
+            subject,
             head[2],
-            _msgid_line(msgid),
+            self._date_line(date),
             head[3],
-            unsubscribe,
+            _msgid_line(msgid),
             head[4],
+            unsubscribe,
+            head[5],
         ]
         try:
             self._text.render(values, out)
@@ -322,6 +336,15 @@ class MessageTemplate:
         out.append(self._tail)
         data = b"".join(out)
         return self._sign(data) if self._sign is not None else data
+
+    def subject_for(self, values: Mapping[str, str]) -> str:
+        """The subject one reader gets, merge fields filled."""
+        if self._subject_template is None:
+            return self.subject
+        return h.clean_text(self._subject_prefix + self._subject_template.fill(values))
+
+    def _personal_subject(self, values: Mapping[str, str]) -> bytes:
+        return _subject_line(self.subject_for(values))
 
     def message_id_for(self, recipient_email: str) -> str:
         """``<slug.hash@sender-domain>``: the same for the same issue and address, always.
@@ -414,6 +437,13 @@ def _token(values: Mapping[str, str]) -> str:
     return h.check_token(token)
 
 
+def _subject_line(subject: str) -> bytes:
+    # Not the standard library's Subject: its folder puts the space between two words
+    # outside adjacent encoded-words ("evenimente și știri" reads "șiștiri" in RFC 2047
+    # readers), and this issue's own subject triggers it.
+    return h.fold("Subject", h.text_pieces(subject)).encode("ascii")
+
+
 def _msgid_line(msgid: str) -> bytes:
     # Not folded even past 78 characters (the limit is a SHOULD; 998 is the MUST): some
     # threading code reads Message-ID from a single line.
@@ -458,10 +488,6 @@ def build_message_template(
     list_id = f"<{h.list_label(list_name or newsletter.name)}.{list_domain}>"
     static = {
         "from": h.address_header("From", from_name, from_email),
-        # Not the standard library's Subject: its folder puts the space between two words
-        # outside adjacent encoded-words ("evenimente și știri" reads "șiștiri" in RFC 2047
-        # readers), and this issue's own subject triggers it.
-        "subject": h.fold("Subject", h.text_pieces(subject)),
         "list-id": h.fold(
             "List-Id", [*h.phrase_pieces(h.sanitise_display_name(newsletter.name)), list_id]
         ),
@@ -532,4 +558,6 @@ def build_message_template(
         mailto=mailto,
         return_path=sender.return_path,
         sign=sign,
+        subject_template=rendered.subject_template,
+        subject_prefix=subject_prefix,
     )

@@ -19,10 +19,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from bulletin.content import merge
 from bulletin.content.loader import FILE_MAX_BYTES
 from bulletin.content.model import LoadedIssue
 from bulletin.errors import ContentError, Location, Problem, Severity, TemplateError
-from bulletin.render import sourcemap
+from bulletin.render import sourcemap, templating
 from bulletin.render.lint import lint_mjml
 from bulletin.render.slots import PREFIX, CompiledTemplate
 from bulletin.render.types import RenderedIssue
@@ -488,6 +489,94 @@ def check_cedilla(sources: _Sources, language: str) -> list[Problem]:
     return problems
 
 
+# --- Placeholders -------------------------------------------------------------------------------
+
+
+def check_placeholders(sources: _Sources) -> list[Problem]:
+    """Every placeholder ``bulletin new`` wrote that is still there (comments aside)."""
+    from bulletin.content.skeleton import PLACEHOLDER, PLACEHOLDER_URL
+
+    problems = []
+    for rel, text in sources.files:
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.lstrip().startswith("#"):
+                continue
+            for marker in (PLACEHOLDER, PLACEHOLDER_URL):
+                column = line.find(marker)
+                if column >= 0:
+                    problems.append(
+                        Problem(
+                            f"placeholder {marker} left by `bulletin new`: replace it with "
+                            "the issue's own text or address, or remove the line",
+                            Location(rel, number, column + 1),
+                            "warning",
+                            "check.placeholder",
+                        )
+                    )
+                    break
+    return problems
+
+
+# --- Personalisation ----------------------------------------------------------------------------
+
+_LINKS = frozenset({"unsubscribe_url", "view_online_url", "preferences_url"})
+"""Slots that are links, not what the reader is told about themselves (checked elsewhere)."""
+
+
+def check_personalisation(workspace: Workspace, rendered: RenderedIssue) -> list[Problem]:
+    """Whatever one part (HTML or text) personalises, the other must show too.
+
+    A reader whose client shows the text part would otherwise miss the greeting the HTML
+    has: the text is written from the content, a layout's additions reach only the HTML.
+    """
+    loaded = rendered.loaded
+    # The subject and the preheader reach the HTML (its title, the hidden preview line) but
+    # are not the text part's to repeat: every client shows the subject whatever part it shows.
+    headline = {
+        f.name
+        for text in (loaded.issue.subject, loaded.issue.preheader)
+        for f in merge.fields(text)
+    }
+    html_fields = rendered.html.slot_names - _LINKS - headline
+    text_fields = rendered.text.slot_names - _LINKS - headline
+    layout = workspace.relpath(
+        workspace.templates_dir / (loaded.issue.template + templating.LAYOUT_SUFFIX)
+    )
+    if loaded.text_override is not None and loaded.issue.text_override:
+        text_file = workspace.relpath(
+            (workspace.root / loaded.path).parent / loaded.issue.text_override
+        )
+    else:
+        text_file = ""
+    problems = []
+    for name in sorted(html_fields - text_fields):
+        hint = (
+            f"add it to {text_file}"
+            if text_file
+            else "write it in the content (a merge field "
+            "in Markdown reaches both parts) rather than in the layout only"
+        )
+        problems.append(
+            Problem(
+                f"the HTML part shows the reader's {name} but the plain-text part does not: {hint}",
+                Location(layout),
+                "warning",
+                "check.personalisation",
+            )
+        )
+    for name in sorted(text_fields - html_fields):
+        problems.append(
+            Problem(
+                f"the plain-text part shows the reader's {name} but the HTML part does not: "
+                f"add it to {layout} too",
+                Location(text_file or layout),
+                "warning",
+                "check.personalisation",
+            )
+        )
+    return problems
+
+
 # --- The whole check --------------------------------------------------------------------------
 
 
@@ -510,6 +599,8 @@ def check_issue(
     problems += check_size(html_size(workspace, rendered), Location(loaded.path))
     problems += check_unsubscribe(workspace, rendered)
     problems += check_subject(rendered, sources)
+    problems += check_personalisation(workspace, rendered)
+    problems += check_placeholders(sources)
     problems += check_empty_sections(loaded, sources)
     problems += check_images(tags, loaded, sources)
     problems += check_links(tags, loaded, sources)

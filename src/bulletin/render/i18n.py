@@ -8,6 +8,7 @@ comes from issue.yaml or bulletin.toml in the issue's language already.
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 
 DEFAULT_LANGUAGE = "en"
 
@@ -110,11 +111,50 @@ def format_date(day: dt.date, lang: str) -> str:
     return f"{day.day} {_months(lang)[day.month - 1]} {day.year}"
 
 
-def format_date_range(start: dt.date, end: dt.date | None, lang: str) -> str:
+def format_time(moment: dt.datetime, lang: str) -> str:
+    """A time of day as the language writes it: ``09:00`` (ro and fallback), ``9:00 am`` (en)."""
+    if base_language(lang) == "en":
+        hour = moment.hour % 12 or 12
+        return f"{hour}:{moment.minute:02d} {'am' if moment.hour < 12 else 'pm'}"
+    return f"{moment.hour:02d}:{moment.minute:02d}"
+
+
+def format_date_range(
+    start: dt.date, end: dt.date | None, lang: str, zone: str | None = None
+) -> str:
     """A date or a range, shortened where parts repeat: ``6–9 octombrie 2014``.
 
     Across months: ``30 septembrie – 2 octombrie 2014``; across years both dates in full.
+    Days with times (``datetime``) add them, with the abbreviation of ``zone`` (the
+    workspace's time zone, which the times are written in): ``8 octombrie 2014, 09:00–17:30
+    EEST``; on different days each day has its time.
     """
+    if not isinstance(start, dt.datetime):
+        return _days(start, _day(end), lang)
+    label = f" {_zone_name(start, zone)}" if zone else ""
+    first = format_time(start, lang)
+    if isinstance(end, dt.datetime) and end.date() == start.date():
+        return f"{format_date(start, lang)}, {first}{EN_DASH}{format_time(end, lang)}{label}"
+    if isinstance(end, dt.datetime):
+        return (
+            f"{format_date(start, lang)}, {first} {EN_DASH} "
+            f"{format_date(end, lang)}, {format_time(end, lang)}{label}"
+        )
+    return f"{_days(start.date(), _day(end), lang)}, {first}{label}"
+
+
+def _day(value: dt.date | None) -> dt.date | None:
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+def _zone_name(moment: dt.datetime, zone: str) -> str:
+    """``EEST`` for a summer day in Europe/Bucharest; the zone's own name when it has none."""
+    name = zoneinfo.ZoneInfo(zone).tzname(moment)
+    # Zones without an abbreviation report an offset such as "+04": say the place instead.
+    return name if name and name[0].isalpha() else zone
+
+
+def _days(start: dt.date, end: dt.date | None, lang: str) -> str:
     if end is None or end == start:
         return format_date(start, lang)
     months = _months(lang)

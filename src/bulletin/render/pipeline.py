@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from bulletin.content import merge
 from bulletin.content.model import LoadedIssue
 from bulletin.errors import Location, Problem, TemplateError
 from bulletin.render import compiler, sourcemap, templating
@@ -53,12 +54,14 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
     produces is invalid. Markdown problems that do not stop rendering (a relative link) are
     returned as warnings in ``problems``.
     """
-    issue = loaded.issue
     config = workspace.config
     registry = SlotRegistry()
     unsubscribe = registry.token("unsubscribe_url")
     view_online = registry.token("view_online_url")
     preferences = registry.token("preferences_url")
+    # Merge fields in content become slots like the templates' own, so the HTML, the text
+    # and the subject are personalised alike (the loader has refused any other "{{").
+    issue = merge.substitute_all(loaded.issue, lambda f: registry.token(f.name, f.fallback))
     problems: list[Problem] = []
     report = _reporter(loaded, problems)
     templates_dir = workspace.templates_dir
@@ -84,7 +87,9 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
         "view_online_url": view_online,
         "preferences_url": preferences,
         "lang": issue.language,
-        templating.STATE_KEY: templating.RenderState(issue.language, report),
+        templating.STATE_KEY: templating.RenderState(
+            issue.language, report, config.newsletter.timezone
+        ),
     }
     marked = _run_jinja(env, layout, context, files, summary, workspace)
     mjml, spans = sourcemap.strip_markers(marked, source_of)
@@ -109,8 +114,8 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
 
     return RenderedIssue(
         loaded=loaded,
-        subject=issue.subject,
-        preheader=issue.preheader,
+        subject=merge.substitute(loaded.issue.subject, _as_written),
+        preheader=merge.substitute(loaded.issue.preheader, _as_written),
         language=issue.language,
         from_name=issue.from_name or config.sender.from_name,
         html=CompiledTemplate.compile(html, registry, "html"),
@@ -120,7 +125,15 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
             replace(s, template=workspace.relpath(templates_dir / s.template)) for s in spans
         ),
         problems=tuple(problems),
+        subject_template=CompiledTemplate.compile(issue.subject, registry, "text"),
+        preheader_template=CompiledTemplate.compile(issue.preheader, registry, "text"),
     )
+
+
+def _as_written(field: merge.Field) -> str:
+    """A merge field shown as the author wrote it (send plans, the archive's list)."""
+    fallback = f' | default("{field.fallback}")' if field.fallback else ""
+    return f"{{{{ {field.name}{fallback} }}}}"
 
 
 def _reporter(loaded: LoadedIssue, problems: list[Problem]) -> Callable[[str, Any], None]:

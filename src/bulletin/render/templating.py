@@ -45,6 +45,8 @@ class RenderState:
 
     lang: str
     report: Callable[[str, Any], None] = field(default=lambda message, section: None)
+    zone: str | None = None
+    """The workspace's time zone (``newsletter.timezone``), which event times are in."""
 
 
 STATE_KEY = "_bulletin"
@@ -81,7 +83,8 @@ def date_filter(ctx: Context, value: dt.date | None, end: dt.date | None = None)
         return ""
     if not isinstance(value, dt.date):
         raise jinja2.TemplateRuntimeError(f"date filter needs a date, got {value!r}")
-    return i18n.format_date_range(value, end, _state(ctx).lang)
+    state = _state(ctx)
+    return i18n.format_date_range(value, end, state.lang, state.zone)
 
 
 @pass_context

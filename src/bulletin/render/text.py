@@ -50,7 +50,8 @@ def render_text(
     out.block([*md.underline(title, "="), *md.wrap(" · ".join(meta))])
 
     for section in issue.sections:
-        section.plain_text(_PlainText(out, lang, functools.partial(_report_at, report, section)))
+        warn = functools.partial(_report_at, report, section)
+        section.plain_text(_PlainText(out, lang, warn, news.timezone))
 
     footer: list[str] = [SEPARATOR]
     if news.reason:
@@ -75,10 +76,11 @@ def _report_at(report: Report, section: object, message: str) -> None:
 class _PlainText:
     """The plain-text layout sections write with (:class:`bulletin.content.model.PlainText`)."""
 
-    def __init__(self, out: md.TextWriter, lang: str, warn: md.Warn) -> None:
+    def __init__(self, out: md.TextWriter, lang: str, warn: md.Warn, zone: str | None) -> None:
         self.out = out
         self.lang = lang
         self.warn = warn
+        self.zone = zone
 
     def heading(self, text: str, level: int) -> None:
         self.out.heading(text, level)
@@ -110,7 +112,7 @@ class _PlainText:
         self.out.block(["* * *"])
 
     def date_range(self, start: dt.date, end: dt.date | None) -> str:
-        return i18n.format_date_range(start, end, self.lang)
+        return i18n.format_date_range(start, end, self.lang, self.zone)
 
     def translate(self, msgid: str) -> str:
         return i18n.translate(self.lang, msgid)

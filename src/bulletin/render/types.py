@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bulletin.content.model import LoadedIssue
@@ -35,6 +36,23 @@ class RenderedIssue:
     mjml_sources: tuple[SourceSpan, ...]
     problems: tuple[Problem, ...]
     """Lint findings from rendering (errors and warnings); callers decide what to do."""
+    subject_template: CompiledTemplate | None = None
+    """The subject with its merge fields as slots (``subject`` shows them as written)."""
+    preheader_template: CompiledTemplate | None = None
+    """The preheader likewise (the HTML holds it already filled per reader)."""
+
+    def subject_for(self, values: Mapping[str, str]) -> str:
+        """The subject one reader sees (merge fields filled from ``values``)."""
+        if self.subject_template is None:
+            return self.subject
+        # An empty value at an end leaves a space there; the mail header drops it too.
+        return self.subject_template.fill(values).strip()
+
+    def preheader_for(self, values: Mapping[str, str]) -> str:
+        """The preheader one reader sees (merge fields filled from ``values``)."""
+        if self.preheader_template is None:
+            return self.preheader
+        return self.preheader_template.fill(values).strip()
 
     @property
     def ok(self) -> bool:

@@ -160,11 +160,13 @@ class Archive:
                 result = _Render(fingerprint, None, None, exc)
             else:
                 issue = loaded.issue
-                entry = ArchiveEntry(slug, issue.subject, issue.date, issue.number, issue.language)
                 recipients = Words(issue.language)(
                     "archive.recipients", newsletter=self.workspace.config.newsletter.name
                 )
                 values = archive_values(self.workspace, slug, recipients)
+                # A subject with merge fields is listed as a reader without values sees it.
+                subject = rendered.subject_for(values)
+                entry = ArchiveEntry(slug, subject, issue.date, issue.number, issue.language)
                 html = _with_head_extra(rendered.html.fill(values)).encode("utf-8")
                 result = _Render(fingerprint, entry, html, None)
             self._cache[slug] = result

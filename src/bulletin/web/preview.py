@@ -446,8 +446,8 @@ class PreviewApp:
             text_bytes = len(out.rendered.text.fill(values).encode("utf-8"))
             sender = self.workspace.config.sender
             data["email"] = {
-                "subject": out.rendered.subject,
-                "preheader": out.rendered.preheader,
+                "subject": out.rendered.subject_for(values),
+                "preheader": out.rendered.preheader_for(values),
                 "from": f"{out.rendered.from_name} <{sender.from_email}>",
                 "reply_to": sender.reply_to,
                 "language": out.rendered.language,
