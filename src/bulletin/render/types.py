@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bulletin.content.model import LoadedIssue
 from bulletin.errors import Problem
+from bulletin.render.images import MailImage
 from bulletin.render.slots import CompiledTemplate
 
 
@@ -35,6 +36,8 @@ class RenderedIssue:
     mjml_sources: tuple[SourceSpan, ...]
     problems: tuple[Problem, ...]
     """Lint findings from rendering (errors and warnings); callers decide what to do."""
+    images: tuple[MailImage, ...] = ()
+    """The workspace images the HTML shows, prepared for mail (published with the archive)."""
 
     @property
     def ok(self) -> bool:
