@@ -47,19 +47,13 @@ TEMPLATE_VARIABLES = (
 """Names every layout can use (plus the filters markdown, date, month and ``_()``)."""
 
 
-def render_issue(
-    workspace: Workspace,
-    loaded: LoadedIssue,
-    *,
-    image_url: Callable[[str], str] | None = None,
-) -> RenderedIssue:
+def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
     """Compile an issue once into HTML and text with per-recipient slots.
 
-    Local images are prepared (:mod:`bulletin.render.images`) and shown at
-    ``image_url(name)``: by default their absolute address under ``newsletter.base_url``,
-    which mail and the archive use; the preview passes its own route to show them from disk.
-    An image that cannot be used raises :class:`~bulletin.errors.ContentError` at the line of
-    issue.yaml that names it.
+    Local images are prepared (:mod:`bulletin.render.images`) and shown at their published
+    address under ``newsletter.base_url`` (mail and the archive; the preview rewrites it to
+    show them from disk). An image that cannot be used raises
+    :class:`~bulletin.errors.ContentError` at the line of issue.yaml that names it.
 
     Raises :class:`~bulletin.errors.TemplateError` (located at a template file and line)
     when a template is missing, invalid or uses an undefined variable, or when the MJML it
@@ -67,11 +61,10 @@ def render_issue(
     returned as warnings in ``problems``.
     """
     config = workspace.config
-    if image_url is None:
-        base_url = config.newsletter.base_url
+    base_url = config.newsletter.base_url
 
-        def image_url(name: str) -> str:
-            return urls.image_url(base_url, name)
+    def image_url(name: str) -> str:
+        return urls.image_url(base_url, name)
 
     problems: list[Problem] = []
     issue, shown = _prepare_images(workspace, loaded, image_url, problems)
