@@ -71,7 +71,17 @@ POST: confirms it."""
 PREFERENCES = Page("preferences", "/preferences/{token}")
 """GET: a subscriber's public lists, name and language; POST: changes them."""
 
-PAGES = (UNSUBSCRIBE, ARCHIVE, ARCHIVE_ISSUE, IMAGE, STATIC, HEALTH, SUBSCRIBE, CONFIRM, PREFERENCES)
+PAGES = (
+    UNSUBSCRIBE,
+    ARCHIVE,
+    ARCHIVE_ISSUE,
+    IMAGE,
+    STATIC,
+    HEALTH,
+    SUBSCRIBE,
+    CONFIRM,
+    PREFERENCES,
+)
 """Every public page (the web app declares a route for each)."""
 
 PREVIEW_TOKEN = "preview"

@@ -59,9 +59,9 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from bulletin import urls
 from bulletin.content.loader import load_issue
 from bulletin.content.model import LoadedIssue
-from bulletin import urls
 from bulletin.errors import BulletinError, Problem
 from bulletin.listen import PortInUse, listen_socket
 from bulletin.render.checks import check_issue

@@ -80,8 +80,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulletin import urls
 from bulletin.errors import BulletinError
-from bulletin.render.images import content_type
 from bulletin.listen import listen_socket
+from bulletin.render.images import content_type
 from bulletin.signup.service import FormErrors, Signups, Submitted
 from bulletin.store.db import (
     DatabaseProblem,
