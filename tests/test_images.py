@@ -15,7 +15,7 @@ from PIL import Image
 
 from bulletin.cli import cli
 from bulletin.render.images import CACHE_DIR
-from conftest import SAMPLE_SLUG
+from conftest import SAMPLE_SLUG, set_config
 from smtpfaults import FaultServer
 from test_engine import KEY, parse
 from test_public import ServeProcess
@@ -248,3 +248,48 @@ def test_a_sent_message_shows_images_from_base_url_with_their_size(
     assert (attr(tag, "width"), attr(tag, "height")) == ("552", "828")
     assert attr(tag, "alt") == "Participanții la atelier"
     assert "atelier.jpg" not in html_part.get_content().replace(attr(tag, "src"), "")
+
+
+def test_a_logo_file_is_prepared_for_the_header_and_published(
+    workspace_dir: Path, tmp_path: Path
+) -> None:
+    logo_png(workspace_dir / "brand" / "sigla.png")
+    set_config(workspace_dir, "newsletter", logo="brand/sigla.png", logo_alt="Sigla ClusterPoliSEE")
+
+    result = bulletin(workspace_dir, "render", SAMPLE_SLUG, "-o", str(tmp_path / "a.html"))
+    built = bulletin(workspace_dir, "archive", "build", str(tmp_path / "site"))
+
+    assert result.exit_code == 0, result.output
+    (tag,) = shown_images((tmp_path / "a.html").read_text(encoding="utf-8"))
+    assert attr(tag, "alt") == "Sigla ClusterPoliSEE"
+    assert (attr(tag, "width"), attr(tag, "height")) == ("160", "64")
+    name = attr(tag, "src").removeprefix(BASE)
+    assert re.fullmatch(r"sigla-[0-9a-f]{8}\.png", name), name
+    with Image.open(workspace_dir / CACHE_DIR / name) as image:
+        assert image.size == (320, 128) and image.mode == "RGBA"
+    assert built.exit_code == 0, built.output
+    assert (tmp_path / "site" / "images" / name).is_file()
+
+
+def test_a_logo_url_still_works_and_a_missing_logo_file_is_located(
+    workspace_dir: Path, tmp_path: Path
+) -> None:
+    set_config(workspace_dir, "newsletter", logo_url="https://example.org/sigla.png")
+    result = bulletin(workspace_dir, "render", SAMPLE_SLUG, "-o", str(tmp_path / "a.html"))
+    assert result.exit_code == 0, result.output
+    assert 'src="https://example.org/sigla.png"' in (tmp_path / "a.html").read_text("utf-8")
+
+    set_config(workspace_dir, "newsletter", logo="brand/none.png")
+    line = next(
+        i
+        for i, text in enumerate(
+            (workspace_dir / "bulletin.toml").read_text("utf-8").split("\n"), 1
+        )
+        if text.startswith("logo =")
+    )
+    checked = bulletin(workspace_dir, "check", SAMPLE_SLUG)
+
+    assert checked.exit_code != 0
+    assert f"bulletin.toml:{line}" in checked.output, checked.output
+    assert "brand/none.png not found" in checked.output
+    assert "Traceback" not in checked.output

@@ -30,7 +30,7 @@ from bulletin.render import i18n as i18n_
 from bulletin.render.slots import CompiledTemplate, SlotRegistry, SubscriberProxy
 from bulletin.render.text import SEPARATOR, render_text
 from bulletin.render.types import RenderedIssue, SourceSpan
-from bulletin.workspace import Workspace
+from bulletin.workspace import CONFIG_NAME, Workspace, key_lines
 
 TEMPLATE_VARIABLES = (
     "issue",
@@ -43,6 +43,7 @@ TEMPLATE_VARIABLES = (
     "view_online_url",
     "preferences_url",
     "lang",
+    "logo",
 )
 """Names every layout can use (plus the filters markdown, date, month and ``_()``)."""
 
@@ -68,6 +69,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
 
     problems: list[Problem] = []
     issue, shown = _prepare_images(workspace, loaded, image_url, problems)
+    logo = _prepare_logo(workspace, image_url, problems, shown)
     registry = SlotRegistry()
     unsubscribe = registry.token("unsubscribe_url")
     view_online = registry.token("view_online_url")
@@ -96,6 +98,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
         "view_online_url": view_online,
         "preferences_url": preferences,
         "lang": issue.language,
+        "logo": logo,
         templating.STATE_KEY: templating.RenderState(issue.language, report),
     }
     marked = _run_jinja(env, layout, context, files, summary, workspace)
@@ -160,6 +163,39 @@ class ShownImage:
     width: int | None
     height: int | None
     url: Any
+
+
+def _prepare_logo(
+    workspace: Workspace,
+    image_url: Callable[[str], str],
+    problems: list[Problem],
+    shown: list[images.MailImage],
+) -> ShownImage | None:
+    """The header logo (``newsletter.logo``, else ``logo_url``) as templates show it."""
+    newsletter = workspace.config.newsletter
+    alt = newsletter.logo_alt or newsletter.name
+    src = newsletter.logo or newsletter.logo_url
+    if not src:
+        return None
+    if newsletter.logo is None or not images.is_local(src):
+        return ShownImage(src, alt, images.LOGO_WIDTH, None, None)
+    config = workspace.root / CONFIG_NAME
+    line = key_lines(config.read_text(encoding="utf-8")).get(("newsletter", "logo"))
+    where = Location(CONFIG_NAME, line)
+    try:
+        mail_image, warnings = images.prepare(
+            workspace.root, workspace.root, src, width=images.LOGO_WIDTH, where=where, field="logo"
+        )
+    except images.ImageProblem as exc:
+        raise ContentError(
+            [exc.problem],
+            summary="Cannot render: newsletter.logo cannot be used.",
+            hint="Set newsletter.logo to an image file in the workspace (relative to "
+            "bulletin.toml) or to an https URL.",
+        ) from None
+    problems.extend(warnings)
+    shown.append(mail_image)
+    return ShownImage(image_url(mail_image.name), alt, mail_image.width, mail_image.height, None)
 
 
 def _prepare_images(
