@@ -52,7 +52,7 @@ ARCHIVE = Page("archive", "/archive/")
 ARCHIVE_ISSUE = Page("archive-issue", "/archive/{slug}")
 """One issue as a web page: the "view online" link of every email."""
 
-IMAGE = Page("image", "/archive/images/{name}")
+IMAGE = Page("image", "/archive/images/{image}")
 """An issue's local image, prepared for mail (content-hashed name, cached for a year)."""
 
 STATIC = Page("static", "/static/{name}")
@@ -130,7 +130,7 @@ def view_online_url(base_url: str, slug: str) -> str:
 
 def image_url(base_url: str, name: str) -> str:
     """A prepared local image, as mail and archive pages show it."""
-    return IMAGE.url(base_url, name=name)
+    return IMAGE.url(base_url, image=name)
 
 
 def archive_url(base_url: str) -> str:

@@ -294,7 +294,7 @@ def build_archive(
     files = {out / "index.html": archive.index_page(), out / STYLESHEET: stylesheet()}
     files.update({out / slug / "index.html": html for slug, html in pages.items()})
     # The archive folder is published at /archive/, so OUT/images/ is urls.IMAGE's path.
-    image_dir = urls.IMAGE.path(name="").removeprefix(urls.ARCHIVE.path()).strip("/")
+    image_dir = urls.IMAGE.path(image="").removeprefix(urls.ARCHIVE.path()).strip("/")
     files.update({out / image_dir / name: path.read_bytes() for name, path in images.items()})
     try:
         for path, data in files.items():

@@ -792,7 +792,7 @@ class PublicApp:
         return HTMLResponse(body, headers=headers)
 
     async def archive_image(self, request: Request) -> Response:
-        image = await run_in_threadpool(self.archive.image, request.path_params["name"])
+        image = await run_in_threadpool(self.archive.image, request.path_params["image"])
         if image is None:
             return self.message("notfound", 404)
         # The name changes with the content, so the file at a name never changes.
