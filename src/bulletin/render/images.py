@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,9 +115,11 @@ def prepare(
         encoded, fmt = _process(data, width, src, where)
         cache.mkdir(parents=True, exist_ok=True)
         cached = cache / f"{stem}-{digest}{_SUFFIX[fmt]}"
-        tmp = cached.with_name(cached.name + ".tmp")
+        # A name of its own per writer, then an atomic rename: a preview, a send and the
+        # server may prepare the same image at once, and none reads half a file.
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(encoded)
-        tmp.replace(cached)  # atomic: a concurrent render never reads half a file
+        tmp.replace(cached)
         image = _measure(cached, width)
     warnings_: list[Problem] = []
     if image.size > MAX_BYTES:
