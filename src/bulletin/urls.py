@@ -52,6 +52,9 @@ ARCHIVE = Page("archive", "/archive/")
 ARCHIVE_ISSUE = Page("archive-issue", "/archive/{slug}")
 """One issue as a web page: the "view online" link of every email."""
 
+IMAGE = Page("image", "/archive/images/{image}")
+"""An issue's local image, prepared for mail (content-hashed name, cached for a year)."""
+
 STATIC = Page("static", "/static/{name}")
 """The stylesheet of the public pages."""
 
@@ -68,7 +71,17 @@ POST: confirms it."""
 PREFERENCES = Page("preferences", "/preferences/{token}")
 """GET: a subscriber's public lists, name and language; POST: changes them."""
 
-PAGES = (UNSUBSCRIBE, ARCHIVE, ARCHIVE_ISSUE, STATIC, HEALTH, SUBSCRIBE, CONFIRM, PREFERENCES)
+PAGES = (
+    UNSUBSCRIBE,
+    ARCHIVE,
+    ARCHIVE_ISSUE,
+    IMAGE,
+    STATIC,
+    HEALTH,
+    SUBSCRIBE,
+    CONFIRM,
+    PREFERENCES,
+)
 """Every public page (the web app declares a route for each)."""
 
 PREVIEW_TOKEN = "preview"
@@ -113,6 +126,11 @@ def preview_unsubscribe_url(base_url: str) -> str:
 def view_online_url(base_url: str, slug: str) -> str:
     """The archive page of an issue (the same for every recipient)."""
     return ARCHIVE_ISSUE.url(base_url, slug=slug)
+
+
+def image_url(base_url: str, name: str) -> str:
+    """A prepared local image, as mail and archive pages show it."""
+    return IMAGE.url(base_url, image=name)
 
 
 def archive_url(base_url: str) -> str:

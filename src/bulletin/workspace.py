@@ -72,7 +72,14 @@ class NewsletterConfig(_Section):
     postal_address: OneLine = Field(
         "", description="Postal address for the footer (anti-spam laws)."
     )
-    logo_url: OneLine | None = Field(None, description="Optional https URL of a header logo.")
+    logo: OneLine | None = Field(
+        None,
+        description="Header logo: an image file in the workspace (`logo.png`, resized and "
+        "published with the archive) or an https URL.",
+    )
+    logo_url: OneLine | None = Field(
+        None, description="Optional https URL of a header logo (older spelling of `logo`)."
+    )
     logo_alt: OneLine = Field("", description="Alt text of the logo (defaults to the name).")
     reason: OneLine = Field(
         "",

@@ -215,17 +215,42 @@ class Link(_Model):
     label: Text = Field(description="Button or link text.")
 
 
-class Image(_Model):
-    """An image hosted on the web (email clients do not load local files)."""
+def image_source(v: str) -> str:
+    """Validate an image address: an absolute http(s) URL or a relative file path."""
+    if "://" in v or v.startswith("//"):
+        HttpUrl(v)  # raises a ValidationError with pydantic's own message
+        return v
+    if not v.strip():
+        raise ValueError("must not be empty")
+    if v.startswith(("/", "\\")) or "\\" in v:
+        raise ValueError("a local image is a path relative to the issue folder, e.g. photos/x.jpg")
+    return v
 
-    src: Url = Field(description="Absolute https URL of the image.")
+
+ImageSource = Annotated[str, AfterValidator(_one_line), AfterValidator(image_source)]
+"""An image file in the workspace (relative path) or an absolute http(s) URL."""
+
+
+class Image(_Model):
+    """An image: a file in the issue's folder (resized and published with the archive) or an
+    https URL."""
+
+    src: ImageSource = Field(
+        description="Image file relative to the issue folder (`photos/x.jpg`), or an https URL."
+    )
     alt: Line = Field(description="Alternative text; empty only for purely decorative images.")
     width: int | None = Field(None, gt=0, le=600, description="Display width in px (max 600).")
     url: Url | None = Field(None, description="Optional link target when the image is clicked.")
 
+    @property
+    def height(self) -> int | None:
+        """Display height: known only once a local file is prepared (see render/images.py)."""
+        return None
+
     def urls(self) -> list[str]:
-        """The image's address and, if it is a link, its target."""
-        return [str(self.src), *([str(self.url)] if self.url else [])]
+        """The image's web address (not a local file) and, if it is a link, its target."""
+        web = [] if "://" not in self.src and not self.src.startswith("//") else [self.src]
+        return [*web, *([str(self.url)] if self.url else [])]
 
 
 class _SectionBase(_Model):

@@ -33,7 +33,7 @@ from pydantic import BaseModel, HttpUrl
 from pydantic.fields import FieldInfo
 
 from bulletin.content.loader import ISSUE_FILE, load_issue
-from bulletin.content.model import SECTION_CLASSES, Issue
+from bulletin.content.model import SECTION_CLASSES, Issue, image_source
 from bulletin.errors import BulletinError
 from bulletin.store import normalise
 from bulletin.workspace import Workspace
@@ -246,7 +246,11 @@ def _kind(info: FieldInfo) -> tuple[str, type[BaseModel] | None]:
         return "list", None
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "model", annotation
-    if annotation is HttpUrl:
+    # An image's address is a file or a URL; the skeleton proposes a URL so that the
+    # uncommented example renders (a missing file would stop it) and the check flags it.
+    if annotation is HttpUrl or any(
+        getattr(m, "func", None) is image_source for m in info.metadata
+    ):
         return "url", None
     if annotation is dt.date or _all_days(annotation):
         return "date", None

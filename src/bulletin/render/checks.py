@@ -658,7 +658,7 @@ def run_check(workspace: Workspace, issue_dir: Path, strict: bool = False) -> Ch
     else:
         try:
             rendered = render_issue(workspace, loaded)
-        except TemplateError as exc:
+        except (TemplateError, ContentError) as exc:  # ContentError: an unusable image
             problems = list(exc.problems)
         else:
             problems = check_issue(workspace, loaded, rendered)

@@ -15,21 +15,23 @@ wrote it, so MJML errors and lint findings point at a template.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import replace
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jinja2
 
+from bulletin import urls
 from bulletin.content import merge
-from bulletin.content.model import LoadedIssue
-from bulletin.errors import Location, Problem, TemplateError
-from bulletin.render import compiler, sourcemap, templating
+from bulletin.content.model import Image, Issue, LoadedIssue
+from bulletin.errors import ContentError, Location, Problem, TemplateError
+from bulletin.render import compiler, images, sourcemap, templating
 from bulletin.render import i18n as i18n_
 from bulletin.render.slots import CompiledTemplate, SlotRegistry, SubscriberProxy
 from bulletin.render.text import SEPARATOR, render_text
 from bulletin.render.types import RenderedIssue, SourceSpan
-from bulletin.workspace import Workspace
+from bulletin.workspace import CONFIG_NAME, Workspace, key_lines
 
 TEMPLATE_VARIABLES = (
     "issue",
@@ -42,6 +44,7 @@ TEMPLATE_VARIABLES = (
     "view_online_url",
     "preferences_url",
     "lang",
+    "logo",
 )
 """Names every layout can use (plus the filters markdown, date, month and ``_()``)."""
 
@@ -49,21 +52,33 @@ TEMPLATE_VARIABLES = (
 def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
     """Compile an issue once into HTML and text with per-recipient slots.
 
+    Local images are prepared (:mod:`bulletin.render.images`) and shown at their published
+    address under ``newsletter.base_url`` (mail and the archive; the preview rewrites it to
+    show them from disk). An image that cannot be used raises
+    :class:`~bulletin.errors.ContentError` at the line of issue.yaml that names it.
+
     Raises :class:`~bulletin.errors.TemplateError` (located at a template file and line)
     when a template is missing, invalid or uses an undefined variable, or when the MJML it
     produces is invalid. Markdown problems that do not stop rendering (a relative link) are
     returned as warnings in ``problems``.
     """
     config = workspace.config
+    base_url = config.newsletter.base_url
+
+    def image_url(name: str) -> str:
+        return urls.image_url(base_url, name)
+
+    problems: list[Problem] = []
+    issue, shown = _prepare_images(workspace, loaded, image_url, problems)
+    logo = _prepare_logo(workspace, image_url, problems, shown)
     registry = SlotRegistry()
     unsubscribe = registry.token("unsubscribe_url")
     view_online = registry.token("view_online_url")
     preferences = registry.token("preferences_url")
     # Merge fields in content become slots like the templates' own, so the HTML, the text
     # and the subject are personalised alike (the loader has refused any other "{{").
-    issue = merge.substitute_all(loaded.issue, lambda f: registry.token(f.name, f.fallback))
-    problems: list[Problem] = []
-    report = _reporter(loaded, problems)
+    issue = merge.substitute_all(issue, lambda f: registry.token(f.name, f.fallback))
+    report = _reporter(loaded, issue.sections, problems)
     templates_dir = workspace.templates_dir
     summary = f"Cannot render issue {loaded.slug}:"
 
@@ -87,6 +102,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
         "view_online_url": view_online,
         "preferences_url": preferences,
         "lang": issue.language,
+        "logo": logo,
         templating.STATE_KEY: templating.RenderState(
             issue.language, report, config.newsletter.timezone
         ),
@@ -98,6 +114,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
     except compiler.MjmlFailure as failure:
         raise _mjml_error(failure, mjml, spans, files, source_of, summary) from None
     html = compiler.inline_css(html)
+    html = _fluid_heights(html, [image_url(i.name) for i in shown])
 
     if loaded.text_override is not None:
         text = _render_override(workspace, loaded, context, unsubscribe, view_online, summary)
@@ -127,6 +144,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
         problems=tuple(problems),
         subject_template=CompiledTemplate.compile(issue.subject, registry, "text"),
         preheader_template=CompiledTemplate.compile(issue.preheader, registry, "text"),
+        images=tuple(shown),
     )
 
 
@@ -136,10 +154,123 @@ def _as_written(field: merge.Field) -> str:
     return f"{{{{ {field.name}{fallback} }}}}"
 
 
-def _reporter(loaded: LoadedIssue, problems: list[Problem]) -> Callable[[str, Any], None]:
-    """A callback for filters: record a warning at the section's line in issue.yaml."""
+def _fluid_heights(html: str, srcs: list[str]) -> str:
+    """Let prepared images keep their proportions when a phone narrows them.
+
+    MJML writes a given height both as the ``height`` attribute (which Outlook needs to
+    reserve the space) and as ``height:NNNpx`` in the style next to ``width:100%``, which would
+    squash the picture on a narrow screen; the style's height becomes ``auto``.
+    """
+    for src in srcs:
+        pattern = re.compile(r'<img\b[^>]*\bsrc="' + re.escape(src) + r'"[^>]*>')
+        html = pattern.sub(lambda m: re.sub(r"height:\s*\d+px", "height:auto", m.group(0)), html)
+    return html
+
+
+@dataclass(frozen=True)
+class ShownImage:
+    """What templates see as an image once local files are prepared: ``src`` is the
+    published address, ``width``/``height`` the 1x display size (None for web images)."""
+
+    src: str
+    alt: str
+    width: int | None
+    height: int | None
+    url: Any
+
+
+def _prepare_logo(
+    workspace: Workspace,
+    image_url: Callable[[str], str],
+    problems: list[Problem],
+    shown: list[images.MailImage],
+) -> ShownImage | None:
+    """The header logo (``newsletter.logo``, else ``logo_url``) as templates show it."""
+    newsletter = workspace.config.newsletter
+    alt = newsletter.logo_alt or newsletter.name
+    src = newsletter.logo or newsletter.logo_url
+    if not src:
+        return None
+    if newsletter.logo is None or not images.is_local(src):
+        return ShownImage(src, alt, images.LOGO_WIDTH, None, None)
+    config = workspace.root / CONFIG_NAME
+    line = key_lines(config.read_text(encoding="utf-8")).get(("newsletter", "logo"))
+    where = Location(CONFIG_NAME, line)
+    try:
+        mail_image, warnings = images.prepare(
+            workspace.root, workspace.root, src, width=images.LOGO_WIDTH, where=where, field="logo"
+        )
+    except images.ImageProblem as exc:
+        raise ContentError(
+            [exc.problem],
+            summary="Cannot render: newsletter.logo cannot be used.",
+            hint="Set newsletter.logo to an image file in the workspace (relative to "
+            "bulletin.toml) or to an https URL.",
+        ) from None
+    problems.extend(warnings)
+    shown.append(mail_image)
+    return ShownImage(image_url(mail_image.name), alt, mail_image.width, mail_image.height, None)
+
+
+def _prepare_images(
+    workspace: Workspace,
+    loaded: LoadedIssue,
+    image_url: Callable[[str], str],
+    problems: list[Problem],
+) -> tuple[Issue, list[images.MailImage]]:
+    """The issue with each local image replaced by its prepared, published version.
+
+    Every unusable image is reported before raising, so one run lists them all.
+    """
+    issue = loaded.issue
+    issue_dir = (workspace.root / loaded.path).parent
+    errors: list[Problem] = []
+    prepared: dict[str, images.MailImage] = {}
+    sections = list(issue.sections)
+    for idx, section in enumerate(sections):
+        image = getattr(section, "image", None)
+        if not isinstance(image, Image) or not images.is_local(image.src):
+            continue
+        line = loaded.section_lines[idx] if idx < len(loaded.section_lines) else None
+        where = Location(loaded.path, line)
+        width = image.width or images.CONTENT_WIDTH
+        try:
+            mail_image, warnings = images.prepare(
+                workspace.root, issue_dir, image.src, width=width, where=where
+            )
+        except images.ImageProblem as exc:
+            errors.append(exc.problem)
+            continue
+        problems.extend(warnings)
+        prepared[mail_image.name] = mail_image
+        shown = ShownImage(
+            image_url(mail_image.name),
+            image.alt,
+            mail_image.width,
+            mail_image.height,
+            image.url,
+        )
+        sections[idx] = section.model_copy(update={"image": shown})
+    if errors:
+        raise ContentError(
+            errors,
+            summary=f"Cannot render issue {loaded.slug}: images cannot be used.",
+            hint="Put the image files in the issue folder (paths are relative to it) and make "
+            "sure each is a JPEG, PNG, GIF or WebP picture.",
+        )
+    if not prepared:
+        return issue, []
+    return issue.model_copy(update={"sections": sections}), list(prepared.values())
+
+
+def _reporter(
+    loaded: LoadedIssue, sections: Sequence[Any], problems: list[Problem]
+) -> Callable[[str, Any], None]:
+    """A callback for filters: record a warning at the section's line in issue.yaml.
+
+    ``sections`` are the ones the templates see (with local images prepared), in file order.
+    """
     seen: set[tuple[str, int | None]] = set()
-    sections = loaded.issue.sections
 
     def report(message: str, section: Any) -> None:
         line = None

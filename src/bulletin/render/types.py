@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bulletin.content.model import LoadedIssue
 from bulletin.errors import Problem
+from bulletin.render.images import MailImage
 from bulletin.render.slots import CompiledTemplate
 
 
@@ -40,6 +41,8 @@ class RenderedIssue:
     """The subject with its merge fields as slots (``subject`` shows them as written)."""
     preheader_template: CompiledTemplate | None = None
     """The preheader likewise (the HTML holds it already filled per reader)."""
+    images: tuple[MailImage, ...] = ()
+    """The workspace images the HTML shows, prepared for mail (published with the archive)."""
 
     def subject_for(self, values: Mapping[str, str]) -> str:
         """The subject one reader sees (merge fields filled from ``values``)."""

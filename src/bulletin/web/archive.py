@@ -32,9 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bulletin import urls
 from bulletin.content.loader import list_issues, load_issue
 from bulletin.errors import BulletinError, Location, Problem, ProblemsError
 from bulletin.render.i18n import format_date
+from bulletin.render.images import MailImage
 from bulletin.render.pipeline import render_issue
 from bulletin.render.values import archive_values
 from bulletin.web.pages import STYLESHEET, Words, render_page, stylesheet
@@ -85,6 +87,7 @@ class _Render:
     entry: ArchiveEntry | None
     html: bytes | None
     error: BulletinError | None
+    images: tuple[MailImage, ...] = ()
 
 
 @dataclass
@@ -168,7 +171,7 @@ class Archive:
                 subject = rendered.subject_for(values)
                 entry = ArchiveEntry(slug, subject, issue.date, issue.number, issue.language)
                 html = _with_head_extra(rendered.html.fill(values)).encode("utf-8")
-                result = _Render(fingerprint, entry, html, None)
+                result = _Render(fingerprint, entry, html, None, rendered.images)
             self._cache[slug] = result
         return result
 
@@ -206,6 +209,18 @@ class Archive:
         result = self._published_render(slug, _files_fingerprint(self.workspace.templates_dir))
         return result.html if result is not None else None
 
+    def image(self, name: str) -> MailImage | None:
+        """A prepared image that a published issue shows, or None (drafts' images stay private)."""
+        templates = _files_fingerprint(self.workspace.templates_dir)
+        for slug in list_issues(self.workspace):
+            result = self._published_render(slug, templates)
+            if result is None:
+                continue
+            for image in result.images:
+                if image.name == name and image.path.is_file():
+                    return image
+        return None
+
     def index_page(self) -> bytes:
         """The archive's list of issues, newest first, with a note on unsubscribing."""
         config = self.workspace.config
@@ -238,7 +253,8 @@ def build_archive(
     *,
     today: Callable[[], dt.date] = dt.date.today,
 ) -> ArchiveBuild:
-    """Write the archive as static files: ``OUT/index.html``, ``OUT/<slug>/index.html``.
+    """Write the archive as static files: ``OUT/index.html``, ``OUT/<slug>/index.html`` and
+    the issues' local images in ``OUT/images/``.
 
     Every issue is rendered before anything is written; an issue that does not load or
     render stops the build (:class:`ProblemsError` listing each one), so a broken issue is
@@ -249,6 +265,7 @@ def build_archive(
     report = ArchiveBuild(out)
     templates = _files_fingerprint(workspace.templates_dir)
     pages: dict[str, bytes] = {}
+    images: dict[str, Path] = {}
     problems: list[Problem] = []
     for slug in list_issues(workspace):
         reason = archive.why_not_published(slug)
@@ -266,6 +283,7 @@ def build_archive(
             report.skipped.append((slug, f"dated {result.entry.date}, in the future"))
             continue
         pages[slug] = result.html
+        images.update({image.name: image.path for image in result.images})
         report.entries.append(result.entry)
     if problems:
         raise ProblemsError(
@@ -277,6 +295,9 @@ def build_archive(
     report.entries.sort(key=lambda e: (e.date, e.number or 0, e.slug), reverse=True)
     files = {out / "index.html": archive.index_page(), out / STYLESHEET: stylesheet()}
     files.update({out / slug / "index.html": html for slug, html in pages.items()})
+    # The archive folder is published at /archive/, so OUT/images/ is urls.IMAGE's path.
+    image_dir = urls.IMAGE.path(image="").removeprefix(urls.ARCHIVE.path()).strip("/")
+    files.update({out / image_dir / name: path.read_bytes() for name, path in images.items()})
     try:
         for path, data in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -59,11 +59,13 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from bulletin import urls
 from bulletin.content.loader import load_issue
 from bulletin.content.model import LoadedIssue
 from bulletin.errors import BulletinError, Problem
 from bulletin.listen import PortInUse, listen_socket
 from bulletin.render.checks import check_issue
+from bulletin.render.images import content_type
 from bulletin.render.pipeline import render_issue
 from bulletin.render.types import RenderedIssue
 from bulletin.render.values import SAMPLE_EMAIL, SAMPLE_NAME, sample_values
@@ -107,8 +109,9 @@ PAGE_CSP = "; ".join(
 EMAIL_CSP = "; ".join(
     [
         "default-src 'none'",
-        # Email clients load remote images; the preview must show them the same way.
-        "img-src https: http: data:",
+        # Email clients load remote images; the preview must show them the same way, and
+        # shows the issue's local images from disk (PREVIEW_IMAGES, same origin).
+        "img-src 'self' https: http: data:",
         # Email HTML is styled inline and with <style> blocks; nothing else is allowed, so the
         # web-font <link> MJML emits stays unloaded (no request to Google from a preview).
         "style-src 'unsafe-inline'",
@@ -151,6 +154,20 @@ def build_preview(workspace: Workspace, issue_dir: Path) -> PreviewBuild:
     # dict.fromkeys keeps order and drops a finding reported by both render and checks.
     problems = tuple(dict.fromkeys([*rendered.problems, *checked]))
     return PreviewBuild(loaded, rendered, problems)
+
+
+PREVIEW_IMAGES = "/images/"
+"""Where the preview serves the issue's local images from disk (the render's own files)."""
+
+
+def _images_from_disk(workspace: Workspace, html: str) -> str:
+    """The rendered HTML with local images shown from the preview instead of base_url.
+
+    Mail is rendered once with the published addresses (which checks see); the images are
+    published only with the archive, so the preview points them at its own route.
+    """
+    published = urls.image_url(workspace.config.newsletter.base_url, "")
+    return html.replace(published, PREVIEW_IMAGES)
 
 
 def _headers(csp: str | None = None) -> dict[str, str]:
@@ -395,6 +412,17 @@ class PreviewApp:
         )
         return HTMLResponse(html, headers=_headers(PAGE_CSP))
 
+    async def image(self, request: Request) -> Response:
+        state = self.reloader.state
+        name = request.path_params["name"]
+        shown = state.output.rendered.images if state.output is not None else ()
+        for image in shown:
+            if image.name == name and image.path.is_file():
+                return Response(
+                    image.path.read_bytes(), media_type=content_type(name), headers=_headers()
+                )
+        return PlainTextResponse("Not found", status_code=404, headers=_headers())
+
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in _STATIC:
@@ -409,7 +437,7 @@ class PreviewApp:
             values = self._values(state.output.loaded, _sample(request))
         except BulletinError as exc:
             return PlainTextResponse(str(exc), status_code=400, headers=_headers())
-        body = state.output.rendered.html.fill(values)
+        body = _images_from_disk(self.workspace, state.output.rendered.html.fill(values))
         return HTMLResponse(body, headers=_headers(EMAIL_CSP))
 
     async def email_text(self, request: Request) -> Response:
@@ -576,6 +604,7 @@ class PreviewApp:
         return [
             Route("/", self.page),
             Route("/static/{name}", self.static),
+            Route(PREVIEW_IMAGES + "{name}", self.image),
             Route("/email.html", self.email_html),
             Route("/email.txt", self.email_text),
             Route("/summary.json", self.summary),

@@ -20,6 +20,7 @@ Routes (all under ``newsletter.base_url``, which a reverse proxy with HTTPS maps
 ``POST /preferences/<token>``  changes them (join or leave lists, leave all)
 ``GET  /archive/``         the published issues, newest first (see :mod:`bulletin.web.archive`)
 ``GET  /archive/<slug>``   one issue as a web page: the "view online" link of every email
+``GET  /archive/images/<name>``  a published issue's local image (content-hashed, cached a year)
 ``GET  /healthz``          ``ok`` once the database answers ``SELECT 1`` (for the proxy)
 
 When the database cannot answer in time -- another process holds the write lock (an import
@@ -80,6 +81,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bulletin import urls
 from bulletin.errors import BulletinError
 from bulletin.listen import listen_socket
+from bulletin.render.images import content_type
 from bulletin.signup.service import FormErrors, Signups, Submitted
 from bulletin.store.db import (
     DatabaseProblem,
@@ -789,6 +791,17 @@ class PublicApp:
         }
         return HTMLResponse(body, headers=headers)
 
+    async def archive_image(self, request: Request) -> Response:
+        image = await run_in_threadpool(self.archive.image, request.path_params["image"])
+        if image is None:
+            return self.message("notfound", 404)
+        # The name changes with the content, so the file at a name never changes.
+        return Response(
+            await run_in_threadpool(image.path.read_bytes),
+            media_type=content_type(image.name),
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
+
     async def healthz(self, request: Request) -> Response:
         try:
             await run_in_threadpool(ping, self.engine)
@@ -836,6 +849,7 @@ class PublicApp:
             Route(archive.rstrip("/"), self.archive_redirect, methods=["GET"]),
             Route(archive, self.archive_index, methods=["GET"]),
             Route(_ARCHIVE_STYLESHEET, self.css, methods=["GET"]),
+            Route(urls.IMAGE.pattern, self.archive_image, methods=["GET"]),
             Route(issue, self.archive_issue, methods=["GET"]),
             Route(issue + "/", self.archive_issue, methods=["GET"]),
             Route(urls.STATIC.path(name=STYLESHEET), self.css, methods=["GET"]),
