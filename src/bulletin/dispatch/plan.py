@@ -325,7 +325,7 @@ def prepare_send(
     """
     from bulletin.render.checks import run_check
 
-    if not list_slugs:
+    if not list_slugs and not test:
         raise BulletinError("Name at least one list to send to (--list SLUG).")
     issue_dir = workspace.issue_dir(issue)
     slugs = tuple(sorted(set(list_slugs)))
@@ -526,9 +526,9 @@ def send_test(
         for address in addresses:
             sub = find_subscriber(conn, address)
             if sub is not None:
-                values = composer.values(
-                    sub.id, plan.list_ids[0], sub.email, sub.name, sub.attributes
-                )
+                # A test needs no list; its unsubscribe link then covers every list (None).
+                list_id = plan.list_ids[0] if plan.list_ids else None
+                values = composer.values(sub.id, list_id, sub.email, sub.name, sub.attributes)
                 recipients.append((address, Recipient(sub.email, sub.name, values)))
                 continue
             values = sample_values(plan.workspace, plan.issue_slug, email=address, name="")
