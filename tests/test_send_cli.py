@@ -294,24 +294,3 @@ def test_send_config_is_validated_with_the_rest(workspace_dir: Path) -> None:
     assert result.exit_code == 1
     assert "send.connections: input should be greater than or equal to 1" in result.output
     assert "send.rate: expected a number, got 'fast'" in result.output
-
-
-def test_link_warnings_only_for_mail_that_leaves_the_machine(workspace_dir: Path) -> None:
-    from bulletin import workspace as wsm
-    from bulletin.dispatch.plan import link_warnings
-    from conftest import set_config
-
-    # The sample config sends to the local sink with a loopback base_url: nothing to say.
-    assert link_warnings(wsm.load(workspace_dir)) == []
-
-    set_config(workspace_dir, "smtp", url="smtp://mail.example.org:587")
-    [warning] = link_warnings(wsm.load(workspace_dir))
-    assert warning.code == "send.base-url" and warning.severity == "warning"
-    assert "cannot open unsubscribe" in warning.message
-
-    set_config(workspace_dir, "newsletter", base_url="http://news.example.org")
-    [warning] = link_warnings(wsm.load(workspace_dir))
-    assert "https" in warning.message and "one-click" in warning.message
-
-    set_config(workspace_dir, "newsletter", base_url="https://news.example.org")
-    assert link_warnings(wsm.load(workspace_dir)) == []

@@ -69,6 +69,29 @@ _SECTION_NOTES: Mapping[str, str] = {
     "# your machine until you point smtp.url at a real relay.",
 }
 
+
+def placeholders() -> dict[tuple[str, str], str]:
+    """The values a new bulletin.toml carries that are not the officer's own, by key.
+
+    The keys marked EDIT (but base_url, which works on this machine as it is and has its own
+    rule in :mod:`bulletin.preflight`), and the commented examples that, uncommented, still
+    say example.org or repeat one of those placeholders (not ``.bulletin/smtp-password``,
+    a real place). Derived from the template above, so a placeholder added there is caught
+    by ``bulletin check`` without a second list.
+    """
+    found = {
+        (section, key): value
+        for section, values in _LIVE.items()
+        for key, value in values.items()
+        if (section, key) in _EDIT and key != "base_url"
+    }
+    live = set(found.values())
+    for key, value in _EXAMPLES.items():
+        if "example" in value.lower() or value in live:
+            found[key] = value
+    return found
+
+
 GITIGNORE_LINES = (
     "# bulletin: local data and secrets, never committed",
     "subscribers/*.db*",

@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from bulletin import preflight
 from bulletin.content.loader import FILE_MAX_BYTES
 from bulletin.content.model import LoadedIssue
 from bulletin.errors import ContentError, Location, Problem, Severity, TemplateError
@@ -514,6 +515,8 @@ def check_issue(
     problems += check_images(tags, loaded, sources)
     problems += check_links(tags, loaded, sources)
     problems += check_cedilla(sources, rendered.language or loaded.issue.language)
+    problems += preflight.workspace_problems(workspace)
+    problems += preflight.future_date_problem(loaded.issue.date, sources.key_line("date"))
     return problems
 
 

@@ -286,6 +286,15 @@ def sends_of_issue(
     return found
 
 
+def sent_issues(conn: Connection) -> set[str]:
+    """The slugs of the issues whose send has started (their mail is out, or on its way)."""
+    return set(
+        conn.scalars(
+            sa.select(sends.c.issue_slug).where(sends.c.started_at.is_not(None)).distinct()
+        )
+    )
+
+
 # --- who a new send goes to ---------------------------------------------------------------
 
 

@@ -81,6 +81,7 @@ from bulletin import urls
 from bulletin.errors import BulletinError
 from bulletin.listen import listen_socket
 from bulletin.signup.service import FormErrors, Signups, Submitted
+from bulletin.store import operations
 from bulletin.store.db import (
     DatabaseProblem,
     database_problem,
@@ -893,7 +894,9 @@ def create_public_app(
         workspace,
         engine,
         signer,
-        archive if archive is not None else Archive(workspace),
+        archive
+        if archive is not None
+        else Archive(workspace, sent=lambda: operations.sent_issues(engine)),
         db_wait=db_wait,
     )
     limiter = RateLimiter(workspace.config.serve.rate_per_minute)
