@@ -38,6 +38,9 @@ _LIVE: Mapping[str, Mapping[str, str]] = {
     },
     "smtp": {"url": "smtp://127.0.0.1:2525"},
     "database": {"url": "sqlite:///subscribers/bulletin.db"},
+    # The sample issue is someone else's newsletter: not in this one's public archive until
+    # the officer decides (removing it from the list publishes it).
+    "archive": {"exclude": resources.SAMPLE_ISSUE},
 }
 
 _EDIT = {
@@ -67,6 +70,8 @@ _EXAMPLES: Mapping[tuple[str, str], str] = {
 _SECTION_NOTES: Mapping[str, str] = {
     "smtp": "`bulletin sink` runs a local capture server at 127.0.0.1:2525: nothing leaves\n"
     "# your machine until you point smtp.url at a real relay.",
+    "archive": "The sample issue is left out of the public archive: delete its folder, or\n"
+    "# take its slug out of exclude to publish it.",
 }
 
 
@@ -93,8 +98,14 @@ def placeholders() -> dict[tuple[str, str], str]:
 
 
 GITIGNORE_LINES = (
-    "# bulletin: local data and secrets, never committed",
-    "subscribers/*.db*",
+    "# bulletin: personal data and secrets, never committed",
+    # The store, and any list kept beside it (imports, exports, their rejects).
+    "subscribers/*",
+    "!subscribers/.gitkeep",
+    # Subscriber lists wherever they are saved: a CSV in a newsletter workspace holds
+    # names and addresses (an import's reject file, NAME.rejects.csv beside the file
+    # imported, phones and IP addresses too).
+    "*.csv",
     ".bulletin/",
     "/out/",
     "/mail/",
