@@ -25,7 +25,9 @@ from bulletin.content.model import LoadedIssue
 from bulletin.errors import ContentError, Location, Problem, Severity, TemplateError
 from bulletin.render import sourcemap
 from bulletin.render.lint import lint_mjml
+from bulletin.render.markup import lint_html
 from bulletin.render.slots import PREFIX, CompiledTemplate
+from bulletin.render.templating import LAYOUT_SUFFIX
 from bulletin.render.types import RenderedIssue
 from bulletin.render.values import sample_values
 from bulletin.workspace import Workspace
@@ -347,6 +349,21 @@ def check_link_text(tags: Sequence[_Tag], sources: _Sources) -> list[Problem]:
     return problems
 
 
+def check_markup(html_text: str, loaded: LoadedIssue, sources: _Sources) -> list[Problem]:
+    """Outlook and hidden-text traps in the final HTML (:mod:`bulletin.render.markup`),
+    at the template line that wrote the element when its class names it."""
+    layout = Location(
+        sources.workspace.relpath(
+            sources.workspace.templates_dir / f"{loaded.issue.template}{LAYOUT_SUFFIX}"
+        )
+    )
+    problems = []
+    for finding in lint_html(html_text):
+        where = sources.in_template([finding.needle]) if "class=" in finding.needle else None
+        problems.append(Problem(finding.message, where or layout, "warning", finding.code))
+    return problems
+
+
 def check_images(tags: Sequence[_Tag], loaded: LoadedIssue, sources: _Sources) -> list[Problem]:
     """Images without alt text: missing ``alt`` is an error, an empty one on content a warning.
 
@@ -550,7 +567,8 @@ def check_issue(
 ) -> list[Problem]:
     """Every content finding for a rendered issue, lint findings from rendering first."""
     sources = _Sources.read(workspace, loaded, rendered)
-    tags = _html_tags(_with_tokens(rendered.html))
+    html_text = _with_tokens(rendered.html)
+    tags = _html_tags(html_text)
     problems = list(rendered.problems)
     if not any(p.code.startswith("mjml.") for p in problems):
         # The pipeline did not lint (or found nothing, and linting again is harmless).
@@ -562,6 +580,7 @@ def check_issue(
     problems += check_images(tags, loaded, sources)
     problems += check_links(tags, loaded, sources)
     problems += check_link_text(tags, sources)
+    problems += check_markup(html_text, loaded, sources)
     problems += check_cedilla(sources, rendered.language or loaded.issue.language)
     problems += preflight.workspace_problems(workspace)
     problems += preflight.future_date_problem(loaded.issue.date, sources.key_line("date"))
