@@ -135,6 +135,7 @@ def test_lint_rules_on_small_documents() -> None:
         "markup.nested-font"
     ]
     assert codes(f'{font}<table><tr><td><font face="Arial">Iași</font></td></tr></table>') == []
+    assert codes(f'{font}<table style="font-family:Arial"><tr><td>Iași</td></tr></table>') == []
     assert codes('<div style="display:none;mso-hide:all;opacity:0">p</div>') == []
     assert codes('<div style="display:none;mso-hide:all;color:#fff">p</div>') == [
         "markup.hidden-colour"

@@ -8,7 +8,7 @@ for in the message as sent. Outlook for Windows renders with Word, which:
 * ignores ``display:block`` on inline elements: a ``<b>`` meant as its own line runs into
   the next word (``markup.display-block``);
 * does not inherit ``font-family`` into a nested table: its text falls back to Times New
-  Roman unless an element between the text and its table names a font
+  Roman unless the table or an element between it and the text names a font
   (``markup.nested-font``);
 * shows ``display:none`` content unless ``mso-hide:all`` is set too (``markup.hidden-mso``).
 
@@ -194,7 +194,8 @@ class _Linter(HTMLParser):
         if not tables:
             return
         inner = tables[-1]
-        if not any(el.has_font for el in self.stack[inner + 1 :]):
+        # A font on the table itself counts (mj-table writes it there); one outside does not.
+        if not any(el.has_font for el in self.stack[inner:]):
             holder = self.stack[-1]
             for el in reversed(self.stack[inner + 1 :]):
                 if el.tag == "td":
