@@ -74,7 +74,7 @@ def test_init_creates_a_loadable_workspace(tmp_path: Path) -> None:
 
     assert len(load_keys(ws, create=False)) == 1
     ignored = (target / ".gitignore").read_text(encoding="utf-8").splitlines()
-    assert "subscribers/*.db*" in ignored and ".bulletin/" in ignored
+    assert "subscribers/*" in ignored and ".bulletin/" in ignored
     assert result.sample_issue == SAMPLE_SLUG
     assert all(p.is_file() for p in result.files)
     assert target / "bulletin.toml" in result.files
@@ -235,3 +235,61 @@ def test_wheel_bundles_templates_and_sample_issue(tmp_path: Path) -> None:
     done = run_bulletin("init", "from-wheel", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert tree(tmp_path / "from-wheel" / "templates") == tree(REPO / "templates")
+
+
+def test_git_keeps_personal_data_and_secrets_out_of_a_new_workspace(tmp_path: Path) -> None:
+    import shutil
+
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    root = tmp_path / "ws"
+    init_workspace(root)
+    personal = [
+        "subscribers/members.csv",
+        "subscribers/members.rejects.csv",
+        "subscribers/bulletin.db",
+        "subscribers/bulletin.db-wal",
+        "imports/mailchimp-2014.csv",
+        "export.csv",
+        ".bulletin/secret-key",
+        "out/2014-10-clusterpolisee-03-dry-run/01-ana@example.org.eml",
+        "mail/new/1.eml",
+    ]
+    for rel in personal:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("Ana Popescu,ana@example.org,+40 721 000 000\n", "utf-8")
+
+    def run_git(*args: str) -> str:
+        done = subprocess.run(
+            [git, "-C", str(root), *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout
+
+    run_git("init", "-q")
+    run_git("add", "-A")
+    tracked = set(run_git("ls-files").splitlines())
+
+    assert not tracked & set(personal), tracked & set(personal)
+    assert {"bulletin.toml", ".gitignore", "subscribers/.gitkeep"} <= tracked
+    assert f"issues/{SAMPLE_SLUG}/issue.yaml" in tracked
+    assert any(p.startswith("templates/") for p in tracked)
+
+
+def test_the_sample_issue_stays_out_of_the_new_archive_until_the_officer_decides(
+    tmp_path: Path,
+) -> None:
+    from bulletin.web.archive import Archive
+
+    root = tmp_path / "ws"
+    init_workspace(root)
+    ws = workspace.load(root)
+    assert ws.config.archive.excluded == {SAMPLE_SLUG}
+    archive = Archive(ws)
+    assert archive.entries() == [] and archive.issue_page(SAMPLE_SLUG) is None
+    # Deciding to publish it: its slug taken out of archive.exclude.
+    config = root / "bulletin.toml"
+    text = config.read_text(encoding="utf-8")
+    assert f'exclude = "{SAMPLE_SLUG}"' in text
+    config.write_text(text.replace(f'exclude = "{SAMPLE_SLUG}"', 'exclude = ""'), "utf-8")
+    assert [e.slug for e in Archive(workspace.load(root)).entries()] == [SAMPLE_SLUG]

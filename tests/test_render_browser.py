@@ -112,3 +112,44 @@ def test_dark_mode_turns_the_cards_dark_and_text_light(browser: Browser, sample_
         assert card == "rgb(255, 255, 255)"
     finally:
         page.close()
+
+
+def test_dark_mode_keeps_the_call_to_action_distinct(browser: Browser, sample_html: Path) -> None:
+    script = "getComputedStyle(document.querySelector('{}')).backgroundColor"
+    page = open_page(browser, sample_html, 600, scheme="dark")
+    try:
+        cta = page.evaluate(script.format(".cta table"))
+        card = page.evaluate(script.format(".card:not(.cta) table"))
+        assert cta == "rgb(29, 53, 80)" and card == "rgb(27, 32, 39)"
+        text = page.evaluate("getComputedStyle(document.querySelector('.cta .c p')).color")
+        assert text == "rgb(230, 232, 235)"
+    finally:
+        page.close()
+    page = open_page(browser, sample_html, 600)
+    try:
+        assert page.evaluate(script.format(".cta table")) == "rgb(238, 244, 251)"
+    finally:
+        page.close()
+
+
+def test_the_date_badge_puts_day_and_month_on_two_lines_and_the_preheader_is_hidden(
+    browser: Browser, sample_html: Path
+) -> None:
+    page = open_page(browser, sample_html, 375)
+    try:
+        lines = page.evaluate(
+            """() => [...document.querySelectorAll('td.evb')].map(td => {
+                const day = td.querySelector('b').getBoundingClientRect();
+                const range = document.createRange();
+                range.selectNodeContents(td.lastChild);
+                const month = range.getBoundingClientRect();
+                return [td.textContent.trim(), month.top >= day.bottom - 1];
+            })"""
+        )
+        assert lines[0] == ["6–9oct.", True]
+        assert all(below for _, below in lines), lines
+        assert not page.locator(".ph").is_visible()
+        first = page.evaluate("document.body.innerText.trim().split('\\n')[0]")
+        assert "Dezbaterea" not in first  # the preheader is not shown in the page
+    finally:
+        page.close()

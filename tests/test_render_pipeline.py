@@ -132,7 +132,7 @@ def test_every_section_type_renders(workspace: ws.Workspace) -> None:
     # List (numbered, term item), events (date block), cta, image, divider.
     assert re.search(r"<ol[^>]*>\s*<li[^>]*>primul element</li>", out)
     assert re.search(r"<strong>Termen:</strong> explicație", out)
-    assert re.search(r"<b[^>]*>6–9</b>\s*oct\.", out)
+    assert re.search(r"<b[^>]*>6–9</b><br>\s*oct\.", out)
     assert ">Mai multe informații</a>" in out
     assert re.search(r'href="https://example.org/s3"[^>]*>\s*Vizitați platforma', out)
     assert 'alt="Harta SEE"' in out and "Regiunea SEE" in out

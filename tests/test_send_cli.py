@@ -222,6 +222,56 @@ def test_deferred_recipients_end_with_exit_75_and_status_shows_them(
     ]
 
 
+def test_a_test_send_needs_no_list(workspace_dir: Path, server: FaultServer) -> None:
+    import re
+
+    from bulletin.tokens import TokenSigner
+
+    db = setup(workspace_dir, server.url)
+
+    result = bulletin(
+        workspace_dir, "send", SAMPLE_SLUG, "--test", "redactor@example.org", "--test", email_of(1)
+    )
+
+    assert result.exit_code == 0, result.output
+    received = by_recipient(server.messages)
+    assert sorted(received) == sorted(["redactor@example.org", email_of(1)])
+    # The subscriber gets their own unsubscribe link, good for every list (none was named).
+    (message,) = received[email_of(1)]
+    unsubscribe = parse(message.data)["List-Unsubscribe"]
+    token = re.search(r"/u/([^>/]+)", str(unsubscribe))
+    assert token is not None, unsubscribe
+    verified = TokenSigner([KEY]).verify_unsubscribe(token.group(1))
+    assert verified is not None and verified.list_id is None
+    assert ledger_size(db) == (0, 0)
+    # A real send still needs its list.
+    real = bulletin(workspace_dir, "send", SAMPLE_SLUG, "--yes")
+    assert real.exit_code == 2 and "Missing option '--list'" in real.output
+    assert ledger_size(db) == (0, 0) and len(server.messages) == 2
+
+
+def test_status_without_an_issue_lists_every_send(workspace_dir: Path, server: FaultServer) -> None:
+    db = setup(workspace_dir, server.url, n=3)
+    populate(db, "other", 2, start=10, folder=workspace_dir)
+    empty = bulletin(workspace_dir, "status")
+    assert empty.exit_code == 0 and "No issue has been sent yet." in empty.output
+
+    for slug in ("news", "other"):
+        sent = bulletin(workspace_dir, "send", SAMPLE_SLUG, "--list", slug, "--yes")
+        assert sent.exit_code == 0, sent.output
+
+    result = bulletin(workspace_dir, "status")
+
+    assert result.exit_code == 0, result.output
+    assert "Sends: 2" in result.output
+    rows = [x.split() for x in result.output.splitlines() if SAMPLE_SLUG in x]
+    # issue, list, state, sent, failed, open, total, started date and time, finished date, time
+    assert [r[1:7] for r in rows] == [
+        ["news", "done", "3", "0", "0", "3"],
+        ["other", "done", "2", "0", "0", "2"],
+    ], result.output
+
+
 def test_status_of_an_issue_never_sent(workspace_dir: Path) -> None:
     result = bulletin(workspace_dir, "status", SAMPLE_SLUG)
     assert result.exit_code == 1
@@ -244,24 +294,3 @@ def test_send_config_is_validated_with_the_rest(workspace_dir: Path) -> None:
     assert result.exit_code == 1
     assert "send.connections: input should be greater than or equal to 1" in result.output
     assert "send.rate: expected a number, got 'fast'" in result.output
-
-
-def test_link_warnings_only_for_mail_that_leaves_the_machine(workspace_dir: Path) -> None:
-    from bulletin import workspace as wsm
-    from bulletin.dispatch.plan import link_warnings
-    from conftest import set_config
-
-    # The sample config sends to the local sink with a loopback base_url: nothing to say.
-    assert link_warnings(wsm.load(workspace_dir)) == []
-
-    set_config(workspace_dir, "smtp", url="smtp://mail.example.org:587")
-    [warning] = link_warnings(wsm.load(workspace_dir))
-    assert warning.code == "send.base-url" and warning.severity == "warning"
-    assert "cannot open unsubscribe" in warning.message
-
-    set_config(workspace_dir, "newsletter", base_url="http://news.example.org")
-    [warning] = link_warnings(wsm.load(workspace_dir))
-    assert "https" in warning.message and "one-click" in warning.message
-
-    set_config(workspace_dir, "newsletter", base_url="https://news.example.org")
-    assert link_warnings(wsm.load(workspace_dir)) == []

@@ -38,6 +38,9 @@ _LIVE: Mapping[str, Mapping[str, str]] = {
     },
     "smtp": {"url": "smtp://127.0.0.1:2525"},
     "database": {"url": "sqlite:///subscribers/bulletin.db"},
+    # The sample issue is someone else's newsletter: not in this one's public archive until
+    # the officer decides (removing it from the list publishes it).
+    "archive": {"exclude": resources.SAMPLE_ISSUE},
 }
 
 _EDIT = {
@@ -67,11 +70,42 @@ _EXAMPLES: Mapping[tuple[str, str], str] = {
 _SECTION_NOTES: Mapping[str, str] = {
     "smtp": "`bulletin sink` runs a local capture server at 127.0.0.1:2525: nothing leaves\n"
     "# your machine until you point smtp.url at a real relay.",
+    "archive": "The sample issue is left out of the public archive: delete its folder, or\n"
+    "# take its slug out of exclude to publish it.",
 }
 
+
+def placeholders() -> dict[tuple[str, str], str]:
+    """The values a new bulletin.toml carries that are not the officer's own, by key.
+
+    The keys marked EDIT (but base_url, which works on this machine as it is and has its own
+    rule in :mod:`bulletin.preflight`), and the commented examples that, uncommented, still
+    say example.org or repeat one of those placeholders (not ``.bulletin/smtp-password``,
+    a real place). Derived from the template above, so a placeholder added there is caught
+    by ``bulletin check`` without a second list.
+    """
+    found = {
+        (section, key): value
+        for section, values in _LIVE.items()
+        for key, value in values.items()
+        if (section, key) in _EDIT and key != "base_url"
+    }
+    live = set(found.values())
+    for key, value in _EXAMPLES.items():
+        if "example" in value.lower() or value in live:
+            found[key] = value
+    return found
+
+
 GITIGNORE_LINES = (
-    "# bulletin: local data and secrets, never committed",
-    "subscribers/*.db*",
+    "# bulletin: personal data and secrets, never committed",
+    # The store, and any list kept beside it (imports, exports, their rejects).
+    "subscribers/*",
+    "!subscribers/.gitkeep",
+    # Subscriber lists wherever they are saved: a CSV in a newsletter workspace holds
+    # names and addresses (an import's reject file, NAME.rejects.csv beside the file
+    # imported, phones and IP addresses too).
+    "*.csv",
     ".bulletin/",
     "/out/",
     "/mail/",

@@ -42,7 +42,7 @@ def _resume_command(issue: str, lists: tuple[str, ...]) -> str:
 @click.command(
     "send",
     epilog="Examples:\n\n\b\n  bulletin send 2014-10-clusterpolisee-03 --list demo --dry-run\n"
-    "  bulletin send 2014-10-clusterpolisee-03 --list demo --test ana@example.org\n"
+    "  bulletin send 2014-10-clusterpolisee-03 --test ana@example.org\n"
     "  bulletin send 2014-10-clusterpolisee-03 --list demo --rate 10 --yes\n\n"
     "Exit status: 0 sent (or nothing left to send), 1 error, 75 not finished yet (paused, or "
     "deferred recipients to retry later: run the same command again), 130 interrupted.\n\n"
@@ -55,9 +55,8 @@ def _resume_command(issue: str, lists: tuple[str, ...]) -> str:
     "--list",
     "list_slugs",
     multiple=True,
-    required=True,
     metavar="SLUG",
-    help="List to send to; repeat for several (each person gets one copy).",
+    help="List to send to; repeat for several (each person gets one copy). Not needed with --test.",
 )
 @click.option(
     "--dry-run",
@@ -117,6 +116,8 @@ def send_cmd(
 
     if dry_run and test_addresses:
         raise click.UsageError("Give either --dry-run or --test, not both.")
+    if not list_slugs and not test_addresses:
+        raise click.UsageError("Missing option '--list': name the list to send to.")
     workspace = ctx.workspace
     options = SendOptions.from_config(
         workspace.config.send,
@@ -388,9 +389,10 @@ def _print_send_result(result: SendResult, slug: str, resume: str) -> None:
     "status",
     epilog="Examples:\n\n\b\n  bulletin status 2014-10-clusterpolisee-03\n"
     "  bulletin status 2014-10-clusterpolisee-03 --list demo --failed\n"
-    "  bulletin status 2014-10-clusterpolisee-03 --csv > recipients.csv",
+    "  bulletin status 2014-10-clusterpolisee-03 --csv > recipients.csv\n"
+    "  bulletin status                     # every send, one line each",
 )
-@click.argument("issue")
+@click.argument("issue", required=False)
 @click.option("--list", "list_slug", metavar="SLUG", help="Only sends to this list.")
 @click.option(
     "--failed", "failed_only", is_flag=True, help="List every failed or deferred recipient."
@@ -400,9 +402,11 @@ def _print_send_result(result: SendResult, slug: str, resume: str) -> None:
 )
 @pass_ctx
 def status_cmd(
-    ctx: Context, issue: str, list_slug: str | None, failed_only: bool, as_csv: bool
+    ctx: Context, issue: str | None, list_slug: str | None, failed_only: bool, as_csv: bool
 ) -> None:
     """Show how the sends of ISSUE went: counts by state, rate, start and end, problems.
+
+    Without ISSUE: every send of every issue, one line each, oldest first.
 
     Each failed or deferred recipient is listed with the relay's reply (the first 20;
     --failed for all). "Queued" recipients are claimed by a running sender, "sending" ones
@@ -418,12 +422,59 @@ def status_cmd(
 
     db = ctx.store()
     click.get_current_context().call_on_close(db.dispose)
+    if issue is None and not (failed_only or as_csv):
+        _print_overview(send_status(db, None, list_slug, limit=0))
+        return
     found = send_status(db, issue, list_slug, limit=None if failed_only else 20)
     if as_csv:
         write_csv(db, [s.send for s in found], sys.stdout, problems_only=failed_only)
         return
     for s in found:
         _print_status(s)
+
+
+def _print_overview(found: list[SendStatus]) -> None:
+    from rich.table import Table
+
+    if not found:
+        console.print(
+            "No issue has been sent yet. Send one with `bulletin send ISSUE --list SLUG`.",
+            markup=False,
+        )
+        return
+    table = Table(
+        "issue",
+        "lists",
+        "state",
+        "sent",
+        "failed",
+        "open",
+        "total",
+        "started (UTC)",
+        "finished",
+        box=None,
+        pad_edge=False,
+        header_style="bold",
+    )
+    table.title = f"Sends: {len(found)}"
+    table.title_justify = "left"
+    for column in table.columns[3:7]:
+        column.justify = "right"
+    for s in found:
+        send = s.send
+        table.add_row(
+            send.issue_slug,
+            ", ".join(send.lists),
+            s.state,
+            f"{s.counts['sent']:,}",
+            f"{s.counts['failed']:,}",
+            f"{s.open_count:,}",
+            f"{s.total:,}",
+            f"{send.started_at:%Y-%m-%d %H:%M}" if send.started_at else "-",
+            f"{send.finished_at:%Y-%m-%d %H:%M}" if send.finished_at else "-",
+        )
+    console.print(table)
+    console.print("Details of one: bulletin status ISSUE", markup=False)
 
 
 def _print_status(s: SendStatus) -> None:

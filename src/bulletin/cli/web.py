@@ -50,8 +50,9 @@ def serve_cmd(ctx: Context, host: str, port: int) -> None:
 def archive_group() -> None:
     """The public archive of issues (also served by `bulletin serve` at /archive/).
 
-    Every issue under issues/ is published from its date on, unless archive.exclude in
-    bulletin.toml lists it. Archive copies hold no personal data.
+    Every issue under issues/ is published from its date on, or from its send if that comes
+    first, unless archive.exclude in bulletin.toml lists it. Archive copies hold no
+    personal data.
     """
 
 
@@ -68,9 +69,15 @@ def archive_build_cmd(ctx: Context, out: Path) -> None:
     The files are the pages `bulletin serve` answers at /archive/ and /archive/SLUG, so
     OUT can be published at <base_url>/archive/ by any web server instead.
     """
+    from functools import cache
+
+    from bulletin.store import operations
     from bulletin.web.archive import build_archive
 
-    report = build_archive(ctx.workspace, out)
+    # The ledger is read (once) only when an issue is dated in the future: was it sent?
+    report = build_archive(
+        ctx.workspace, out, sent=cache(lambda: operations.sent_issues(ctx.store()))
+    )
     for slug, reason in report.skipped:
         console.print(f"  not published: {slug} ({reason})", markup=False, soft_wrap=True)
     noun = "issue" if len(report.entries) == 1 else "issues"

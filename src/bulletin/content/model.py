@@ -192,8 +192,9 @@ class PlainText(Protocol):
     def list_item(self, text: str, *, number: int | None, first: bool) -> None:
         """One Markdown list item, bulleted (``number`` None) or numbered."""
 
-    def link(self, label: str, url: str) -> None:
-        """A link shown as its label and its address."""
+    def link(self, label: str, url: str, *, unless_in: str | None = None) -> None:
+        """A link shown as its label and its address; nothing if the Markdown ``unless_in``
+        (the item's own text) already links to ``url``."""
 
     def image(self, label: str, url: str | None) -> None:
         """An image, by its label, with the address it links to if any."""
@@ -474,7 +475,8 @@ class EventsSection(_SectionBase):
             if event.description:
                 out.markdown(event.description, shift=3)
             if event.url:
-                out.link(out.translate("More information"), str(event.url))
+                more = out.translate("More information")
+                out.link(more, str(event.url), unless_in=event.description)
 
 
 class NewsItem(_Model):
@@ -508,7 +510,7 @@ class NewsSection(_SectionBase):
             out.heading(news.title, 3)
             out.markdown(news.text, shift=3)
             if news.url:
-                out.link(out.translate("Read more"), str(news.url))
+                out.link(out.translate("Read more"), str(news.url), unless_in=news.text)
 
 
 class CtaSection(_SectionBase):

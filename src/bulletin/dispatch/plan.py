@@ -26,8 +26,9 @@ from sqlalchemy.engine import Connection, Engine
 from bulletin.dispatch.composer import Composer, composer_for
 from bulletin.dispatch.ratelimit import describe
 from bulletin.dispatch.transport import Delivery, Transport
-from bulletin.errors import BulletinError, Location, Problem, ProblemsError
+from bulletin.errors import BulletinError, Problem, ProblemsError
 from bulletin.mail.compose import InvalidRecipient, Recipient
+from bulletin.preflight import refuse_unless_ready
 from bulletin.render.types import RenderedIssue
 from bulletin.render.values import sample_values
 from bulletin.store import ledger
@@ -190,6 +191,9 @@ class SendPlan:
     """List members left out because another send of this issue already reached them."""
     senders: tuple[ledger.WorkerRow, ...] = ()
     """The senders running the send right now, oldest first: this run will join them."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """From, Reply-To and List-Unsubscribe as one recipient's message has them (shown in
+    the plan so that a placeholder or a wrong address is seen before anything goes out)."""
 
     @property
     def done(self) -> bool:
@@ -231,6 +235,15 @@ class SendPlan:
             if self.covered:
                 text += f"; {self.covered:,} more already got this issue from another send"
             rows.append(("Recipients", text))
+        config = self.workspace.config
+        heads = dict(self.headers)
+        rows += [
+            ("From", heads.get("From", "")),
+            ("Reply-To", heads.get("Reply-To", "none (replies go to From)")),
+            ("Links", config.newsletter.base_url),
+        ]
+        if "List-Unsubscribe" in heads:
+            rows.append(("Unsubscribe", f"{heads['List-Unsubscribe']} (one recipient's)"))
         rows += [
             ("SMTP", smtp),
             ("Rate", self.options.describe_rate() + (" for all senders" if self.joining else "")),
@@ -245,48 +258,6 @@ def describe_senders(senders: Sequence[ledger.WorkerRow]) -> str:
     """``process 4242 on mail-2`` or ``3 senders: process 4242 on mail-2, ...``."""
     each = ", ".join(f"process {w.pid} on {w.host}" for w in senders)
     return each if len(senders) == 1 else f"{len(senders)} senders: {each}"
-
-
-def link_warnings(workspace: Workspace) -> list[Problem]:
-    """Warn when mail leaves this machine with links its readers cannot use.
-
-    A base_url on loopback is right for the local sink and the demo, but a real relay would
-    deliver unsubscribe links nobody can open; and mail providers only offer one-click
-    unsubscribe for https links.
-    """
-    from urllib.parse import urlsplit
-
-    from bulletin.dispatch.smtp import is_loopback
-
-    config = workspace.config
-    relay = urlsplit(config.smtp.url).hostname or ""
-    if is_loopback(relay):
-        return []
-    base = config.newsletter.base_url
-    host = urlsplit(base).hostname or ""
-    where = Location("bulletin.toml")
-    if is_loopback(host):
-        return [
-            Problem(
-                f"newsletter.base_url is {base}: readers cannot open unsubscribe or "
-                "view-online links on this machine's loopback address. Set it to the public "
-                "https address of `bulletin serve` before sending through a real relay.",
-                where,
-                "warning",
-                "send.base-url",
-            )
-        ]
-    if not base.startswith("https://"):
-        return [
-            Problem(
-                f"newsletter.base_url is {base}: mail providers only offer one-click "
-                "unsubscribe for https links. Serve it behind HTTPS (README, Deploying).",
-                where,
-                "warning",
-                "send.base-url",
-            )
-        ]
-    return []
 
 
 def _senders(
@@ -316,7 +287,9 @@ def prepare_send(
     when resuming a send of an issue edited since, :class:`NoRecipients` when there is
     nobody to send to, :class:`~bulletin.store.ledger.SendBusy` when other senders run the
     send and ``options.join`` is off (otherwise the plan's ``senders`` are the ones this run
-    will join), and :class:`~bulletin.store.subscribers.UnknownList`. With ``test``
+    will join), :class:`~bulletin.preflight.NotReady` when the relay is not on loopback
+    and the workspace or the issue is not ready for real readers (placeholders, base_url,
+    a future date), and :class:`~bulletin.store.subscribers.UnknownList`. With ``test``
     (for :func:`send_test`) the ledger is not looked at and nobody is counted.
 
     The ledger is read twice: first so that a finished or running send is reported before
@@ -325,7 +298,7 @@ def prepare_send(
     """
     from bulletin.render.checks import run_check
 
-    if not list_slugs:
+    if not list_slugs and not test:
         raise BulletinError("Name at least one list to send to (--list SLUG).")
     issue_dir = workspace.issue_dir(issue)
     slugs = tuple(sorted(set(list_slugs)))
@@ -369,13 +342,12 @@ def prepare_send(
         subject=rendered.subject,
         rendered=rendered,
         fingerprint=printed,
-        warnings=(
-            *(p for p in report.problems if p.severity == "warning"),
-            *link_warnings(workspace),
-        ),
+        warnings=tuple(p for p in report.problems if p.severity == "warning"),
     )
     if test:
         return plan
+    # The check found them as warnings; mail to real people waits until they are fixed.
+    refuse_unless_ready(workspace, list(plan.warnings), slug)
     with engine.connect() as conn, conn.begin():
         existing = ledger.find_send(conn, slug, slugs)
         if existing is not None:
@@ -400,7 +372,8 @@ def prepare_send(
                 "settings) and run the same command again to finish the send.",
             )
         left = sum(counts.get(s, 0) for s in ledger.OPEN_STATES)
-        return replace(plan, recipients=left)
+        plan = replace(plan, recipients=left)
+        return replace(plan, headers=_sample_headers(plan, engine))
     if n == 0:
         raise NoRecipients(
             f"Nobody to send {slug} to on {', '.join(slugs)}"
@@ -409,7 +382,31 @@ def prepare_send(
             if not covered
             else "See `bulletin status " + slug + "`.",
         )
-    return replace(plan, recipients=n, covered=covered)
+    plan = replace(plan, recipients=n, covered=covered)
+    return replace(plan, headers=_sample_headers(plan, engine))
+
+
+def _sample_headers(plan: SendPlan, engine: Engine) -> tuple[tuple[str, str], ...]:
+    """From, Reply-To and List-Unsubscribe of the first recipient's message, as built."""
+    from email import message_from_bytes, policy
+
+    composer = plan.composer()
+    with engine.connect() as conn:
+        first = next(iter(_dry_run_recipients(plan, conn)), None)
+    if first is None:
+        return ()
+    values = composer.values(
+        first.subscriber_id, first.list_id, first.email, first.name, first.attributes
+    )
+    try:
+        envelope = composer.envelope(
+            Recipient(first.email, first.name, values), composer.message_id_for(first.email)
+        )
+    except InvalidRecipient:
+        return ()  # the send reports that recipient; the plan shows what it can
+    message = message_from_bytes(envelope.data, policy=policy.default)
+    wanted = ("From", "Reply-To", "List-Unsubscribe")
+    return tuple((name, str(message[name])) for name in wanted if message[name] is not None)
 
 
 # --- dry run ------------------------------------------------------------------------------
@@ -526,9 +523,9 @@ def send_test(
         for address in addresses:
             sub = find_subscriber(conn, address)
             if sub is not None:
-                values = composer.values(
-                    sub.id, plan.list_ids[0], sub.email, sub.name, sub.attributes
-                )
+                # A test needs no list; its unsubscribe link then covers every list (None).
+                list_id = plan.list_ids[0] if plan.list_ids else None
+                values = composer.values(sub.id, list_id, sub.email, sub.name, sub.attributes)
                 recipients.append((address, Recipient(sub.email, sub.name, values)))
                 continue
             values = sample_values(plan.workspace, plan.issue_slug, email=address, name="")

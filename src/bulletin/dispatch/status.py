@@ -50,6 +50,11 @@ class SendStatus:
         return self.send.state
 
     @property
+    def open_count(self) -> int:
+        """Recipients not finished yet (pending, claimed, on their way or deferred)."""
+        return sum(self.counts[s] for s in ledger.OPEN_STATES)
+
+    @property
     def problem_count(self) -> int:
         return sum(self.counts[s] for s in PROBLEM_STATES)
 
@@ -69,16 +74,18 @@ def issue_slug(issue: str) -> str:
 
 
 def send_status(
-    engine: Engine, issue: str, list_slug: str | None = None, *, limit: int | None = 20
+    engine: Engine, issue: str | None, list_slug: str | None = None, *, limit: int | None = 20
 ) -> list[SendStatus]:
     """Every send of ``issue`` (to lists including ``list_slug``, if given), oldest first.
 
     ``limit`` caps the failed/deferred recipients listed per send (None: all of them).
+    With ``issue`` None: the sends of every issue, and an empty list when there are none
+    (not an error: a new workspace has sent nothing yet).
     """
-    slug = issue_slug(issue)
+    slug = None if issue is None else issue_slug(issue)
     with engine.connect() as conn, conn.begin():
         found = ledger.sends_of_issue(conn, slug, list_slug)
-        if not found:
+        if not found and slug is not None:
             where = f" to {list_slug}" if list_slug else ""
             raise BulletinError(
                 f"Issue {slug} has not been sent{where}.",

@@ -19,13 +19,16 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from bulletin import preflight
 from bulletin.content import merge
 from bulletin.content.loader import FILE_MAX_BYTES
 from bulletin.content.model import LoadedIssue
 from bulletin.errors import ContentError, Location, Problem, Severity, TemplateError
 from bulletin.render import sourcemap, templating
 from bulletin.render.lint import lint_mjml
+from bulletin.render.markup import lint_html
 from bulletin.render.slots import PREFIX, CompiledTemplate
+from bulletin.render.templating import LAYOUT_SUFFIX
 from bulletin.render.types import RenderedIssue
 from bulletin.render.values import sample_values
 from bulletin.workspace import Workspace
@@ -159,22 +162,35 @@ class _Sources:
 # --- The rendered HTML ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Tag:
     name: str
     attrs: dict[str, str | None]
+    text: str = ""
+    """A link's text (``<a>`` only)."""
 
 
 class _Collector(HTMLParser):
-    """Collects ``<a>`` and ``<img>`` tags of the final HTML."""
+    """Collects ``<a>`` and ``<img>`` tags of the final HTML, and each link's text."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: list[_Tag] = []
+        self._open_link: _Tag | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("a", "img", "area"):
             self.tags.append(_Tag(tag, dict(attrs)))
+        if tag == "a":
+            self._open_link = self.tags[-1]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._open_link = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open_link is not None:
+            self._open_link.text += data
 
 
 def _html_tags(markup: str) -> list[_Tag]:
@@ -297,6 +313,55 @@ def check_links(tags: Sequence[_Tag], loaded: LoadedIssue, sources: _Sources) ->
                 "check.allow-http-unused",
             )
         )
+    return problems
+
+
+RAW_URL_TEXT_MAX = 50
+"""Longer addresses shown as a link's text break mid-word on a phone and tell little."""
+
+_RAW_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+
+
+def check_link_text(tags: Sequence[_Tag], sources: _Sources) -> list[Problem]:
+    """Links whose text is a long raw URL: readers are better told where a link leads."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for tag in tags:
+        text = " ".join(tag.text.split())
+        if tag.name != "a" or text in seen or _SLOT_TOKEN.search(text):
+            continue
+        if len(text) <= RAW_URL_TEXT_MAX or not _RAW_URL.fullmatch(text):
+            continue
+        seen.add(text)
+        shown = text if len(text) <= 90 else text[:87] + "..."
+        problems.append(
+            Problem(
+                f"link text is the raw address {shown} ({len(text)} characters): it breaks "
+                "mid-word on phones and does not say where it leads. Write "
+                "[what the page is](URL) instead.",
+                # Written as [URL](URL) in Markdown, or a bare URL that Markdown linked.
+                sources.find(f"[{text}]")
+                or sources.find(text)
+                or sources.find_url(tag.attrs.get("href") or text),
+                "warning",
+                "check.link-raw-url",
+            )
+        )
+    return problems
+
+
+def check_markup(html_text: str, loaded: LoadedIssue, sources: _Sources) -> list[Problem]:
+    """Outlook and hidden-text traps in the final HTML (:mod:`bulletin.render.markup`),
+    at the template line that wrote the element when its class names it."""
+    layout = Location(
+        sources.workspace.relpath(
+            sources.workspace.templates_dir / f"{loaded.issue.template}{LAYOUT_SUFFIX}"
+        )
+    )
+    problems = []
+    for finding in lint_html(html_text):
+        where = sources.in_template([finding.needle]) if "class=" in finding.needle else None
+        problems.append(Problem(finding.message, where or layout, "warning", finding.code))
     return problems
 
 
@@ -591,7 +656,8 @@ def check_issue(
 ) -> list[Problem]:
     """Every content finding for a rendered issue, lint findings from rendering first."""
     sources = _Sources.read(workspace, loaded, rendered)
-    tags = _html_tags(_with_tokens(rendered.html))
+    html_text = _with_tokens(rendered.html)
+    tags = _html_tags(html_text)
     problems = list(rendered.problems)
     if not any(p.code.startswith("mjml.") for p in problems):
         # The pipeline did not lint (or found nothing, and linting again is harmless).
@@ -604,7 +670,11 @@ def check_issue(
     problems += check_empty_sections(loaded, sources)
     problems += check_images(tags, loaded, sources)
     problems += check_links(tags, loaded, sources)
+    problems += check_link_text(tags, sources)
+    problems += check_markup(html_text, loaded, sources)
     problems += check_cedilla(sources, rendered.language or loaded.issue.language)
+    problems += preflight.workspace_problems(workspace)
+    problems += preflight.future_date_problem(loaded.issue.date, sources.key_line("date"))
     return problems
 
 

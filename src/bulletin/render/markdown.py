@@ -137,6 +137,26 @@ def _check_links(children: list[Token], warn: Warn) -> list[Token]:
     return out
 
 
+def _comparable(url: str) -> str:
+    # As the HTML holds them: percent-encoded, and a bare host with or without its "/".
+    return _md.normalizeLink(url.strip()).rstrip("/")
+
+
+def links_to(text: str | None, url: str) -> bool:
+    """Whether the Markdown ``text`` already links to ``url`` (bare URLs count: they are
+    linked too). A "read more" link to the same address would show it twice."""
+    if not text:
+        return False
+    wanted = _comparable(url)
+    tokens, _warnings = _parse_cached(text, 2)
+    return any(
+        child.type == "link_open" and _comparable(str(child.attrGet("href") or "")) == wanted
+        for tok in tokens
+        if tok.type == "inline"
+        for child in tok.children or ()
+    )
+
+
 def to_html(text: str, *, shift: int = 2, inline: bool = False, warn: Warn = _ignore) -> Markup:
     """Render Markdown to HTML for an ``mj-text`` block (safe to insert unescaped).
 

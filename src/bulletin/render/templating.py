@@ -122,6 +122,8 @@ def environment(templates_dir: Path) -> jinja2.Environment:
             env.filters["date"] = date_filter
             env.filters["month"] = month_filter
             env.globals["_"] = translate
+            # {% if item.url is not linked_in(item.text) %}: no second link to one address.
+            env.tests["linked_in"] = lambda url, text: md.links_to(text, str(url))
             _environments[key] = env
         return env
 

@@ -99,8 +99,9 @@ class _PlainText:
         # Items follow one another without blank lines, as a list does.
         md.to_text(text, self.out, shift=3, marker=marker, tight=not first, warn=self.warn)
 
-    def link(self, label: str, url: str) -> None:
-        self.out.paragraph(f"{label}: <{url}>")
+    def link(self, label: str, url: str, *, unless_in: str | None = None) -> None:
+        if not md.links_to(unless_in, url):
+            self.out.paragraph(f"{label}: <{url}>")
 
     def image(self, label: str, url: str | None) -> None:
         if url:

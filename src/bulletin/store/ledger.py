@@ -272,16 +272,27 @@ def get_send(conn: Connection, send_id: int) -> SendRow:
 
 
 def sends_of_issue(
-    conn: Connection, issue_slug: str, list_slug: str | None = None
+    conn: Connection, issue_slug: str | None, list_slug: str | None = None
 ) -> list[SendRow]:
-    """Every send of an issue (those including ``list_slug`` only, if given), oldest first."""
-    rows = conn.execute(
-        sa.select(sends).where(sends.c.issue_slug == issue_slug).order_by(sends.c.id)
-    ).all()
+    """Every send of an issue (of every issue if None; those including ``list_slug`` only,
+    if given), oldest first."""
+    query = sa.select(sends).order_by(sends.c.id)
+    if issue_slug is not None:
+        query = query.where(sends.c.issue_slug == issue_slug)
+    rows = conn.execute(query).all()
     found = [_send_from_row(r) for r in rows]
     if list_slug is not None:
         found = [s for s in found if list_slug in s.lists]
     return found
+
+
+def sent_issues(conn: Connection) -> set[str]:
+    """The slugs of the issues whose send has started (their mail is out, or on its way)."""
+    return set(
+        conn.scalars(
+            sa.select(sends.c.issue_slug).where(sends.c.started_at.is_not(None)).distinct()
+        )
+    )
 
 
 # --- who a new send goes to ---------------------------------------------------------------

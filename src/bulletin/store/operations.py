@@ -204,3 +204,11 @@ def copy_into(
             raise
     finally:
         source_engine.dispose()
+
+
+def sent_issues(engine: Engine) -> set[str]:
+    """The slugs of the issues that have been sent (a send started): the archive shows them."""
+    from bulletin.store import ledger
+
+    with engine.connect() as conn:
+        return ledger.sent_issues(conn)

@@ -1,8 +1,10 @@
 """The public archive: every published issue as a web page, served or written as files.
 
 What is published: each folder under ``issues/`` whose name is a plain slug (letters, digits,
-``-`` and ``_``), whose issue date has come (an issue dated next week appears next week) and
-which ``archive.exclude`` in bulletin.toml does not list. ``bulletin serve`` answers
+``-`` and ``_``), whose issue date has come or whose send has started (the ledger knows: the
+"view online" link of every message sent must answer, whatever date the issue carries; an
+unsent issue dated next week appears next week) and which ``archive.exclude`` in
+bulletin.toml does not list. ``bulletin serve`` answers
 ``/archive/`` (the list, newest first) and ``/archive/<slug>`` (the issue, which is what the
 "view online" link in every email points at); ``bulletin archive build OUT/`` writes the same
 bytes as ``OUT/index.html`` and ``OUT/<slug>/index.html`` for any static web server.
@@ -28,7 +30,7 @@ import datetime as dt
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,9 +133,11 @@ class Archive:
         workspace: Workspace,
         *,
         today: Callable[[], dt.date] = dt.date.today,
+        sent: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self.workspace = workspace
         self._today = today
+        self._sent = sent
         self._exclude = workspace.config.archive.excluded
         self._cache: dict[str, _Render] = {}
         self._lock = threading.Lock()
@@ -185,9 +189,13 @@ class Archive:
             # Once per version of the files: the server must not flood the log on every hit.
             self._logged.add((slug, result.fingerprint))
             log.warning("archive: issue %s is not published: %s", slug, result.error)
-        if result.entry is None or result.entry.date > self._today():
+        if result.entry is None or not self.is_due(result.entry):
             return None
         return result
+
+    def is_due(self, entry: ArchiveEntry) -> bool:
+        """Whether an issue's day has come: its date, or the start of its send if earlier."""
+        return entry.date <= self._today() or entry.slug in self._sent()
 
     def entries(self) -> list[ArchiveEntry]:
         """The published issues, newest first (by date, then number, then slug)."""
@@ -252,6 +260,7 @@ def build_archive(
     out: Path,
     *,
     today: Callable[[], dt.date] = dt.date.today,
+    sent: Callable[[], Collection[str]] = frozenset,
 ) -> ArchiveBuild:
     """Write the archive as static files: ``OUT/index.html``, ``OUT/<slug>/index.html`` and
     the issues' local images in ``OUT/images/``.
@@ -261,7 +270,7 @@ def build_archive(
     never silently missing from the published archive. Files already in ``OUT`` that the
     build does not write are left alone.
     """
-    archive = Archive(workspace, today=today)
+    archive = Archive(workspace, today=today, sent=sent)
     report = ArchiveBuild(out)
     templates = _files_fingerprint(workspace.templates_dir)
     pages: dict[str, bytes] = {}
@@ -279,7 +288,7 @@ def build_archive(
             problems += found or [Problem(err.message, Location(f"issues/{slug}"))]
             continue
         assert result.entry is not None and result.html is not None
-        if result.entry.date > today():
+        if not archive.is_due(result.entry):
             report.skipped.append((slug, f"dated {result.entry.date}, in the future"))
             continue
         pages[slug] = result.html

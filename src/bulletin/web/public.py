@@ -83,6 +83,7 @@ from bulletin.errors import BulletinError
 from bulletin.listen import listen_socket
 from bulletin.render.images import content_type
 from bulletin.signup.service import FormErrors, Signups, Submitted
+from bulletin.store import operations
 from bulletin.store.db import (
     DatabaseProblem,
     database_problem,
@@ -907,7 +908,9 @@ def create_public_app(
         workspace,
         engine,
         signer,
-        archive if archive is not None else Archive(workspace),
+        archive
+        if archive is not None
+        else Archive(workspace, sent=lambda: operations.sent_issues(engine)),
         db_wait=db_wait,
     )
     limiter = RateLimiter(workspace.config.serve.rate_per_minute)
