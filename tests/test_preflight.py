@@ -174,6 +174,8 @@ def test_send_through_a_remote_relay_refuses_until_the_workspace_is_ready(
     issue = workspace_dir / "issues" / SAMPLE_SLUG / "issue.yaml"
     dated = issue.read_text(encoding="utf-8")
     date_issue(workspace_dir, dt.date.today() + dt.timedelta(days=2))
+    with config.open("a", encoding="utf-8") as f:  # as `bulletin init` leaves it
+        f.write(f'\n[archive]\nexclude = "{SAMPLE_SLUG}"\n')
 
     refused = bulletin(workspace_dir, "send", SAMPLE_SLUG, "--list", "news", "--yes")
 
@@ -183,6 +185,7 @@ def test_send_through_a_remote_relay_refuses_until_the_workspace_is_ready(
     assert f"bulletin.toml:{line_of(config, 'from_email = ')}: sender.from_email" in out
     assert f"bulletin.toml:{line_of(config, 'base_url = ')}: newsletter.base_url" in out
     assert f"issue.yaml:{line_of(issue, 'date: ')}: The issue is dated" in out
+    assert f"bulletin.toml:{line_of(config, 'exclude = ')}: Issue {SAMPLE_SLUG} is not " in out
     assert remote.sessions == 0 and ledger_size(db) == (0, 0)
 
     # A test send to the officer goes through, with the findings as warnings.
@@ -193,6 +196,7 @@ def test_send_through_a_remote_relay_refuses_until_the_workspace_is_ready(
     set_config(workspace_dir, "sender", from_email="newsletter@clusterpolisee.example.org")
     set_config(workspace_dir, "newsletter", base_url="https://news.clusterpolisee.ro")
     issue.write_text(dated, encoding="utf-8")
+    set_config(workspace_dir, "archive", exclude="")
 
     sent = bulletin(workspace_dir, "send", SAMPLE_SLUG, "--list", "news", "--yes")
 

@@ -1,7 +1,7 @@
 """Is the workspace ready to mail real people? The findings ``check`` warns about and
 ``send`` refuses on.
 
-Three things make a send embarrassing or broken although every message renders:
+Four things make a send embarrassing or broken although every message renders:
 
 * placeholders left from ``bulletin init`` ("My Newsletter", newsletter@example.org,
   "1 Example Street"...): the list of them is :func:`bulletin.scaffold.placeholders`, read
@@ -9,6 +9,8 @@ Three things make a send embarrassing or broken although every message renders:
 * a base_url readers cannot use: plain http on a public host (no one-click unsubscribe at
   the big mailbox providers, and links that can be tampered with), or a loopback address
   when the mail leaves this machine;
+* an issue the archive never publishes (``archive.exclude`` lists it, as ``bulletin init``
+  does for the sample issue) while its mail links the view-online page;
 * an issue dated in the future: the archive publishes it from its date or from its send,
   whichever comes first, so a test message or a preview points at a "view online" page
   that answers 404, and the date printed in the mail is not the day it arrives.
@@ -128,6 +130,27 @@ def future_date_problem(
             where,
             "warning",
             "preflight.future-date",
+        )
+    ]
+
+
+def unpublished_problem(workspace: Workspace, slug: str, links_page: bool) -> list[Problem]:
+    """An issue the archive never publishes although its mail links its view-online page."""
+    from bulletin.web.archive import why_not_published
+
+    reason = why_not_published(slug, workspace.config.archive.excluded)
+    if not links_page or reason is None:
+        return []
+    line = _config_lines(workspace).get(("archive", "exclude"))
+    where = Location(CONFIG_NAME, line) if line and "exclude" in reason else Location(CONFIG_NAME)
+    return [
+        Problem(
+            f"Issue {slug} is not published in the archive ({reason}), but its mail links "
+            "its view-online page: every reader who clicks it gets 404. Remove it from "
+            "archive.exclude, or the view-online link from the template.",
+            where,
+            "warning",
+            "preflight.unpublished",
         )
     ]
 

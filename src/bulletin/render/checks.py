@@ -675,6 +675,9 @@ def check_issue(
     problems += check_cedilla(sources, rendered.language or loaded.issue.language)
     problems += preflight.workspace_problems(workspace)
     problems += preflight.future_date_problem(loaded.issue.date, sources.key_line("date"))
+    problems += preflight.unpublished_problem(
+        workspace, loaded.slug, "view_online_url" in rendered.html.slot_names
+    )
     return problems
 
 

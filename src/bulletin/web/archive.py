@@ -121,6 +121,16 @@ def _files_fingerprint(folder: Path) -> list[tuple[str, int, int]]:
     return out
 
 
+def why_not_published(slug: str, exclude: Collection[str]) -> str | None:
+    """None if issue ``slug`` may be published by name; else the reason (the one rule for the
+    archive, ``archive build`` and the send's pre-flight)."""
+    if SLUG_RE.fullmatch(slug) is None:
+        return "its folder name is not a plain slug (letters, digits, '-' and '_')"
+    if slug in exclude:
+        return "archive.exclude lists it"
+    return None
+
+
 class Archive:
     """The published issues of a workspace, rendered on demand and cached until files change.
 
@@ -147,11 +157,7 @@ class Archive:
 
     def why_not_published(self, slug: str) -> str | None:
         """None if ``slug`` may be published by name; else the reason, for reports."""
-        if SLUG_RE.fullmatch(slug) is None:
-            return "its folder name is not a plain slug (letters, digits, '-' and '_')"
-        if slug in self._exclude:
-            return "archive.exclude lists it"
-        return None
+        return why_not_published(slug, self._exclude)
 
     def _render(self, slug: str, templates: list[tuple[str, int, int]]) -> _Render:
         issue_dir = self.workspace.issues_dir / slug
