@@ -432,7 +432,8 @@ class ArchiveConfig(_Section):
     exclude: str = Field(
         "",
         description="Issue slugs left out of the public archive, comma-separated (every "
-        "other issue under issues/ is published from its date on).",
+        "other issue under issues/ is published from its date or its send, whichever comes "
+        "first; `bulletin init` lists the sample issue here).",
     )
 
     @property
