@@ -293,3 +293,19 @@ def test_a_logo_url_still_works_and_a_missing_logo_file_is_located(
     assert f"bulletin.toml:{line}" in checked.output, checked.output
     assert "brand/none.png not found" in checked.output
     assert "Traceback" not in checked.output
+
+
+def test_an_http_base_url_is_reported_once_at_its_line_not_at_each_image(
+    workspace_dir: Path,
+) -> None:
+    """The images' addresses come from base_url: the setting is the one thing to fix."""
+    phone_photo(issue_dir(workspace_dir) / "photos" / "atelier.jpg")
+    add_image_section(workspace_dir, "photos/atelier.jpg")
+    set_config(workspace_dir, "newsletter", base_url="http://news.example.ro")
+
+    result = bulletin(workspace_dir, "check", SAMPLE_SLUG)
+
+    assert result.exit_code == 0, result.output
+    assert "newsletter.base_url is http://news.example.ro" in result.output
+    assert BASE.replace("127.0.0.1:8080", "news.example.ro") not in result.output
+    assert "uses http://" not in result.output, result.output

@@ -274,8 +274,15 @@ def _content_urls(loaded: LoadedIssue) -> Iterator[str]:
         yield from section.urls()
 
 
-def check_links(tags: Sequence[_Tag], loaded: LoadedIssue, sources: _Sources) -> list[Problem]:
-    """Malformed link and image targets (errors) and plain http:// ones (warnings)."""
+def check_links(
+    tags: Sequence[_Tag], loaded: LoadedIssue, sources: _Sources, base_url: str = ""
+) -> list[Problem]:
+    """Malformed link and image targets (errors) and plain http:// ones (warnings).
+
+    Addresses under ``base_url`` (the workspace's own: published images) are left to the
+    pre-flight's base_url rule, which reports the setting once, at its line.
+    """
+    own = base_url.rstrip("/") + "/" if base_url else None
     urls: dict[str, str] = {}  # url -> what it is ("link" or "image")
     for tag in tags:
         attr = "src" if tag.name == "img" else "href"
@@ -291,6 +298,8 @@ def check_links(tags: Sequence[_Tag], loaded: LoadedIssue, sources: _Sources) ->
     for url, kind in urls.items():
         if _SLOT_TOKEN.search(url) or url.startswith("#"):
             continue  # per-recipient values are checked elsewhere; anchors stay in the message
+        if own is not None and url.startswith(own):
+            continue
         verdict = url_problem(url)
         if verdict is None:
             continue
@@ -669,7 +678,7 @@ def check_issue(
     problems += check_placeholders(sources)
     problems += check_empty_sections(loaded, sources)
     problems += check_images(tags, loaded, sources)
-    problems += check_links(tags, loaded, sources)
+    problems += check_links(tags, loaded, sources, workspace.config.newsletter.base_url)
     problems += check_link_text(tags, sources)
     problems += check_markup(html_text, loaded, sources)
     problems += check_cedilla(sources, rendered.language or loaded.issue.language)
