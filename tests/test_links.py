@@ -20,14 +20,7 @@ from bulletin.render.pipeline import render_issue
 from bulletin.render.values import sample_values
 from bulletin.workspace import Workspace
 from conftest import SAMPLE_SLUG
-
-HEAD = """\
-subject: Buletin de test
-preheader: Știri și evenimente din clustere
-date: 2014-10-08
-language: ro
-sections:
-"""
+from test_checks import HEAD
 
 LONG = "https://www.clusterpolisee.example.org/ro/stiri/fondul-start-pentru-regiunea-dunarii-183"
 assert len(LONG) > RAW_URL_TEXT_MAX
