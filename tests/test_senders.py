@@ -94,6 +94,12 @@ class Sender:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
+    def kill(self) -> None:
+        """End it if it still runs (a failed test must not leave a sender behind)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def state(self) -> str:
         """The process's state letter (R, S, T when stopped...)."""
         with open(f"/proc/{self.pid}/stat", "rb") as f:
@@ -301,12 +307,17 @@ def test_ctrl_c_stops_one_sender_and_the_other_finishes_the_send(
     workspace_dir: Path, tmp_path: Path
 ) -> None:
     with FaultServer() as server:
-        server.fault("DATA_END", delay=0.03)
+        # Slow enough that A alone needs ~9 s: B's start-up (imports, check, render) takes
+        # seconds on a loaded machine, and B must join while A still sends.
+        server.fault("DATA_END", delay=0.15)
         db, emails = _setup(workspace_dir, tmp_path, server, 120, connections=2, rate=0)
+        senders: list[Sender] = []
         try:
             a = Sender(workspace_dir, "a")
+            senders.append(a)
             first = _wait_for_worker(db, a)
             b = Sender(workspace_dir, "b")
+            senders.append(b)
             _wait_for_worker(db, b)
             server.wait_for_messages(30, timeout=60)
             a.signal(signal.SIGINT)
@@ -328,6 +339,8 @@ def test_ctrl_c_stops_one_sender_and_the_other_finishes_the_send(
                 w.sent for w in by_id.values() if w.id != first.id
             ) == len(emails)
         finally:
+            for sender in senders:
+                sender.kill()
             db.dispose()
 
 
