@@ -451,6 +451,81 @@ class SignupConfig(_Section):
     )
 
 
+WEBHOOK_SECRET_ENV = {
+    "postmark": "BULLETIN_POSTMARK_WEBHOOK_SECRET",
+    "mailgun": "BULLETIN_MAILGUN_SIGNING_KEY",
+    "sendgrid": "BULLETIN_SENDGRID_PUBLIC_KEY",
+}
+"""The environment variable of each provider's webhook secret (or key)."""
+
+_SNS_TOPIC = re.compile(r"arn:aws(?:-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}")
+
+
+class WebhooksConfig(_Section):
+    """[webhooks]: bounce and complaint events from relay providers (`bulletin serve`).
+
+    A provider's hook answers only once its secret is set (else 404): from the environment
+    or a 0600 file named here, never in bulletin.toml itself.
+    """
+
+    ses_topics: str = Field(
+        "",
+        description="SNS topic ARNs whose SES notifications /hooks/ses accepts, "
+        "comma-separated (empty: the hook is off).",
+    )
+    postmark_secret_file: OneLine | None = Field(
+        None,
+        description="File (mode 0600) holding the password of /hooks/postmark's basic auth; "
+        "or BULLETIN_POSTMARK_WEBHOOK_SECRET.",
+    )
+    mailgun_signing_key_file: OneLine | None = Field(
+        None,
+        description="File (mode 0600) holding Mailgun's webhook signing key; "
+        "or BULLETIN_MAILGUN_SIGNING_KEY.",
+    )
+    sendgrid_public_key_file: OneLine | None = Field(
+        None,
+        description="File (mode 0600) holding SendGrid's verification key (base64); "
+        "or BULLETIN_SENDGRID_PUBLIC_KEY.",
+    )
+    postmark_secret: None = Field(
+        None, description="Not allowed: bulletin.toml is shared; see postmark_secret_file."
+    )
+    mailgun_signing_key: None = Field(
+        None, description="Not allowed: bulletin.toml is shared; see mailgun_signing_key_file."
+    )
+    sendgrid_public_key: None = Field(
+        None, description="Not allowed: use sendgrid_public_key_file."
+    )
+
+    @field_validator("postmark_secret", "mailgun_signing_key", "sendgrid_public_key", mode="before")
+    @classmethod
+    def _no_secret_here(cls, v: object, info: ValidationInfo) -> None:
+        name = info.field_name or ""
+        provider = name.split("_", 1)[0]
+        raise ValueError(
+            "holds a secret, and bulletin.toml is shared with the workspace: remove it and put "
+            f"it in {WEBHOOK_SECRET_ENV[provider]} or in a file (mode 0600, outside git) named "
+            f"by webhooks.{name}_file"
+        )
+
+    @field_validator("ses_topics")
+    @classmethod
+    def _topics(cls, v: str) -> str:
+        items = _split_list(v)
+        for item in items:
+            if _SNS_TOPIC.fullmatch(item) is None:
+                raise ValueError(
+                    f"{_shown(item)} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+                )
+        return ", ".join(items)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """``ses_topics`` as a set."""
+        return frozenset(_split_list(self.ses_topics))
+
+
 class Config(_Section):
     """The whole bulletin.toml."""
 
@@ -465,6 +540,7 @@ class Config(_Section):
     bounces: BouncesConfig = BouncesConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     signup: SignupConfig = SignupConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
 
 @dataclass(frozen=True)
@@ -560,6 +636,25 @@ class Workspace:
             return env
         if self.config.smtp.password_file:
             return read_secret_file(self.root / self.config.smtp.password_file)
+        return None
+
+    def webhook_secret(self, provider: Literal["postmark", "mailgun", "sendgrid"]) -> str | None:
+        """A provider's webhook secret from its environment variable or 0600 file, or None.
+
+        None means the provider's hook is off. Never bulletin.toml itself (see
+        :class:`WebhooksConfig`).
+        """
+        env = os.environ.get(WEBHOOK_SECRET_ENV[provider], "").strip()
+        if env:
+            return env
+        config = self.config.webhooks
+        name = {
+            "postmark": config.postmark_secret_file,
+            "mailgun": config.mailgun_signing_key_file,
+            "sendgrid": config.sendgrid_public_key_file,
+        }[provider]
+        if name:
+            return read_secret_file(self.root / name) or None
         return None
 
 
