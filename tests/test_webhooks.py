@@ -41,6 +41,7 @@ from test_public import ServeProcess, make_workspace
 from test_public_app import running
 from webhookkit import (
     CERT_URL,
+    EVIL_HOST,
     MAILGUN_KEY,
     OTHER_TOPIC,
     POSTMARK_SECRET,
@@ -244,7 +245,7 @@ def test_ses_forged_wrongly_signed_stale_and_foreign_messages_change_nothing(
 @pytest.mark.parametrize(
     "url",
     [
-        f"https://{REGION_HOST}.evil.example/SimpleNotificationService-0123.pem",
+        f"https://{EVIL_HOST}/SimpleNotificationService-0123.pem",
         "https://sns.us-east-1.amazonaws.com/evil/SimpleNotificationService-0123.pem",
         "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123.pem",
         "https://sns.us-east-1.amazonaws.com:8443/SimpleNotificationService-0123.pem",
@@ -324,9 +325,16 @@ def test_subscription_confirmation_is_visited_only_when_signed_and_allowed(
     # Signed and from the right topic, but the URL leaves SNS: never visited (the local
     # stand-in answers for every host, so a visit would show).
     elsewhere = subscription_confirmation(
-        keys, subscribe_url="https://sns.us-east-1.amazonaws.com.evil.example/?Action=x"
+        keys, subscribe_url=f"https://{EVIL_HOST}/?Action=ConfirmSubscription"
     )
     refused(hooks, hooks.post("ses", elsewhere), before)
+    for url in (
+        f"http://{REGION_HOST}/?Action=ConfirmSubscription",
+        f"https://{REGION_HOST}:8443/?Action=ConfirmSubscription",
+        f"https://user@{REGION_HOST}/?Action=ConfirmSubscription",
+    ):
+        signed = subscription_confirmation(keys, subscribe_url=url)
+        refused(hooks, hooks.post("ses", signed), before)
     assert len(visits) == 1
 
 
@@ -671,3 +679,45 @@ def test_bulletin_serve_takes_each_provider_s_events(
     log = "".join(server.output)
     assert "webhook mailgun: refused: replayed" in log
     assert POSTMARK_SECRET not in log and MAILGUN_KEY not in log
+
+
+def test_two_processes_given_the_same_event_at_once_apply_it_once(
+    workspace_dir: Path, keys: Keys, sns_host: FakeSnsHost
+) -> None:
+    # Two serve processes behind a proxy, a provider retrying while the first delivery is
+    # still being written: the second waits for the first's receipt and then finds it (on
+    # PostgreSQL the unique key does this; the events history alone would not show an
+    # uncommitted soft bounce to the other transaction).
+    import threading
+
+    workspace = ws.load(workspace_dir)
+    engine = open_store(workspace.database_url())
+    with write_transaction(engine) as conn:
+        create_list(conn, "news", "News")
+        add_subscriber(conn, "ana@example.org", "news")
+    webhooks = make_hooks(workspace, keys, sns_host, topics=frozenset({TOPIC}))
+    headers = {"authorization": basic_auth(POSTMARK_SECRET)["Authorization"]}
+    body = json.dumps(postmark_bounce("ana@example.org", "SoftBounce")).encode()
+    first = webhooks.authenticate("postmark", headers, body)
+    outcomes: list[Any] = []
+    with write_transaction(engine) as conn:
+        outcomes.append(webhooks.apply(conn, first))
+        other = threading.Thread(
+            target=lambda: outcomes.append(_apply_in_own_transaction(engine, webhooks, first))
+        )
+        other.start()
+        other.join(1.0)
+        assert other.is_alive()  # waiting for this transaction
+    other.join(20)
+    assert [(o.events, o.repeated) for o in outcomes] == [(1, 0), (1, 1)]
+    with engine.connect() as conn:
+        found = find_subscriber(conn, "ana@example.org")
+        assert found is not None
+        kinds = conn.scalars(sa.select(events.c.kind).where(events.c.subscriber_id == found.id))
+        assert list(kinds) == ["soft-bounce"]
+    engine.dispose()
+
+
+def _apply_in_own_transaction(engine: sa.Engine, webhooks: Webhooks, delivery: Any) -> Any:
+    with write_transaction(engine) as conn:
+        return webhooks.apply(conn, delivery)

@@ -34,6 +34,9 @@ from cryptography.x509.oid import NameOID
 REGION_HOST = "sns.us-east-1.amazonaws.com"
 CERT_PATH = "/SimpleNotificationService-0123456789abcdef.pem"
 CERT_URL = f"https://{REGION_HOST}{CERT_PATH}"
+EVIL_HOST = f"{REGION_HOST}.evil.example"
+"""A host that is not SNS, for which the stand-in holds a valid certificate all the same (so
+that only bulletin's own URL checks keep it from being used)."""
 TOPIC = "arn:aws:sns:us-east-1:123456789012:bulletin-bounces"
 OTHER_TOPIC = "arn:aws:sns:us-east-1:999999999999:someone-else"
 MAILGUN_KEY = "key-mailgun-test-0123456789abcdef"
@@ -50,7 +53,7 @@ def _certificate(
     issuer: tuple[str, rsa.RSAPrivateKey] | None,
     *,
     ca: bool = False,
-    dns: str | None = None,
+    dns: tuple[str, ...] = (),
 ) -> x509.Certificate:
     now = datetime.now(UTC)
     issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
@@ -64,9 +67,9 @@ def _certificate(
         .not_valid_after(now + timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
-    if dns is not None:
+    if dns:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False
+            x509.SubjectAlternativeName([x509.DNSName(name) for name in dns]), critical=False
         )
     if ca:
         builder = builder.add_extension(
@@ -122,7 +125,7 @@ class Keys:
         ca_key, tls_key, sns_key = rsa_key(), rsa_key(), rsa_key()
         ca = _certificate("bulletin test root", ca_key, None, ca=True)
         issuer = ("bulletin test root", ca_key)
-        tls_cert = _certificate(REGION_HOST, tls_key, issuer, dns=REGION_HOST)
+        tls_cert = _certificate(REGION_HOST, tls_key, issuer, dns=(REGION_HOST, EVIL_HOST))
         sns_cert = _certificate("sns.amazonaws.com", sns_key, issuer)
         return cls(
             ca=ca,
@@ -259,7 +262,7 @@ def subscription_confirmation(
 
 @dataclass
 class FakeSnsHost:
-    """An HTTPS server standing in for sns.us-east-1.amazonaws.com (see the module doc)."""
+    """An HTTPS server standing in for sns.us-east-1.amazonaws.com and :data:`EVIL_HOST`."""
 
     keys: Keys
     folder: Path
