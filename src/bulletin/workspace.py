@@ -488,26 +488,6 @@ class WebhooksConfig(_Section):
         description="File (mode 0600) holding SendGrid's verification key (base64); "
         "or BULLETIN_SENDGRID_PUBLIC_KEY.",
     )
-    postmark_secret: None = Field(
-        None, description="Not allowed: bulletin.toml is shared; see postmark_secret_file."
-    )
-    mailgun_signing_key: None = Field(
-        None, description="Not allowed: bulletin.toml is shared; see mailgun_signing_key_file."
-    )
-    sendgrid_public_key: None = Field(
-        None, description="Not allowed: use sendgrid_public_key_file."
-    )
-
-    @field_validator("postmark_secret", "mailgun_signing_key", "sendgrid_public_key", mode="before")
-    @classmethod
-    def _no_secret_here(cls, v: object, info: ValidationInfo) -> None:
-        name = info.field_name or ""
-        provider = name.split("_", 1)[0]
-        raise ValueError(
-            "holds a secret, and bulletin.toml is shared with the workspace: remove it and put "
-            f"it in {WEBHOOK_SECRET_ENV[provider]} or in a file (mode 0600, outside git) named "
-            f"by webhooks.{name}_file"
-        )
 
     @field_validator("ses_topics")
     @classmethod
@@ -524,6 +504,21 @@ class WebhooksConfig(_Section):
     def topics(self) -> frozenset[str]:
         """``ses_topics`` as a set."""
         return frozenset(_split_list(self.ses_topics))
+
+
+_SECRET_KEYS = {
+    ("webhooks", name): (
+        "holds a secret, and bulletin.toml is shared with the workspace: remove it and put it "
+        f"in {WEBHOOK_SECRET_ENV[provider]} or in a file (mode 0600, outside git) named by "
+        f"webhooks.{name}_file"
+    )
+    for provider, name in (
+        ("postmark", "postmark_secret"),
+        ("mailgun", "mailgun_signing_key"),
+        ("sendgrid", "sendgrid_public_key"),
+    )
+}
+"""Keys a user may write for a webhook secret, refused with a better word than "unknown"."""
 
 
 class Config(_Section):
@@ -836,6 +831,9 @@ def format_validation_errors(exc: ValidationError) -> list[tuple[tuple[str | int
         kind = err["type"]
         if kind == "missing":
             msg = "is required"
+            loc_out = loc
+        elif kind == "extra_forbidden" and loc in _SECRET_KEYS:
+            msg = _SECRET_KEYS[loc]
             loc_out = loc
         elif kind == "extra_forbidden":
             msg = "unknown key (check the spelling)"
