@@ -30,7 +30,7 @@ from bulletin import workspace as ws
 from bulletin.errors import BulletinError, ConfigError
 from bulletin.inbound.bounces import SoftLimit
 from bulletin.inbound.sns import HttpsFetcher, SnsVerifier
-from bulletin.inbound.webhooks import Webhooks
+from bulletin.inbound.webhooks import PROVIDERS, Webhooks
 from bulletin.store.db import open_store, write_transaction
 from bulletin.store.schema import events, subscribers, webhook_receipts
 from bulletin.store.subscribers import add_subscriber, create_list, find_subscriber
@@ -677,6 +677,8 @@ def test_bulletin_serve_takes_each_provider_s_events(
         server.stop()
         engine.dispose()
     log = "".join(server.output)
+    hooks_on = ", ".join(f"http://127.0.0.1:8080/hooks/{p}" for p in PROVIDERS)
+    assert f"Provider webhooks: {hooks_on}" in log
     assert "webhook mailgun: refused: replayed" in log
     assert POSTMARK_SECRET not in log and MAILGUN_KEY not in log
 

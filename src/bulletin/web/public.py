@@ -1087,6 +1087,10 @@ def serve_public(
             threading.Thread(target=app.state.public.purge_every_hour, daemon=True).start()
             echo(f"Serving unsubscribe pages and the archive at {url} (Ctrl+C to stop)")
             echo(f"Links in mail point to {base_url} (newsletter.base_url)")
+            webhooks = app.state.public.webhooks
+            on = [urls.hook_url(base_url, p) for p in hooks.PROVIDERS if webhooks.enabled(p)]
+            if on:
+                echo(f"Provider webhooks: {', '.join(on)}")
             if not base_url.startswith("https://"):
                 echo(
                     "Warning: newsletter.base_url is not https. Mail providers only offer "
