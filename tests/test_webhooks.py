@@ -723,3 +723,24 @@ def test_two_processes_given_the_same_event_at_once_apply_it_once(
 def _apply_in_own_transaction(engine: sa.Engine, webhooks: Webhooks, delivery: Any) -> Any:
     with write_transaction(engine) as conn:
         return webhooks.apply(conn, delivery)
+
+
+def test_migration_5_adds_the_receipts_to_a_version_4_store_and_keeps_its_rows(
+    database_url: str,
+) -> None:
+    from bulletin.store import db
+    from bulletin.store.migrations import MIGRATIONS
+
+    engine = db.connect(database_url)
+    db.migrate(engine, target=4)
+    with write_transaction(engine) as conn:
+        create_list(conn, "news", "Știri")
+        add_subscriber(conn, "ștefan@example.ro", "news")
+    report = db.migrate(engine)
+    assert (report.before, report.after) == (4, MIGRATIONS[-1].version)
+    assert 5 in {m.version for m in MIGRATIONS[4:]}
+    with write_transaction(engine) as conn:
+        found = find_subscriber(conn, "ȘTEFAN@example.ro")
+        assert found is not None and found.email == "ștefan@example.ro"
+        assert conn.scalar(sa.select(sa.func.count()).select_from(webhook_receipts)) == 0
+    engine.dispose()
