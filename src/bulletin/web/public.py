@@ -813,6 +813,8 @@ class PublicApp:
             return result
         if isinstance(result, hooks.Refused):
             return _hook_refused(provider, result)
+        if delivery.note:
+            log.info("webhook %s: %s", provider, delivery.note)
         log.info(
             "webhook %s: %d events, %d repeated, %d for unknown addresses, %d suppressed%s",
             provider,
