@@ -71,6 +71,10 @@ POST: confirms it."""
 PREFERENCES = Page("preferences", "/preferences/{token}")
 """GET: a subscriber's public lists, name and language; POST: changes them."""
 
+HOOK = Page("hook", "/hooks/{provider}")
+"""POST: bounce and complaint events from a relay provider (``ses``, ``postmark``,
+``sendgrid``, ``mailgun``); the address given to the provider."""
+
 PAGES = (
     UNSUBSCRIBE,
     ARCHIVE,
@@ -81,6 +85,7 @@ PAGES = (
     SUBSCRIBE,
     CONFIRM,
     PREFERENCES,
+    HOOK,
 )
 """Every public page (the web app declares a route for each)."""
 
@@ -141,3 +146,8 @@ def archive_url(base_url: str) -> str:
 def archive_unsubscribe_url(base_url: str) -> str:
     """The unsubscribe link of an archive copy (see :data:`ARCHIVE_UNSUBSCRIBE_ANCHOR`)."""
     return f"{archive_url(base_url)}#{ARCHIVE_UNSUBSCRIBE_ANCHOR}"
+
+
+def hook_url(base_url: str, provider: str) -> str:
+    """Where a relay provider posts its events (``/hooks/ses``...)."""
+    return HOOK.url(base_url, provider=provider)

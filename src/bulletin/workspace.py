@@ -475,6 +475,76 @@ class SignupConfig(_Section):
     )
 
 
+WEBHOOK_SECRET_ENV = {
+    "postmark": "BULLETIN_POSTMARK_WEBHOOK_SECRET",
+    "mailgun": "BULLETIN_MAILGUN_SIGNING_KEY",
+    "sendgrid": "BULLETIN_SENDGRID_PUBLIC_KEY",
+}
+"""The environment variable of each provider's webhook secret (or key)."""
+
+_SNS_TOPIC = re.compile(r"arn:aws(?:-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}")
+
+
+class WebhooksConfig(_Section):
+    """[webhooks]: bounce and complaint events from relay providers (`bulletin serve`).
+
+    A provider's hook answers only once its secret is set (else 404): from the environment
+    or a 0600 file named here, never in bulletin.toml itself.
+    """
+
+    ses_topics: str = Field(
+        "",
+        description="SNS topic ARNs whose SES notifications /hooks/ses accepts, "
+        "comma-separated (empty: the hook is off).",
+    )
+    postmark_secret_file: OneLine | None = Field(
+        None,
+        description="File (mode 0600) holding the password of /hooks/postmark's basic auth; "
+        "or BULLETIN_POSTMARK_WEBHOOK_SECRET.",
+    )
+    mailgun_signing_key_file: OneLine | None = Field(
+        None,
+        description="File (mode 0600) holding Mailgun's webhook signing key; "
+        "or BULLETIN_MAILGUN_SIGNING_KEY.",
+    )
+    sendgrid_public_key_file: OneLine | None = Field(
+        None,
+        description="File (mode 0600) holding SendGrid's verification key (base64); "
+        "or BULLETIN_SENDGRID_PUBLIC_KEY.",
+    )
+
+    @field_validator("ses_topics")
+    @classmethod
+    def _topics(cls, v: str) -> str:
+        items = _split_list(v)
+        for item in items:
+            if _SNS_TOPIC.fullmatch(item) is None:
+                raise ValueError(
+                    f"{_shown(item)} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+                )
+        return ", ".join(items)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """``ses_topics`` as a set."""
+        return frozenset(_split_list(self.ses_topics))
+
+
+_SECRET_KEYS = {
+    ("webhooks", name): (
+        "holds a secret, and bulletin.toml is shared with the workspace: remove it and put it "
+        f"in {WEBHOOK_SECRET_ENV[provider]} or in a file (mode 0600, outside git) named by "
+        f"webhooks.{name}_file"
+    )
+    for provider, name in (
+        ("postmark", "postmark_secret"),
+        ("mailgun", "mailgun_signing_key"),
+        ("sendgrid", "sendgrid_public_key"),
+    )
+}
+"""Keys a user may write for a webhook secret, refused with a better word than "unknown"."""
+
+
 class Config(_Section):
     """The whole bulletin.toml."""
 
@@ -489,6 +559,7 @@ class Config(_Section):
     bounces: BouncesConfig = BouncesConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     signup: SignupConfig = SignupConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
 
 @dataclass(frozen=True)
@@ -584,6 +655,25 @@ class Workspace:
             return env
         if self.config.smtp.password_file:
             return read_secret_file(self.root / self.config.smtp.password_file)
+        return None
+
+    def webhook_secret(self, provider: Literal["postmark", "mailgun", "sendgrid"]) -> str | None:
+        """A provider's webhook secret from its environment variable or 0600 file, or None.
+
+        None means the provider's hook is off. Never bulletin.toml itself (see
+        :class:`WebhooksConfig`).
+        """
+        env = os.environ.get(WEBHOOK_SECRET_ENV[provider], "").strip()
+        if env:
+            return env
+        config = self.config.webhooks
+        name = {
+            "postmark": config.postmark_secret_file,
+            "mailgun": config.mailgun_signing_key_file,
+            "sendgrid": config.sendgrid_public_key_file,
+        }[provider]
+        if name:
+            return read_secret_file(self.root / name) or None
         return None
 
 
@@ -765,6 +855,9 @@ def format_validation_errors(exc: ValidationError) -> list[tuple[tuple[str | int
         kind = err["type"]
         if kind == "missing":
             msg = "is required"
+            loc_out = loc
+        elif kind == "extra_forbidden" and loc in _SECRET_KEYS:
+            msg = _SECRET_KEYS[loc]
             loc_out = loc
         elif kind == "extra_forbidden":
             msg = "unknown key (check the spelling)"

@@ -35,7 +35,9 @@ def serve_cmd(ctx: Context, host: str, port: int) -> None:
     or a mail provider's RFC 8058 one-click request) unsubscribes at once. Public lists
     have a signup form at /subscribe/LIST (double opt-in: a confirmation mail through
     [smtp]); every message links /preferences/TOKEN. /archive/ lists
-    the published issues; /healthz answers ok for a proxy. Run it behind a reverse proxy
+    the published issues; /healthz answers ok for a proxy. Relay providers post bounces and
+    complaints to /hooks/ses, /hooks/postmark, /hooks/sendgrid or /hooks/mailgun once
+    [webhooks] names their secret. Run it behind a reverse proxy
     with HTTPS at newsletter.base_url (see README, "Deploying bulletin serve").
     """
     from bulletin.web.public import serve_public

@@ -17,6 +17,9 @@ What happens: a hard bounce or a complaint suppresses the address at once (``bou
 and suppresses once ``bounces.soft_limit`` of them fall within ``bounces.soft_window_days``.
 Every event keeps the server's diagnostic, which ``bulletin subscribers show`` prints, and
 the report's Message-ID as its source, so importing the same mailbox again changes nothing.
+
+Those rules are :func:`record_bounce` and :func:`record_complaint`, the one home of them for
+every intake: mailboxes here, provider webhooks (:mod:`bulletin.inbound.webhooks`) and any other.
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ class BounceSettings:
     return_path: str | None = None
     soft_limit: int = 3
     soft_window: timedelta = timedelta(days=30)
+
+    @property
+    def limits(self) -> SoftLimit:
+        """The soft-bounce limit (:func:`record_bounce`)."""
+        return SoftLimit(self.soft_limit, self.soft_window)
 
     @classmethod
     def from_workspace(cls, workspace: Workspace) -> BounceSettings:
@@ -325,7 +333,7 @@ class _Importer:
         if self._seen(conn, sub, source, prepared):
             return
         detail = prepared.report.complaint_detail
-        changed = suppress(conn, sub.id, "complained", source, detail=detail)
+        changed = record_complaint(conn, sub, source, detail)
         self.report.complaints += 1
         self.report.suppressed += changed
         self._note(sub.email, "complaint", detail, prepared, changed)
@@ -336,33 +344,73 @@ class _Importer:
         source = self._source(prepared)
         if self._seen(conn, sub, source, prepared):
             return
+        when = min(prepared.report.head.date or self.now, self.now)
+        changed = record_bounce(
+            conn, sub, failure.severity, failure.diagnostic, source, when, self.settings.limits
+        )
         if failure.severity == "hard":
-            changed = suppress(conn, sub.id, "bounced", source, detail=failure.diagnostic)
             self.report.hard += 1
-            self.report.suppressed += changed
-            self._note(sub.email, "hard", failure.diagnostic, prepared, changed)
-            return
-        when = prepared.report.head.date or self.now
-        when = min(when, self.now)  # a report from the future is a wrong clock, not a plan
-        record_event(conn, sub.id, SOFT_BOUNCE, detail=failure.diagnostic, source=source, at=when)
-        self.report.soft += 1
-        changed = False
-        count = self._soft_count(conn, sub.id, when)
-        # Only an address still mailed (or unsubscribed, which "bounced" outranks) changes.
-        if count >= self.settings.soft_limit and sub.status in ("active", "unsubscribed"):
-            days = self.settings.soft_window.days
-            detail = f"{count} soft bounces within {days} days; last: {failure.diagnostic}"
-            changed = suppress(conn, sub.id, "bounced", source, detail=detail)
-            self.report.suppressed += changed
-        self._note(sub.email, "soft", failure.diagnostic, prepared, changed)
+        else:
+            self.report.soft += 1
+        self.report.suppressed += changed
+        self._note(sub.email, failure.severity, failure.diagnostic, prepared, changed)
 
-    def _soft_count(self, conn: Connection, subscriber_id: int, when: datetime) -> int:
-        """Soft bounces in the window ending at ``when``, since the last re-subscription.
 
-        Someone re-subscribed after a bounce starts with a clean slate.
-        """
-        since = when - self.settings.soft_window
-        resubscribed = last_event_at(conn, subscriber_id, "resubscribed")
-        if resubscribed is not None and resubscribed > since:
-            since = resubscribed
-        return count_events(conn, subscriber_id, SOFT_BOUNCE, since=since, until=when)
+# --- the rules, for every intake (mailboxes, IMAP, webhooks) ------------------------------
+
+
+@dataclass(frozen=True)
+class SoftLimit:
+    """When soft bounces suppress: ``count`` of them within ``window``."""
+
+    count: int = 3
+    window: timedelta = timedelta(days=30)
+
+    @classmethod
+    def from_workspace(cls, workspace: Workspace) -> SoftLimit:
+        bounces = workspace.config.bounces
+        return cls(bounces.soft_limit, timedelta(days=bounces.soft_window_days))
+
+
+def record_complaint(conn: Connection, sub: Subscriber, source: str, detail: str) -> bool:
+    """A spam complaint about ``sub``: suppressed at once; whether its status changed."""
+    return suppress(conn, sub.id, "complained", source, detail=detail)
+
+
+def record_bounce(
+    conn: Connection,
+    sub: Subscriber,
+    severity: Literal["hard", "soft"],
+    diagnostic: str,
+    source: str,
+    when: datetime,
+    limit: SoftLimit,
+) -> bool:
+    """A bounce for ``sub`` (``when``: its date, never later than now); whether it suppressed.
+
+    A hard bounce suppresses at once; a soft one is recorded at ``when`` and suppresses once
+    ``limit.count`` of them fall within ``limit.window`` since the last re-subscription.
+    The caller makes sure the same report is not recorded twice (its ``source``).
+    """
+    if severity == "hard":
+        return suppress(conn, sub.id, "bounced", source, detail=diagnostic)
+    record_event(conn, sub.id, SOFT_BOUNCE, detail=diagnostic, source=source, at=when)
+    count = _soft_count(conn, sub.id, when, limit)
+    # Only an address still mailed (or unsubscribed, which "bounced" outranks) changes.
+    if count < limit.count or sub.status not in ("active", "unsubscribed"):
+        return False
+    days = limit.window.days
+    detail = f"{count} soft bounces within {days} days; last: {diagnostic}"
+    return suppress(conn, sub.id, "bounced", source, detail=detail)
+
+
+def _soft_count(conn: Connection, subscriber_id: int, when: datetime, limit: SoftLimit) -> int:
+    """Soft bounces in the window ending at ``when``, since the last re-subscription.
+
+    Someone re-subscribed after a bounce starts with a clean slate.
+    """
+    since = when - limit.window
+    resubscribed = last_event_at(conn, subscriber_id, "resubscribed")
+    if resubscribed is not None and resubscribed > since:
+        since = resubscribed
+    return count_events(conn, subscriber_id, SOFT_BOUNCE, since=since, until=when)

@@ -280,10 +280,26 @@ def _m4_lifecycle(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def _m5_webhooks(conn: Connection) -> None:
+    """Provider webhooks: what was received, so a retried or replayed delivery counts once."""
+    md = sa.MetaData()
+    sa.Table(
+        "webhook_receipts",
+        md,
+        sa.Column("provider", sa.String(16), primary_key=True),
+        sa.Column("key", sa.String(200), primary_key=True),
+        sa.Column("expires_at", UTCDateTime, nullable=False),
+        sa.Column("received_at", UTCDateTime, nullable=False),
+        sa.Index("ix_webhook_receipts_expires", "expires_at"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lists, subscribers, subscriptions, events", _m1_initial),
     Migration(2, "delivery ledger: sends, deliveries", _m2_ledger),
     Migration(3, "several senders: leases, workers, a shared rate", _m3_senders),
     Migration(4, "subscriber lifecycle: list settings, consents, sign-ups", _m4_lifecycle),
+    Migration(5, "provider webhooks: receipts of events and request nonces", _m5_webhooks),
 )
 """Every migration in order; versions are 1, 2, 3... without gaps."""

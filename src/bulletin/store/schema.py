@@ -239,6 +239,23 @@ blocked_domains = sa.Table(
 )
 """Domains no address of which is ever sent to or subscribed."""
 
+webhook_receipts = sa.Table(
+    "webhook_receipts",
+    metadata,
+    # ses, postmark, sendgrid, mailgun.
+    sa.Column("provider", sa.String(16), primary_key=True),
+    # "event <id>": an event applied (the provider's id, else a hash of the event);
+    # "nonce <value>": a signed request seen (Mailgun's token, a signature's hash).
+    sa.Column("key", sa.String(200), primary_key=True),
+    # Past it the row may go: a nonce once its timestamp is stale anyway, an event once the
+    # provider has long stopped retrying it.
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Index("ix_webhook_receipts_expires", "expires_at"),
+)
+"""What provider webhooks received: inserted in the transaction that applies the request, so
+two processes given the same delivery at once apply it once (the second insert conflicts)."""
+
 SEND_STATES = ("running", "paused", "interrupted", "waiting", "done")
 """A send's state: ``running`` (senders work on it), ``paused`` (the relay could not be
 reached), ``interrupted`` (Ctrl-C), ``waiting`` (only deferred recipients are left, not yet

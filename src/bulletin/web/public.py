@@ -22,6 +22,13 @@ Routes (all under ``newsletter.base_url``, which a reverse proxy with HTTPS maps
 ``GET  /archive/<slug>``   one issue as a web page: the "view online" link of every email
 ``GET  /archive/images/<name>``  a published issue's local image (content-hashed, cached a year)
 ``GET  /healthz``          ``ok`` once the database answers ``SELECT 1`` (for the proxy)
+``POST /hooks/<provider>`` bounce and complaint events from ``ses`` (through SNS),
+                           ``postmark``, ``sendgrid`` or ``mailgun`` (see
+                           :mod:`bulletin.inbound.webhooks`): 200 once recorded; 404 while
+                           the provider's secret is not configured; one 403 for every
+                           request that is unsigned, badly signed, stale or replayed; 400
+                           for an authenticated body we cannot read; 413 past
+                           :data:`bulletin.inbound.webhooks.MAX_BODY_BYTES`
 
 When the database cannot answer in time -- another process holds the write lock (an import
 saving), no connection is free, the disk is full, the file is damaged; on PostgreSQL a row or
@@ -80,6 +87,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulletin import urls
 from bulletin.errors import BulletinError
+from bulletin.inbound import webhooks as hooks
 from bulletin.listen import listen_socket
 from bulletin.render.images import content_type
 from bulletin.signup.service import FormErrors, Signups, Submitted
@@ -356,8 +364,12 @@ class PublicApp:
         archive: Archive,
         *,
         db_wait: float = DB_WAIT_SECONDS,
+        webhooks: hooks.Webhooks | None = None,
     ) -> None:
         self.workspace = workspace
+        self.webhooks = (
+            webhooks if webhooks is not None else hooks.Webhooks.from_workspace(workspace)
+        )
         self.engine = engine
         self.signer = signer
         self.archive = archive
@@ -771,6 +783,59 @@ class PublicApp:
             return self._preferences_html(prefs, errors=True)
         return self._preferences_html(result, saved=True)
 
+    # -- provider webhooks -----------------------------------------------------------------
+
+    async def hook(self, request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider not in hooks.PROVIDERS or not self.webhooks.enabled(provider):
+            return self.message("notfound", 404)
+        try:
+            body = await read_body(request, hooks.MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return self.message("toolarge", 413)
+        try:
+            # In a worker thread: an SNS certificate may have to be fetched first.
+            delivery = await run_in_threadpool(
+                self.webhooks.authenticate, provider, request.headers, body
+            )
+            if delivery.subscribe_url is not None:
+                await run_in_threadpool(self.webhooks.confirm, delivery)
+                log.info("webhook %s: confirmed the SNS subscription", provider)
+                return _hook_ok()
+        except hooks.Refused as exc:
+            return _hook_refused(provider, exc)
+        except hooks.Malformed as exc:
+            log.info("webhook %s: refused a malformed body: %s", provider, exc)
+            return PlainTextResponse("malformed\n", status_code=400)
+        result = await self._write(
+            request,
+            f"recording {provider} webhook events",
+            lambda wait: self._apply_hook(delivery, wait),
+        )
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, hooks.Refused):
+            return _hook_refused(provider, result)
+        if delivery.note:
+            log.info("webhook %s: %s", provider, delivery.note)
+        log.info(
+            "webhook %s: %d events, %d repeated, %d for unknown addresses, %d suppressed%s",
+            provider,
+            result.events,
+            result.repeated,
+            result.unknown,
+            result.suppressed,
+            "".join(f"; {line}" for line in result.lines[:20]),
+        )
+        return _hook_ok()
+
+    def _apply_hook(self, delivery: hooks.Delivery, wait: float) -> hooks.Outcome | hooks.Refused:
+        try:
+            with write_transaction(self.engine, wait=wait) as conn:
+                return self.webhooks.apply(conn, delivery)
+        except hooks.Refused as exc:  # rolled back: a replay changes nothing
+            return exc
+
     # -- archive, health, static -----------------------------------------------------------
 
     async def archive_index(self, request: Request) -> Response:
@@ -855,8 +920,23 @@ class PublicApp:
             Route(issue + "/", self.archive_issue, methods=["GET"]),
             Route(urls.STATIC.path(name=STYLESHEET), self.css, methods=["GET"]),
             Route(urls.HEALTH.pattern, self.healthz, methods=["GET"]),
+            Route(urls.HOOK.pattern, self.hook, methods=["POST"]),
             Route("/", self.archive_redirect, methods=["GET"]),
         ]
+
+
+def _hook_ok() -> Response:
+    return PlainTextResponse("ok\n")
+
+
+HOOK_REFUSED_BODY = "forbidden\n"
+"""The one answer to every refused webhook request, whatever check failed."""
+
+
+def _hook_refused(provider: str, exc: Exception) -> Response:
+    # The reason is for the log; the client learns only that it was refused.
+    log.info("webhook %s: refused: %s", provider, exc)
+    return PlainTextResponse(HOOK_REFUSED_BODY, status_code=403)
 
 
 def _run_all(tasks: list[tuple[Callable[[Any], None], Any]]) -> None:
@@ -888,6 +968,7 @@ def create_public_app(
     signer: TokenSigner | None = None,
     archive: Archive | None = None,
     db_wait: float = DB_WAIT_SECONDS,
+    webhooks: hooks.Webhooks | None = None,
 ) -> Starlette:
     """The public app of ``workspace`` (``app.state.public`` is the :class:`PublicApp`).
 
@@ -912,6 +993,7 @@ def create_public_app(
         if archive is not None
         else Archive(workspace, sent=lambda: operations.sent_issues(engine)),
         db_wait=db_wait,
+        webhooks=webhooks,
     )
     limiter = RateLimiter(workspace.config.serve.rate_per_minute)
     app = Starlette(
@@ -1024,6 +1106,10 @@ def serve_public(
             threading.Thread(target=app.state.public.purge_every_hour, daemon=True).start()
             echo(f"Serving unsubscribe pages and the archive at {url} (Ctrl+C to stop)")
             echo(f"Links in mail point to {base_url} (newsletter.base_url)")
+            webhooks = app.state.public.webhooks
+            on = [urls.hook_url(base_url, p) for p in hooks.PROVIDERS if webhooks.enabled(p)]
+            if on:
+                echo(f"Provider webhooks: {', '.join(on)}")
             if not base_url.startswith("https://"):
                 echo(
                     "Warning: newsletter.base_url is not https. Mail providers only offer "
