@@ -478,9 +478,13 @@ class ImapSession:
                 hint="Check the user in the URL and the password in BULLETIN_IMAP_PASSWORD "
                 "or imap.password_file.",
             ) from None
-        self._capabilities = self._read_capabilities()
-        if "IMAP4REV1" not in self._capabilities:
-            self._capabilities = frozenset(self._capabilities | {"IMAP4REV1"})
+        # Servers announce more after login (MOVE, UIDPLUS...); imaplib keeps the first list.
+        with self._network():
+            typ, data = client.capability()
+        if typ == "OK" and data and data[0]:
+            self._capabilities = frozenset(
+                _bytes(data[0]).decode("ascii", "replace").upper().split()
+            )
 
     def close(self) -> None:
         client = self._client
