@@ -125,11 +125,10 @@ protocol imap {{
 """,
             encoding="utf-8",
         )
-        self.process = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "stderr.log", "wb"),  # noqa: SIM115 - kept open by Popen
-        )
+        with open(self.root / "stderr.log", "wb") as stderr:
+            self.process = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=stderr
+            )
         self._wait_ready()
 
     def _wait_ready(self) -> None:

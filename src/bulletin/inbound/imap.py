@@ -31,6 +31,8 @@ from __future__ import annotations
 import base64
 import imaplib
 import re
+import select
+import socket
 import ssl
 import threading
 import time
@@ -498,8 +500,14 @@ class ImapSession:
 
     # commands
 
-    def _ok(self, what: str, response: tuple[str, list[Any]]) -> list[Any]:
+    def _ok(
+        self, what: str, response: tuple[str, list[Any]], *, gone_is_ok: bool = False
+    ) -> list[Any]:
         typ, data = response
+        # RFC 5530: some messages were expunged meanwhile -- by another run that moved them
+        # first, or by a person. For a move or a flag that is the outcome we wanted.
+        if typ == "NO" and gone_is_ok and b"[EXPUNGEISSUED]" in b" ".join(map(_bytes, data)):
+            return data
         if typ != "OK":
             raise ImapSetupError(f"{self.url.address} refused to {what}: {_text(data)}.")
         return data
@@ -561,9 +569,17 @@ class ImapSession:
         which = _uid_set(uids)
         with self._network():
             if "MOVE" in self._capabilities:
-                self._ok(f"move messages to {folder!r}", self.client.uid("MOVE", which, name))
+                self._ok(
+                    f"move messages to {folder!r}",
+                    self.client.uid("MOVE", which, name),
+                    gone_is_ok=True,
+                )
                 return
-            self._ok(f"copy messages to {folder!r}", self.client.uid("COPY", which, name))
+            self._ok(
+                f"copy messages to {folder!r}",
+                self.client.uid("COPY", which, name),
+                gone_is_ok=True,
+            )
             self._ok(
                 "mark messages deleted",
                 self.client.uid("STORE", which, "+FLAGS.SILENT", r"(\Deleted)"),
@@ -577,7 +593,9 @@ class ImapSession:
         flags = rf"(\Seen {PROCESSED_KEYWORD})"
         with self._network():
             self._ok(
-                "flag messages", self.client.uid("STORE", _uid_set(uids), "+FLAGS.SILENT", flags)
+                "flag messages",
+                self.client.uid("STORE", _uid_set(uids), "+FLAGS.SILENT", flags),
+                gone_is_ok=True,
             )
 
     def noop(self) -> None:
@@ -587,42 +605,51 @@ class ImapSession:
     def idle(self, seconds: float, stopped: Callable[[], bool]) -> bool:
         """Wait with IDLE (RFC 2177) until new mail, ``seconds`` pass or ``stopped()``.
 
-        imaplib has no IDLE before Python 3.14: the exchange is written here. Returns
-        whether the server announced new messages.
+        imaplib has no IDLE before Python 3.14, so the exchange is written here, on the
+        socket itself: a timeout on imaplib's buffered reader would break it for good, while
+        ``select`` can wait a second at a time to look at ``stopped``. Returns whether the
+        server announced new messages.
         """
-        client = self.client
+        sock = self.client.sock
         self._tags += 1
         tag = f"BLT{self._tags}".encode()
         news = False
         with self._network():
-            client.send(tag + b" IDLE\r\n")
-            first = client.readline()
+            sock.sendall(tag + b" IDLE\r\n")
+            first = _read_line(sock)
             if not first.startswith(b"+"):
                 return False  # refused after all: the caller's next pass finds new mail
-            sock = client.sock
-            sock.settimeout(1.0)  # to look at ``stopped`` every second
             deadline = time.monotonic() + seconds
-            try:
-                while not stopped() and time.monotonic() < deadline:
-                    try:
-                        line = client.readline()
-                    except TimeoutError:
-                        continue
-                    if not line:
-                        raise imaplib.IMAP4.abort("the server closed the connection")
-                    if re.match(rb"\* \d+ (EXISTS|RECENT)", line):
-                        news = True
-                        break
-            finally:
-                sock.settimeout(self._timeout)
-            client.send(b"DONE\r\n")
-            while True:
-                line = client.readline()
-                if not line:
-                    raise imaplib.IMAP4.abort("the server closed the connection")
-                if line.startswith(tag + b" "):
+            while not stopped() and time.monotonic() < deadline:
+                if not _readable(sock, 1.0):
+                    continue
+                if re.match(rb"\* \d+ (EXISTS|RECENT)", _read_line(sock)):
+                    news = True
                     break
+            sock.sendall(b"DONE\r\n")
+            while not _read_line(sock).startswith(tag + b" "):
+                pass  # untagged lines before the end of IDLE: the next pass reads the folder
         return news
+
+
+def _readable(sock: socket.socket, wait: float) -> bool:
+    # TLS may hold decrypted bytes that select() cannot see.
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    return bool(select.select([sock], [], [], wait)[0])
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    """One line, byte by byte: nothing is read ahead of imaplib's own reader."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise imaplib.IMAP4.abort("the server closed the connection")
+        line += byte
+        if len(line) > 65536:
+            raise imaplib.IMAP4.abort("an endless line from the server")
+    return bytes(line)
 
 
 def quote_mailbox(name: str) -> str:
@@ -661,7 +688,8 @@ def _bytes(value: object) -> bytes:
 
 
 def _text(data: list[Any]) -> str:
-    return b" ".join(_bytes(d) for d in data if d).decode("utf-8", "replace").strip() or "no reason"
+    text = b" ".join(_bytes(d) for d in data if d).decode("utf-8", "replace")
+    return text.strip().rstrip(".") or "no reason"
 
 
 def _said(exc: BaseException) -> str:
