@@ -691,8 +691,9 @@ def claim_inbound_message(conn: Connection, intake: str, key: str) -> bool:
         inbound_messages
     )
     statement = insert.values(intake=intake, message_key=key, processed_at=utcnow())
-    result = conn.execute(statement.on_conflict_do_nothing())
-    return bool(result.rowcount)
+    # RETURNING, not rowcount: psycopg reports a row for an insert that conflicted.
+    claimed = statement.on_conflict_do_nothing().returning(inbound_messages.c.message_key)
+    return conn.execute(claimed).first() is not None
 
 
 def last_event_at(conn: Connection, subscriber_id: int, kind: str) -> datetime | None:
