@@ -764,3 +764,77 @@ def test_watch_stops_while_idle_in_process(
     thread.join(5)
     assert not thread.is_alive()
     assert passes == [0]
+
+
+def test_watch_reconnects_after_the_connection_is_cut(
+    workspace: ws.Workspace, engine: sa.Engine, dovecot: DovecotServer, folders: tuple[str, str]
+) -> None:
+    """The server drops the session (``doveadm kick``): the watch reconnects and carries on."""
+    folder, done = folders
+    watcher = Watcher()
+    passes: list[int] = []
+    waits: list[str] = []
+    thread = threading.Thread(
+        target=watcher.watch,
+        args=(
+            engine,
+            settings_of(workspace),
+            "bounces",
+            bounce_intakes(BounceSettings.from_workspace(workspace)),
+        ),
+        kwargs={
+            "on_pass": lambda r: passes.append(r.fetch.recognised),
+            "on_wait": waits.append,
+            "ssl_context": dovecot.client_context(),
+        },
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not passes and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert passes == [0]
+        kicked = subprocess.run(
+            ["doveadm", "-c", str(dovecot.config), "kick", USER],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert kicked.returncode == 0, kicked.stderr
+        deadline = time.monotonic() + 10
+        while not waits and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert waits and "broke" in waits[0]
+        populate(dovecot, folder, [(sample("postfix-hard-user-unknown.eml"), "")])
+        deadline = time.monotonic() + 20
+        while status(engine, "ana.popescu@example.ro") != "bounced":
+            assert time.monotonic() < deadline, (passes, waits)
+            time.sleep(0.05)
+    finally:
+        watcher.stop("test")
+        thread.join(10)
+    assert not thread.is_alive()
+    assert set(folder_state(dovecot, done)) == {key_of(sample("postfix-hard-user-unknown.eml"))}
+
+
+def test_without_move_a_message_is_copied_then_expunged_by_uid(
+    workspace: ws.Workspace, dovecot: DovecotServer, folders: tuple[str, str]
+) -> None:
+    """Servers without MOVE (RFC 6851): COPY, \\Deleted, UID EXPUNGE of those UIDs only."""
+    from bulletin.inbound.imap import connect
+
+    folder, done = folders
+    report = sample("postfix-hard-user-unknown.eml")
+    populate(dovecot, folder, [(report, ""), (human_reply(4), r"\Deleted")])
+    settings = settings_of(workspace)
+    with connect(settings, ssl_context=dovecot.client_context()) as session:
+        # Dovecot offers MOVE; this session is told it does not, to take the other path.
+        session._capabilities -= {"MOVE"}
+        session.select(folder, readonly=False)
+        uids = session.search("UNDELETED")
+        assert len(uids) == 1
+        session.ensure_folder(done)
+        session.move(uids, done)
+    assert set(folder_state(dovecot, done)) == {key_of(report)}
+    # Someone else's \Deleted message was not expunged along with ours.
+    assert folder_state(dovecot, folder) == {"<reply.4@example.ro>": {r"\Deleted"}}

@@ -141,7 +141,7 @@ def _fetch(ctx: Context, purpose: Purpose, url: str | None, dry_run: bool, watch
     watcher = imap.Watcher()
 
     def on_pass(result: FetchResult) -> None:
-        if result.fetch.messages:
+        if result.fetch.recognised:  # quiet while only people's mail sits there
             _print_fetch(result, purpose)
 
     def on_wait(message: str) -> None:

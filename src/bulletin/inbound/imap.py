@@ -37,7 +37,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -496,7 +496,9 @@ class ImapSession:
         try:
             client.logout()
         except (OSError, imaplib.IMAP4.error):
-            pass  # the connection is gone either way
+            # The connection broke: imaplib's logout raised before closing the socket.
+            with suppress(OSError):
+                client.shutdown()
 
     # commands
 
