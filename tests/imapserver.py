@@ -20,7 +20,10 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from smtpfaults import Certificates, make_certificates
 
@@ -189,3 +192,15 @@ def _user_name() -> str:
     import pwd
 
     return pwd.getpwuid(os.getuid()).pw_name
+
+
+@pytest.fixture(scope="session")
+def dovecot_server() -> Iterator[DovecotServer]:
+    """The session's private Dovecot; skipped without it, except under CI (a failure there)."""
+    if DOVECOT is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("dovecot is not installed, and CI must run the IMAP tests")
+        pytest.skip("dovecot is not installed (`make system-deps` installs dovecot-imapd)")
+    server = DovecotServer()
+    yield server
+    server.stop()

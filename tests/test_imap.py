@@ -47,22 +47,22 @@ from bulletin.store.db import open_store, write_transaction
 from bulletin.store.subscribers import add_subscriber, create_list, find_subscriber, get_list
 from bulletin.tokens import TokenSigner
 from conftest import set_config
-from imapserver import ASCII_PASSWORD, ASCII_USER, DOVECOT, PASSWORD, USER, DovecotServer
+from imapserver import (  # noqa: F401 - dovecot_server is the session's fixture
+    ASCII_PASSWORD,
+    ASCII_USER,
+    PASSWORD,
+    USER,
+    DovecotServer,
+    dovecot_server,
+)
 from test_bounces import DOMAIN, HARD, KEY, LIST, SUBSCRIBERS, all_samples, sample, snapshot
 
 _folders = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[DovecotServer]:
-    """The session's private Dovecot; skipped without it, except under CI (a failure there)."""
-    if DOVECOT is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("dovecot is not installed, and CI must run the IMAP tests")
-        pytest.skip("dovecot is not installed (`make system-deps` installs dovecot-imapd)")
-    server = DovecotServer()
-    yield server
-    server.stop()
+@pytest.fixture
+def dovecot(dovecot_server: DovecotServer) -> DovecotServer:  # noqa: F811 - a fixture
+    return dovecot_server
 
 
 @pytest.fixture
@@ -838,3 +838,41 @@ def test_without_move_a_message_is_copied_then_expunged_by_uid(
     assert set(folder_state(dovecot, done)) == {key_of(report)}
     # Someone else's \Deleted message was not expunged along with ours.
     assert folder_state(dovecot, folder) == {"<reply.4@example.ro>": {r"\Deleted"}}
+
+
+def test_the_command_prints_the_summary_and_a_dry_run_says_so(
+    workspace: ws.Workspace,
+    engine: sa.Engine,
+    dovecot: DovecotServer,
+    folders: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    folder, done = folders
+    populate(dovecot, folder, corpus_with_replies())
+    dry = run_bulletin(workspace.root, tmp_path, dovecot, "bounces", "fetch", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "(dry run: nothing was changed)" in dry.stdout
+    assert re.search(r"hard bounces\s*│\s*4\b", dry.stdout)
+    assert re.search(rf"moved to {done}\s*│\s*0\b", dry.stdout)
+    assert status(engine, "ana.popescu@example.ro") == "active"
+
+    real = run_bulletin(workspace.root, tmp_path, dovecot, "bounces", "fetch")
+    assert real.returncode == 0, real.stderr
+    assert f"Bounces in {dovecot.url(folder).replace('%40', '@')}" in real.stdout
+    assert re.search(rf"moved to {done}\s*│\s*10\b", real.stdout)
+    assert re.search(r"left as they were\s*│\s*2\b", real.stdout)
+    assert "hard      ana.popescu@example.ro: 550 5.1.1" in real.stdout
+    assert PASSWORD not in real.stdout + real.stderr
+
+
+def test_refused_combinations_say_why(
+    workspace_dir: Path, workspace: ws.Workspace, folders: tuple[str, str]
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["-w", str(workspace_dir), "bounces", "fetch", "--watch", "--dry-run"]
+    )
+    assert result.exit_code == 2 and "no --dry-run" in result.output
+    set_config(workspace_dir, "imap", processed_folder=folders[0])
+    result = CliRunner().invoke(cli, ["-w", str(workspace_dir), "bounces", "fetch"])
+    assert result.exit_code == 1
+    assert f"imap.processed_folder is '{folders[0]}', the folder being read" in result.output

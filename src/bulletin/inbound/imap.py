@@ -117,6 +117,11 @@ class ImapSettings:
                 hint="Set BULLETIN_IMAP_PASSWORD, or name a file (mode 0600, outside git) "
                 "holding it in imap.password_file.",
             )
+        if config.processed_action == "move" and config.processed_folder == parsed.folder:
+            raise BulletinError(
+                f"imap.processed_folder is {parsed.folder!r}, the folder being read.",
+                hint="Name another folder for processed mail in imap.processed_folder.",
+            )
         return cls(
             parsed,
             password,
