@@ -876,3 +876,27 @@ def test_refused_combinations_say_why(
     result = CliRunner().invoke(cli, ["-w", str(workspace_dir), "bounces", "fetch"])
     assert result.exit_code == 1
     assert f"imap.processed_folder is '{folders[0]}', the folder being read" in result.output
+
+
+def test_a_stop_ends_the_pass_between_batches(
+    workspace: ws.Workspace, engine: sa.Engine, dovecot: DovecotServer, folders: tuple[str, str]
+) -> None:
+    """SIGTERM in --watch: the batch in hand is finished and moved, the rest stays as it is."""
+    from bulletin.inbound.imap import connect, run_pass
+
+    folder, done = folders
+    populate(dovecot, folder, [(data, "") for data in all_samples()])
+    asked: list[bool] = []
+
+    def stopped() -> bool:
+        asked.append(True)
+        return len(asked) > 1  # after the first batch
+
+    settings = settings_of(workspace)
+    make = bounce_intakes(BounceSettings.from_workspace(workspace))
+    with connect(settings, ssl_context=dovecot.client_context()) as session:
+        result = run_pass(engine, session, settings, "bounces", make, batch_size=3, stopped=stopped)
+    assert result.fetch.done == 3
+    assert len(folder_state(dovecot, done)) == 3
+    assert len(folder_state(dovecot, folder)) == 7
+    assert len(processed_keys(engine)) == 3

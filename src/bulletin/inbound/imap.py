@@ -235,8 +235,9 @@ def run_pass(
     dry_run: bool = False,
     progress: runner.ProgressCallback | None = None,
     batch_size: int = BATCH_SIZE,
+    stopped: Callable[[], bool] | None = None,
 ) -> FetchResult:
-    """Process the folder once over an open session."""
+    """Process the folder once over an open session; ``stopped()`` ends it between batches."""
     url = settings.url
     report, intake = make_intake(str(url), dry_run)
     fetched = FetchReport(str(url), dry_run, settings.action, settings.folder)
@@ -253,6 +254,8 @@ def run_pass(
         progress(0, len(uids))
     with _transactions(engine, dry_run) as transaction:
         for start in range(0, len(uids), batch_size):
+            if stopped is not None and stopped():
+                break  # the rest is untouched; the next run reads it
             batch = uids[start : start + batch_size]
             messages = session.fetch(batch)
             ready: list[tuple[int, Any]] = []
@@ -351,7 +354,14 @@ class Watcher:
                 with connect(settings, ssl_context=ssl_context) as session:
                     pause = 1.0
                     while not self.stopped:
-                        result = run_pass(engine, session, settings, purpose, make_intake)
+                        result = run_pass(
+                            engine,
+                            session,
+                            settings,
+                            purpose,
+                            make_intake,
+                            stopped=lambda: self.stopped,
+                        )
                         on_pass(result)
                         if self.stopped:
                             break
