@@ -635,7 +635,9 @@ class ImapSession:
             sock.sendall(tag + b" IDLE\r\n")
             first = _read_line(sock)
             if not first.startswith(b"+"):
-                return False  # refused after all: the caller's next pass finds new mail
+                # Refused after all (the tagged NO or BAD is read): poll from now on.
+                self._capabilities -= {"IDLE"}
+                return False
             deadline = time.monotonic() + seconds
             while not stopped() and time.monotonic() < deadline:
                 if not _readable(sock, 1.0):
