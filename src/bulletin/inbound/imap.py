@@ -633,22 +633,24 @@ class ImapSession:
         news = False
         with self._network():
             sock.sendall(tag + b" IDLE\r\n")
-            first = _read_line(sock)
-            if not first.startswith(b"+"):
-                # Refused after all (the tagged NO or BAD is read): poll from now on.
-                self._capabilities -= {"IDLE"}
-                return False
+            while not (line := _read_line(sock)).startswith(b"+"):
+                if line.startswith(tag + b" "):
+                    # Refused after all: poll from now on rather than ask again at once.
+                    self._capabilities -= {"IDLE"}
+                    return False
+                news = news or _NEW_MAIL.match(line) is not None
             deadline = time.monotonic() + seconds
-            while not stopped() and time.monotonic() < deadline:
+            while not news and not stopped() and time.monotonic() < deadline:
                 if not _readable(sock, 1.0):
                     continue
-                if re.match(rb"\* \d+ (EXISTS|RECENT)", _read_line(sock)):
-                    news = True
-                    break
+                news = _NEW_MAIL.match(_read_line(sock)) is not None
             sock.sendall(b"DONE\r\n")
             while not _read_line(sock).startswith(tag + b" "):
                 pass  # untagged lines before the end of IDLE: the next pass reads the folder
         return news
+
+
+_NEW_MAIL = re.compile(rb"\* \d+ (EXISTS|RECENT)")
 
 
 def _readable(sock: socket.socket, wait: float) -> bool:
