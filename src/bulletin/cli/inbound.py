@@ -195,8 +195,8 @@ def bounces_fetch_cmd(ctx: Context, url: str | None, dry_run: bool, watch: bool)
     What the import recognises (delivery reports, complaints, auto-replies) is processed and
     then moved to imap.processed_folder (or flagged, with imap.processed_action = "flag");
     every other message (a person's reply) stays where it is, unread, flags untouched.
-    Running it twice, or twice at once, counts nothing twice. Exits 1 if a message cannot be
-    read.
+    Running it twice, or twice at once, counts nothing twice; a run that was killed is
+    completed by the next one.
     """
     _fetch(ctx, "bounces", url, dry_run, watch)
 
