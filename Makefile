@@ -34,8 +34,9 @@ install-test: $(VENV)/.installed-test
 # Debian packages the tests drive for real: Chromium (browser tests; Playwright uses
 # /usr/bin/chromium, it never downloads a browser), fonts with Romanian glyphs, and the
 # PostgreSQL server programs (the test session runs its own cluster in a temporary folder;
-# the package's own service is not used).
-# postgresql's postinst creates a default cluster and starts the service; in a container
+# the package's own service is not used), and Dovecot's IMAP server (likewise: the IMAP
+# tests run a private instance from a configuration in a temporary folder).
+# postgresql's and dovecot-core's postinst start their services; in a container
 # (no init) or beside another server on port 5432 that start fails, and so would the
 # install. A policy-rc.d that says "do not start services" (what Debian's Docker images
 # ship) is put in place for the install when there is none, and removed after.
@@ -43,6 +44,7 @@ system-deps:
 	@pkgs=""; \
 	command -v chromium >/dev/null 2>&1 || pkgs="$$pkgs chromium fonts-dejavu-core"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || pkgs="$$pkgs postgresql"; \
+	{ command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ]; } || pkgs="$$pkgs dovecot-imapd"; \
 	if [ -n "$$pkgs" ]; then \
 	  echo "Installing Debian packages for the tests:$$pkgs"; \
 	  if [ ! -e /usr/sbin/policy-rc.d ]; then \

@@ -65,6 +65,9 @@ _EXAMPLES: Mapping[tuple[str, str], str] = {
     ("smtp", "username"): "newsletter@example.org",
     ("smtp", "password_file"): ".bulletin/smtp-password",
     ("smtp", "helo_name"): "mail.example.org",
+    ("imap", "bounces_url"): "imaps://bounces@mail.example.org/INBOX",
+    ("imap", "unsubscribes_url"): "imaps://unsubscribe@mail.example.org/INBOX",
+    ("imap", "password_file"): ".bulletin/imap-password",
 }
 
 _SECTION_NOTES: Mapping[str, str] = {

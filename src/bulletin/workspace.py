@@ -456,6 +456,113 @@ class BouncesConfig(_Section):
     )
 
 
+class ImapConfig(_Section):
+    """[imap]: mailboxes that `bulletin bounces fetch` and `unsubscribes fetch` read."""
+
+    bounces_url: OneLine | None = Field(
+        None,
+        description="`imaps://user@host/Folder` or `imap://user@host:port/Folder` (STARTTLS) "
+        "of the mailbox bounces and complaints arrive in; no password in it.",
+    )
+    unsubscribes_url: OneLine | None = Field(
+        None,
+        description="The same for mail sent to sender.unsubscribe_mailto.",
+    )
+    password_file: OneLine | None = Field(
+        None,
+        description="File (mode 0600, outside git) holding the IMAP password; or "
+        "BULLETIN_IMAP_PASSWORD.",
+    )
+    processed_action: Literal["move", "flag"] = Field(
+        "move",
+        description="What happens to a processed message: `move` it to processed_folder, or "
+        "`flag` it (seen, keyword `$BulletinProcessed`) where it is. Other mail is not touched.",
+    )
+    processed_folder: OneLine = Field(
+        "Processed",
+        description="Folder processed messages are moved to (created if missing).",
+    )
+    timeout: float = Field(30.0, gt=0, description="Seconds before an IMAP reply times out.")
+    poll_seconds: int = Field(
+        60,
+        ge=5,
+        description="`--watch` without IMAP IDLE: seconds between two looks at the mailbox.",
+    )
+
+    @field_validator("bounces_url", "unsubscribes_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            imap_url_parts(v)
+        return v
+
+    @field_validator("processed_folder")
+    @classmethod
+    def _folder(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a folder")
+        return v
+
+
+IMAP_DEFAULT_PORTS = {"imap": 143, "imaps": 993}
+
+
+@dataclass(frozen=True)
+class ImapUrl:
+    """The parts of an IMAP mailbox URL (RFC 5092 shape, without a password)."""
+
+    scheme: Literal["imap", "imaps"]
+    user: str
+    host: str
+    port: int
+    folder: str
+
+    @property
+    def address(self) -> str:
+        """``host:port``, with brackets around an IPv6 address."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.user}@{self.address}/{self.folder}"
+
+
+def imap_url_parts(url: str) -> ImapUrl:
+    """Split ``imaps://user@host[:port]/Folder``; ValueError saying what is wrong otherwise.
+
+    A password in the URL is refused (bulletin.toml is shared with the workspace, and a
+    command line is visible to other users): it comes from BULLETIN_IMAP_PASSWORD or
+    imap.password_file. Never echoes the URL.
+    """
+    from urllib.parse import unquote
+
+    parts = urlsplit(url)
+    if parts.scheme not in IMAP_DEFAULT_PORTS:
+        raise ValueError("must start with imaps:// or imap://")
+    if parts.password is not None:
+        raise ValueError(
+            "holds a password: remove it and put it in BULLETIN_IMAP_PASSWORD or in a file "
+            "named by imap.password_file (mode 0600, outside git)"
+        )
+    if not parts.username:
+        raise ValueError("names no user: write imaps://user@host/Folder")
+    if parts.query or parts.fragment:
+        raise ValueError("must be just scheme://user@host:port/Folder, without a query")
+    if not parts.hostname:
+        raise ValueError("names no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    folder = unquote(parts.path.lstrip("/")) or "INBOX"
+    if normalise.control_character(folder) is not None:
+        raise ValueError("the folder name holds a control character")
+    scheme: Literal["imap", "imaps"] = "imaps" if parts.scheme == "imaps" else "imap"
+    return ImapUrl(
+        scheme, unquote(parts.username), parts.hostname, port or IMAP_DEFAULT_PORTS[scheme], folder
+    )
+
+
 class PrivacyConfig(_Section):
     """[privacy]: what bulletin keeps about the people who sign up."""
 
@@ -557,6 +664,7 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     archive: ArchiveConfig = ArchiveConfig()
     bounces: BouncesConfig = BouncesConfig()
+    imap: ImapConfig = ImapConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     signup: SignupConfig = SignupConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
@@ -674,6 +782,15 @@ class Workspace:
         }[provider]
         if name:
             return read_secret_file(self.root / name) or None
+        return None
+
+    def imap_password(self) -> str | None:
+        """The IMAP password from BULLETIN_IMAP_PASSWORD or imap.password_file, never config."""
+        env = os.environ.get("BULLETIN_IMAP_PASSWORD")
+        if env:
+            return env
+        if self.config.imap.password_file:
+            return read_secret_file(self.root / self.config.imap.password_file)
         return None
 
 

@@ -1,4 +1,4 @@
-"""``bulletin bounces import`` and ``bulletin unsubscribes import``: mail that comes back."""
+"""``bulletin bounces`` and ``bulletin unsubscribes``: mail that comes back, from files or IMAP."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from bulletin.cli._common import Context, console, err_console, pass_ctx, print_
 
 if TYPE_CHECKING:
     from bulletin.inbound.bounces import BounceReport
+    from bulletin.inbound.imap import FetchResult, IntakeFactory, Purpose
     from bulletin.inbound.unsubscribes import UnsubscribeReport
 
 
@@ -38,10 +39,13 @@ class _MailProgress:
 
 
 def _print_mail_report(
-    report: BounceReport | UnsubscribeReport, title: str, lines: list[str]
+    report: BounceReport | UnsubscribeReport,
+    title: str,
+    lines: list[str],
+    more_rows: list[tuple[str, int]] | None = None,
 ) -> None:
     """Summary table, then what was done to whom, then unreadable messages (exit 1)."""
-    print_summary(title, report.summary_rows(), dry_run=report.dry_run)
+    print_summary(title, report.summary_rows() + (more_rows or []), dry_run=report.dry_run)
     shown = 20
     for line in lines[:shown]:  # they quote the diagnostics of other people's servers
         console.print(visible(f"  {line}"), soft_wrap=True)
@@ -94,6 +98,10 @@ def bounces_import_cmd(ctx: Context, path: Path, dry_run: bool) -> None:
     engine = ctx.store()
     with _MailProgress(f"Reading {path.name}") as progress:
         report = import_bounces(engine, path, settings, dry_run=dry_run, progress=progress)
+    _print_mail_report(report, f"Bounces in {report.path} ({report.kind})", _bounce_lines(report))
+
+
+def _bounce_lines(report: BounceReport) -> list[str]:
     lines = []
     for f in report.findings:
         what = f"{f.outcome:<9} {f.email or f.where}"
@@ -102,7 +110,95 @@ def bounces_import_cmd(ctx: Context, path: Path, dry_run: bool) -> None:
         if f.suppressed:
             what += " (suppressed)"
         lines.append(what)
-    _print_mail_report(report, f"Bounces in {report.path} ({report.kind})", lines)
+    return lines
+
+
+_FETCH_EPILOG = (
+    "URL is imaps://user@host/Folder (port 993) or imap://user@host:port/Folder (STARTTLS, "
+    "required unless the host is loopback); without it, imap.{key}_url from bulletin.toml. "
+    "The password comes from BULLETIN_IMAP_PASSWORD or imap.password_file, never the URL."
+)
+
+
+def _fetch(ctx: Context, purpose: Purpose, url: str | None, dry_run: bool, watch: bool) -> None:
+    """Shared by both fetch commands: settings, one pass or a watch, the summaries."""
+    from bulletin.dispatch.engine import stop_on_signals
+    from bulletin.inbound import imap
+
+    if watch and dry_run:
+        raise click.UsageError("--watch changes the store as mail arrives; it has no --dry-run.")
+    workspace = ctx.workspace
+    settings = imap.ImapSettings.from_workspace(workspace, purpose, url)
+    make_intake = _intakes(ctx, purpose)
+    engine = ctx.store()
+    if not watch:
+        with _MailProgress(f"Reading {settings.url.folder}") as progress:
+            result = imap.fetch(
+                engine, settings, purpose, make_intake, dry_run=dry_run, progress=progress
+            )
+        _print_fetch(result, purpose)
+        return
+    watcher = imap.Watcher()
+
+    def on_pass(result: FetchResult) -> None:
+        if result.fetch.recognised:  # quiet while only people's mail sits there
+            _print_fetch(result, purpose)
+
+    def on_wait(message: str) -> None:
+        err_console.print(visible(f"warning: {message}"), soft_wrap=True)
+
+    err_console.print(
+        visible(f"Watching {settings.url} (Ctrl-C or SIGTERM stops)."), soft_wrap=True
+    )
+    with stop_on_signals(watcher):
+        watcher.watch(engine, settings, purpose, make_intake, on_pass=on_pass, on_wait=on_wait)
+    err_console.print("Stopped.", markup=False)
+
+
+def _intakes(ctx: Context, purpose: Purpose) -> IntakeFactory:
+    from bulletin.inbound import imap
+    from bulletin.inbound.bounces import BounceSettings
+    from bulletin.inbound.unsubscribes import UnsubscribeSettings
+
+    if purpose == "bounces":
+        return imap.bounce_intakes(BounceSettings.from_workspace(ctx.workspace))
+    return imap.unsubscribe_intakes(UnsubscribeSettings.from_workspace(ctx.workspace))
+
+
+def _print_fetch(result: FetchResult, purpose: Purpose) -> None:
+    report = result.report
+    rows = result.fetch.summary_rows()
+    if purpose == "bounces":
+        title = f"Bounces in {report.path}"
+        _print_mail_report(report, title, _bounce_lines(report), rows)
+    else:
+        title = f"Unsubscribe requests in {report.path}"
+        lines = [f"unsubscribed {email} from {where}" for email, where in report.done]
+        _print_mail_report(report, title, lines, rows)
+
+
+@bounces_group.command(
+    "fetch",
+    epilog="Examples:\n\n\b\n  bulletin bounces fetch imaps://bounces@mail.example.org/INBOX\n"
+    "  bulletin bounces fetch --watch    (imap.bounces_url from bulletin.toml)\n\n"
+    + _FETCH_EPILOG.format(key="bounces"),
+)
+@click.argument("url", required=False)
+@click.option("--dry-run", is_flag=True, help="Report what would happen; change nothing.")
+@click.option(
+    "--watch", is_flag=True, help="Keep running: process new mail as it arrives (a service)."
+)
+@pass_ctx
+def bounces_fetch_cmd(ctx: Context, url: str | None, dry_run: bool, watch: bool) -> None:
+    """Fetch bounces and complaints from an IMAP folder and process them like `bounces import`.
+
+    What the import recognises (delivery reports, complaints, auto-replies) is processed and
+    then moved to imap.processed_folder (or flagged, with imap.processed_action = "flag");
+    every other message (a person's reply) stays where it is, unread, flags untouched.
+    Running it twice, or twice at once, counts nothing twice; a run that was killed is
+    completed by the next one.
+    """
+    _fetch(ctx, "bounces", url, dry_run, watch)
 
 
 @click.group(
@@ -139,6 +235,29 @@ def unsubscribes_import_cmd(ctx: Context, path: Path, dry_run: bool) -> None:
         report = import_unsubscribes(engine, path, settings, dry_run=dry_run, progress=progress)
     lines = [f"unsubscribed {email} from {where}" for email, where in report.done]
     _print_mail_report(report, f"Unsubscribe requests in {report.path} ({report.kind})", lines)
+
+
+@unsubscribes_group.command(
+    "fetch",
+    epilog="Examples:\n\n\b\n"
+    "  bulletin unsubscribes fetch imaps://unsubscribe@mail.example.org/INBOX\n"
+    "  bulletin unsubscribes fetch --watch    (imap.unsubscribes_url from bulletin.toml)\n\n"
+    + _FETCH_EPILOG.format(key="unsubscribes"),
+)
+@click.argument("url", required=False)
+@click.option("--dry-run", is_flag=True, help="Report what would happen; change nothing.")
+@click.option(
+    "--watch", is_flag=True, help="Keep running: process new mail as it arrives (a service)."
+)
+@pass_ctx
+def unsubscribes_fetch_cmd(ctx: Context, url: str | None, dry_run: bool, watch: bool) -> None:
+    """Fetch mailto unsubscribes from an IMAP folder and process them like `unsubscribes import`.
+
+    Messages with a valid token are processed, then moved to imap.processed_folder (or
+    flagged); every other message stays where it is, unread, flags untouched. Running it
+    twice, or twice at once, counts nothing twice.
+    """
+    _fetch(ctx, "unsubscribes", url, dry_run, watch)
 
 
 COMMANDS = (

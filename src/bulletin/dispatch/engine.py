@@ -74,7 +74,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy.engine import Connection as DbConnection
 from sqlalchemy.engine import Engine
@@ -1123,9 +1123,15 @@ class SendEngine:
                 self._note = ""
 
 
+class Stoppable(Protocol):
+    """Anything that stops gracefully when asked (a send, an IMAP watch)."""
+
+    def stop(self, reason: str) -> None: ...
+
+
 @contextmanager
 def stop_on_signals(
-    engine: SendEngine, on_stopping: Callable[[], None] | None = None
+    engine: Stoppable, on_stopping: Callable[[], None] | None = None
 ) -> Iterator[None]:
     """While inside: the first Ctrl-C or SIGTERM stops ``engine`` gracefully, the second
     quits at once (``KeyboardInterrupt`` out of :meth:`SendEngine.run`).

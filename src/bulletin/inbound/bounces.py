@@ -107,7 +107,7 @@ class BounceReport:
     addresses whose status changed now.
     """
 
-    path: Path
+    path: Path | str
     kind: str
     dry_run: bool
     read: int = 0
@@ -173,17 +173,34 @@ def import_bounces(
     """
     box = open_mailbox(path)
     report = BounceReport(path=box.path, kind=box.kind, dry_run=dry_run)
-    importer = _Importer(settings, report, now or utcnow())
+    intake = bounce_intake(settings, report, now)
     report.problems = runner.run(
         engine,
         box,
-        importer.prepare,
-        importer.apply,
+        intake.prepare,
+        intake.apply,
         dry_run=dry_run,
         batch_size=batch_size,
         progress=progress,
     )
     return report
+
+
+def bounce_intake(
+    settings: BounceSettings, report: BounceReport, now: datetime | None = None
+) -> runner.Intake[_Prepared]:
+    """The rules of ``bounces import``, counting into ``report``, for any mail reader.
+
+    Recognised: delivery reports (bounces, delays, receipts), complaints and auto-replies;
+    anything else (a person's reply) is not this importer's business.
+    """
+    importer = _Importer(settings, report, now or utcnow())
+    return runner.Intake(
+        importer.prepare,
+        importer.apply,
+        key=lambda prepared: prepared.key,
+        recognised=lambda prepared: prepared.report.verdict != "other",
+    )
 
 
 class _Importer:

@@ -9,7 +9,8 @@ back: the counts are exactly what a real run would produce, and nothing changes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -25,6 +26,22 @@ ProgressCallback = Callable[[int, int], None]
 BATCH_SIZE = 200
 """Messages per transaction: big enough that commits cost little, small enough that the
 write lock is held for well under a second."""
+
+
+@dataclass(frozen=True)
+class Intake(Generic[T]):
+    """One importer's rules, for any reader (a mail file here, an IMAP folder in :mod:`.imap`).
+
+    ``prepare`` parses a message outside any transaction; ``apply`` acts on it inside one;
+    ``key`` names the message across runs (its Message-ID, else a hash); ``recognised`` says
+    whether the importer handles this kind of message at all (a bounce, a complaint, an
+    auto-reply, a tokened unsubscribe): a reader that can leave other mail alone does so.
+    """
+
+    prepare: Callable[[MailItem], T]
+    apply: Callable[[Connection, T], None]
+    key: Callable[[T], str]
+    recognised: Callable[[T], bool]
 
 
 def run(

@@ -50,7 +50,7 @@ class UnsubscribeSettings:
 class UnsubscribeReport:
     """What an import did (or, with ``dry_run``, would do); every message counted once."""
 
-    path: Path
+    path: Path | str
     kind: str
     dry_run: bool
     read: int = 0
@@ -101,6 +101,27 @@ def import_unsubscribes(
     """
     box = open_mailbox(path)
     report = UnsubscribeReport(path=box.path, kind=box.kind, dry_run=dry_run)
+    intake = unsubscribe_intake(settings, report)
+    report.problems = runner.run(
+        engine,
+        box,
+        intake.prepare,
+        intake.apply,
+        dry_run=dry_run,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return report
+
+
+def unsubscribe_intake(
+    settings: UnsubscribeSettings, report: UnsubscribeReport
+) -> runner.Intake[_Prepared]:
+    """The rules of ``unsubscribes import``, counting into ``report``, for any mail reader.
+
+    Recognised: a message holding a token that verifies; anything else (a person writing to
+    the address) is left to people.
+    """
     # Without a configured mailbox, any plus-address is a candidate: the signature decides.
     matcher = TokenAddress.plus(settings.mailto)
     signer = settings.signer
@@ -120,10 +141,7 @@ def import_unsubscribes(
         for token in prepared.tokens:
             _apply_token(conn, report, token, prepared.key)
 
-    report.problems = runner.run(
-        engine, box, prepare, apply, dry_run=dry_run, batch_size=batch_size, progress=progress
-    )
-    return report
+    return runner.Intake(prepare, apply, key=lambda p: p.key, recognised=lambda p: bool(p.tokens))
 
 
 def _apply_token(

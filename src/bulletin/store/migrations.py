@@ -295,11 +295,25 @@ def _m5_webhooks(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m6_inbound(conn: Connection) -> None:
+    """Fetched inbound messages already processed (bounces and unsubscribes over IMAP)."""
+    md = sa.MetaData()
+    sa.Table(
+        "inbound_messages",
+        md,
+        sa.Column("intake", sa.String(16), primary_key=True),
+        sa.Column("message_key", sa.String(255), primary_key=True),
+        sa.Column("processed_at", UTCDateTime, nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "lists, subscribers, subscriptions, events", _m1_initial),
     Migration(2, "delivery ledger: sends, deliveries", _m2_ledger),
     Migration(3, "several senders: leases, workers, a shared rate", _m3_senders),
     Migration(4, "subscriber lifecycle: list settings, consents, sign-ups", _m4_lifecycle),
     Migration(5, "provider webhooks: receipts of events and request nonces", _m5_webhooks),
+    Migration(6, "fetched inbound messages already processed", _m6_inbound),
 )
 """Every migration in order; versions are 1, 2, 3... without gaps."""

@@ -256,6 +256,21 @@ webhook_receipts = sa.Table(
 """What provider webhooks received: inserted in the transaction that applies the request, so
 two processes given the same delivery at once apply it once (the second insert conflicts)."""
 
+INBOUND_INTAKES = ("bounces", "unsubscribes")
+"""What a fetched mailbox is read for (``bulletin bounces fetch``, ``unsubscribes fetch``)."""
+
+inbound_messages = sa.Table(
+    "inbound_messages",
+    metadata,
+    sa.Column("intake", sa.String(16), primary_key=True),
+    # The reader's message key: the Message-ID, else a hash of the bytes (reports.message_key).
+    sa.Column("message_key", sa.String(255), primary_key=True),
+    sa.Column("processed_at", UTCDateTime, nullable=False),
+)
+"""Fetched messages already processed: written in the transaction that acts on a message,
+before the message is moved or flagged on the server, so the primary key (not the server)
+decides which run counts it when runs overlap or one was killed between the two steps."""
+
 SEND_STATES = ("running", "paused", "interrupted", "waiting", "done")
 """A send's state: ``running`` (senders work on it), ``paused`` (the relay could not be
 reached), ``interrupted`` (Ctrl-C), ``waiting`` (only deferred recipients are left, not yet

@@ -52,6 +52,7 @@ from bulletin.store.schema import (
     blocked_domains,
     consents,
     events,
+    inbound_messages,
     lists,
     subscribers,
     subscriptions,
@@ -675,6 +676,24 @@ def has_event_from(conn: Connection, subscriber_id: int, source: str) -> bool:
         .limit(1)
     )
     return found is not None
+
+
+def claim_inbound_message(conn: Connection, intake: str, key: str) -> bool:
+    """Record that the fetched message ``key`` is processed for ``intake``; False if it was.
+
+    The primary key decides between runs that overlap: on PostgreSQL a second transaction
+    inserting the same key waits for the first and then inserts nothing; SQLite's write lock
+    serialises them. Call it in the transaction that acts on the message.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+        inbound_messages
+    )
+    statement = insert.values(intake=intake, message_key=key, processed_at=utcnow())
+    # RETURNING, not rowcount: psycopg reports a row for an insert that conflicted.
+    claimed = statement.on_conflict_do_nothing().returning(inbound_messages.c.message_key)
+    return conn.execute(claimed).first() is not None
 
 
 def last_event_at(conn: Connection, subscriber_id: int, kind: str) -> datetime | None:
