@@ -744,3 +744,38 @@ def test_migration_5_adds_the_receipts_to_a_version_4_store_and_keeps_its_rows(
         assert found is not None and found.email == "ștefan@example.ro"
         assert conn.scalar(sa.select(sa.func.count()).select_from(webhook_receipts)) == 0
     engine.dispose()
+
+
+def test_a_relay_posting_faster_than_a_person_may_is_not_rate_limited(
+    workspace_dir: Path, keys: Keys, sns_host: FakeSnsHost
+) -> None:
+    """A big send's bounces come from a few provider addresses: a 429 would lose events."""
+    with (workspace_dir / "bulletin.toml").open("a", encoding="utf-8") as f:
+        f.write("\n[serve]\nrate_per_minute = 3\n")
+    workspace = ws.load(workspace_dir)
+    engine = open_store(workspace.database_url())
+    people = [f"p{n}@example.org" for n in range(8)]
+    with write_transaction(engine) as conn:
+        create_list(conn, "news", "Știri")
+        for email in people:
+            add_subscriber(conn, email, "news")
+    webhooks = make_hooks(workspace, keys, sns_host, topics=frozenset({TOPIC}))
+    app = create_public_app(
+        workspace, engine=engine, signer=TokenSigner(["k" * 32]), webhooks=webhooks
+    )
+    try:
+        with running(app) as url, httpx.Client(base_url=url, timeout=20) as client:
+            auth = basic_auth(POSTMARK_SECRET)
+            for email in people:
+                body = json.dumps(postmark_bounce(email)).encode("utf-8")
+                answer = client.post("/hooks/postmark", content=body, headers=auth)
+                assert answer.status_code == 200, (email, answer.status_code)
+            # The same client on a page is limited as before.
+            codes = [client.get("/archive/").status_code for _ in range(5)]
+            assert 429 in codes, codes
+        with engine.connect() as conn:
+            for email in people:
+                found = find_subscriber(conn, email)
+                assert found is not None and found.status == "bounced", email
+    finally:
+        engine.dispose()

@@ -156,9 +156,12 @@ the archive works anywhere)."""
 
 _UNLIMITED_PATHS = frozenset(
     {urls.HEALTH.path(), urls.STATIC.path(name=STYLESHEET), _ARCHIVE_STYLESHEET}
+    | {urls.HOOK.path(provider=p) for p in hooks.PROVIDERS}
 )
-"""Paths outside the rate limit: the proxy's health checks and the stylesheet of a page that
-was itself counted."""
+"""Paths outside the rate limit: the proxy's health checks, the stylesheet of a page that
+was itself counted, and the provider webhooks (a relay posts every bounce of a big send from
+a handful of addresses; a 429 there loses events, while a forged request costs one
+signature check and is refused)."""
 
 Scope_ = Literal["list", "all"]
 
