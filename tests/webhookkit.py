@@ -344,14 +344,16 @@ def mailgun_body(
     return json.dumps({"signature": signed, "event-data": event}).encode("utf-8")
 
 
-def mailgun_failed(email: str, severity: str = "permanent") -> dict[str, Any]:
+def mailgun_failed(
+    email: str, severity: str = "permanent", reason: str | None = None
+) -> dict[str, Any]:
     return {
         "id": f"mg-{next(_ids)}",
         "event": "failed",
         "severity": severity,
         "recipient": email,
         "timestamp": time.time(),
-        "reason": "bounce" if severity == "permanent" else "generic",
+        "reason": reason or ("bounce" if severity == "permanent" else "generic"),
         "delivery-status": {"code": 550, "description": "No such user"},
     }
 

@@ -525,6 +525,13 @@ def _mailgun_events(data: object) -> list[Event]:
     description = (
         status.get("description") or status.get("message") if isinstance(status, dict) else None
     )
-    kind: Kind = "hard" if data.get("severity") == "permanent" else "soft"
-    detail = _detail(f"Mailgun {data.get('severity')} failure", description, data.get("reason"))
+    severity = data.get("severity")
+    if severity != "permanent":
+        # A temporary failure is one attempt Mailgun will retry (a delay, which `bounces
+        # import` does not count either); counting each would suppress an address after
+        # three retries of a single message.
+        return []
+    # "old": Mailgun gave up after retrying for hours -- a soft bounce, not a dead address.
+    kind: Kind = "soft" if data.get("reason") == "old" else "hard"
+    detail = _detail(f"Mailgun {severity} failure", description, data.get("reason"))
     return [Event(key, kind, email, detail, at)]
