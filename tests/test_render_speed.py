@@ -1,0 +1,100 @@
+"""The render pipeline's shortcuts (issue 13) give the output the plain way gives.
+
+Each shortcut (rules derived once per ``<style>`` block, per-render caches) is checked
+against the uncached library call on real documents: the sample issue, every section type,
+and hand-written HTML that exercises what the shortcuts skip (floated images,
+``!important``, pseudo-classes, a stylesheet edited between two renders).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from premailer import Premailer
+
+from bulletin import workspace as ws
+from bulletin.content.loader import load_issue
+from bulletin.render import compiler
+from bulletin.render.pipeline import STAGES, render_issue
+from test_render_pipeline import SAMPLE_SLUG, make_issue
+
+
+@pytest.fixture
+def workspace(workspace_dir: Path) -> ws.Workspace:
+    return ws.load(workspace_dir)
+
+
+def plain_premailer(html: str) -> str:
+    """What inline_css gives without its shortcuts: a fresh premailer, every option default
+    except the project's ones (floated-image alignment always on)."""
+    prepared = compiler._STYLE_OPEN.sub(compiler._mark_style, html)
+    out: str = Premailer(prepared, **compiler.PREMAILER_OPTIONS).transform(pretty_print=True)
+    if not out.lstrip()[:9].lower() == "<!doctype":
+        out = f"{compiler.DOCTYPE}\n{out}"
+    return out
+
+
+def test_sample_issue_inlines_byte_for_byte_like_plain_premailer(
+    workspace: ws.Workspace,
+) -> None:
+    rendered = render_issue(workspace, load_issue(workspace, workspace.issue_dir(SAMPLE_SLUG)))
+    html = compiler.compile_mjml(rendered.mjml)
+    expected = plain_premailer(html)
+    # Twice: the second call takes its rules from the cache.
+    assert compiler.inline_css(html) == expected
+    assert compiler.inline_css(html) == expected
+    assert 'style="margin:0 0 14px"' in expected  # the template's mj-style was inlined
+
+
+def test_every_section_type_inlines_like_plain_premailer(workspace: ws.Workspace) -> None:
+    rendered = render_issue(workspace, make_issue())
+    html = compiler.compile_mjml(rendered.mjml)
+    assert "<img" in html
+    assert compiler.inline_css(html) == plain_premailer(html)
+
+
+PAGE = """<!doctype html>
+<html><head>
+<style type="text/css">#outlook a { padding: 0; } p { margin: 13px 0; }</style>
+<style type="text/css">{css}</style>
+</head><body>
+<div class="c"><p>Întâi ș ț</p><p class="x">Apoi</p><a href="https://example.org/">legătură</a>
+<img src="https://img.example.org/a.png" alt="a" class="left" style="border:0">
+<img src="https://img.example.org/b.png" alt="b" style="border:0;height:auto"></div>
+</body></html>"""
+
+CSS = [
+    ".c p{margin:0 0 14px;color:#111} .c .x{color:#222 !important} .c a:hover{color:red}"
+    " @media (max-width:480px){.c p{margin:0 !important}} .left{float:left;width:50%}",
+    # The same stylesheet edited: every rule changes, the cache must not answer for it.
+    ".c p{margin:0 0 10px;color:#333} .c .x{color:#444} .left{float:right}",
+    ".c p{margin:0}",  # no float left anywhere: the alignment pass is skipped
+]
+
+
+@pytest.mark.parametrize("css", CSS)
+def test_handwritten_html_inlines_like_plain_premailer(css: str) -> None:
+    html = PAGE.replace("{css}", css)
+    out = compiler.inline_css(html)
+    assert out == plain_premailer(html)
+    assert compiler.inline_css(html) == out
+
+
+def test_floated_images_still_get_their_align_attribute() -> None:
+    out = compiler.inline_css(PAGE.replace("{css}", CSS[1]))
+    img = re.search(r'<img src="https://img.example.org/a.png"[^>]*>', out)
+    assert img is not None and 'align="right"' in img.group(0)
+    assert "Întâi ș ț" in out
+
+
+def test_render_reports_the_time_of_every_stage(workspace: ws.Workspace) -> None:
+    timings: dict[str, float] = {}
+    render_issue(workspace, make_issue(), timings=timings)
+    assert list(timings) == list(STAGES)
+    assert all(seconds >= 0 for seconds in timings.values())
+    first = dict(timings)
+    render_issue(workspace, make_issue(), timings=timings)  # a second render adds up
+    assert all(timings[s] >= first[s] for s in STAGES)
+    assert sum(timings.values()) > sum(first.values())
