@@ -8,7 +8,9 @@ and hand-written HTML that exercises what the shortcuts skip (floated images,
 
 from __future__ import annotations
 
+import random
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from premailer import Premailer
 from bulletin import workspace as ws
 from bulletin.content.loader import load_issue
 from bulletin.render import compiler
+from bulletin.render import markdown as md
 from bulletin.render.pipeline import STAGES, render_issue
 from test_render_pipeline import SAMPLE_SLUG, make_issue
 
@@ -98,3 +101,55 @@ def test_render_reports_the_time_of_every_stage(workspace: ws.Workspace) -> None
     render_issue(workspace, make_issue(), timings=timings)  # a second render adds up
     assert all(timings[s] >= first[s] for s in STAGES)
     assert sum(timings.values()) > sum(first.values())
+
+
+def textwrap_lines(text: str, first: str, rest: str, width: int) -> list[str]:
+    """What markdown.wrap gave when it called textwrap for every paragraph."""
+    wrapper = textwrap.TextWrapper(
+        width=width,
+        break_long_words=False,
+        break_on_hyphens=False,
+        initial_indent=first,
+        subsequent_indent=rest,
+    )
+    lines: list[str] = []
+    for i, part in enumerate(text.split("\n")):
+        wrapper.initial_indent = first if i == 0 else rest
+        lines.extend(wrapper.wrap(part) or [wrapper.initial_indent.rstrip()])
+    return lines
+
+
+WORDS = [
+    "a",
+    "ș",
+    "Țară",
+    "cuvânt",
+    "bine-cunoscut",
+    "https://example.org/un/drum/foarte/lung/care/nu/incape/pe/un/rand/" + "x" * 40,
+    "—",
+    "BULLETINSLOT3X",
+    "x" * 71,
+    "y" * 72,
+    "z" * 73,
+]
+PLAIN_GAPS = [" ", " ", " ", "  ", "   ", "\n"]
+ODD_GAPS = [*PLAIN_GAPS, "\u00a0", "\t", " \u2009 "]  # these take textwrap's own path
+
+
+def test_wrap_gives_the_lines_textwrap_gives() -> None:
+    rng = random.Random(13)  # replayable: the same texts on every run
+    cases = 0
+    for _ in range(4000):
+        count = rng.randint(0, 40)
+        gaps = ODD_GAPS if rng.random() < 0.2 else PLAIN_GAPS
+        parts = [rng.choice(WORDS) + rng.choice(gaps) for _ in range(count)]
+        text = "".join(parts)
+        if rng.random() < 0.3:
+            text = rng.choice(["", " ", "   "]) + text
+        first, rest = rng.choice([("", ""), ("* ", "  "), ("> ", "> "), ("10. ", "    ")])
+        width = rng.choice([72, 72, 40, 10, 3, 1])
+        assert md.wrap(text, first=first, rest=rest, width=width) == textwrap_lines(
+            text, first, rest, width
+        ), (text, first, rest, width)
+        cases += 1
+    assert cases == 4000

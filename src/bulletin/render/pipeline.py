@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -170,9 +171,7 @@ def render_issue(
         html=CompiledTemplate.compile(html, registry, "html"),
         text=CompiledTemplate.compile(text, registry, "text"),
         mjml=mjml,
-        mjml_sources=tuple(
-            replace(s, template=workspace.relpath(templates_dir / s.template)) for s in spans
-        ),
+        mjml_sources=_named_spans(spans, workspace, templates_dir),
         problems=tuple(problems),
         subject_template=CompiledTemplate.compile(issue.subject, registry, "text"),
         preheader_template=CompiledTemplate.compile(issue.preheader, registry, "text"),
@@ -180,6 +179,21 @@ def render_issue(
     )
     lap("slots")
     return rendered
+
+
+def _named_spans(
+    spans: tuple[SourceSpan, ...], workspace: Workspace, templates_dir: Path
+) -> tuple[SourceSpan, ...]:
+    """Spans with their template named relative to the workspace (resolved once per file:
+    a layout's spans come from a handful of templates)."""
+    names: dict[str, str] = {}
+    out = []
+    for span in spans:
+        name = names.get(span.template)
+        if name is None:
+            name = names[span.template] = workspace.relpath(templates_dir / span.template)
+        out.append(replace(span, template=name))
+    return tuple(out)
 
 
 def _as_written(field: merge.Field) -> str:
