@@ -8,11 +8,13 @@ and hand-written HTML that exercises what the shortcuts skip (floated images,
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import textwrap
 from pathlib import Path
 
+import cssutils  # type: ignore[import-untyped]
 import pytest
 from premailer import Premailer
 
@@ -153,3 +155,19 @@ def test_wrap_gives_the_lines_textwrap_gives() -> None:
         ), (text, first, rest, width)
         cases += 1
     assert cases == 4000
+
+
+def test_css_parser_stays_quiet_when_its_log_level_was_changed(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The log level is only set again when something changed it (setting it costs)."""
+    html = PAGE.replace("{css}", ".c p{color:;margin:0 0 1px} .c .x{colour:red}")
+    compiler.inline_css(html)
+    cssutils.log.setLevel(logging.INFO)  # as another library using cssutils might
+    try:
+        out = compiler.inline_css(html.replace("1px", "2px"))
+        assert cssutils.log.getEffectiveLevel() == logging.CRITICAL
+    finally:
+        cssutils.log.setLevel(logging.CRITICAL)
+    assert 'style="margin:0 0 2px"' in out
+    assert capfd.readouterr().err == ""

@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import cssutils  # type: ignore[import-untyped]  # premailer's CSS parser; no type hints
 import mjml
 from premailer import Premailer
 
@@ -170,7 +171,12 @@ _RULE_PARSER = Premailer(**PREMAILER_OPTIONS)
 def inline_css(html: str) -> str:
     """Inline the template's CSS into ``style`` attributes, offline, keeping what clients need."""
     prepared = _STYLE_OPEN.sub(_mark_style, html)
-    inliner = _Inliner(prepared, align_floating_images="float" in prepared, **PREMAILER_OPTIONS)
+    options = PREMAILER_OPTIONS
+    if cssutils.log.getEffectiveLevel() == options["cssutils_logging_level"]:
+        # Setting a logger's level clears every logger's cache (logging._clear_cache):
+        # only when something has changed it since.
+        options = {**options, "cssutils_logging_level": None}
+    inliner = _Inliner(prepared, align_floating_images="float" in prepared, **options)
     out: str = inliner.transform(pretty_print=True)
     if not out.lstrip()[:9].lower() == "<!doctype":
         out = f"{DOCTYPE}\n{out}"
