@@ -9,6 +9,7 @@ and hand-written HTML that exercises what the shortcuts skip (floated images,
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import textwrap
@@ -171,3 +172,30 @@ def test_css_parser_stays_quiet_when_its_log_level_was_changed(
         cssutils.log.setLevel(logging.CRITICAL)
     assert 'style="margin:0 0 2px"' in out
     assert capfd.readouterr().err == ""
+
+
+def test_template_names_resolve_links_as_relpath_does(workspace: ws.Workspace) -> None:
+    """Template names are resolved once per folder; a linked template still names its
+    target, as Workspace.relpath does for every path."""
+    templates = workspace.templates_dir
+    shared = workspace.root / "shared"
+    shared.mkdir()
+    (templates / "sections" / "cta.mjml.j2").rename(shared / "cta.mjml.j2")
+    (templates / "sections" / "cta.mjml.j2").symlink_to(shared / "cta.mjml.j2")
+    outside = workspace.root.parent / "outside-partials"
+    (templates / "partials").rename(outside)
+    (templates / "partials").symlink_to(outside, target_is_directory=True)
+
+    rendered = render_issue(workspace, make_issue())
+    named = {span.template for span in rendered.mjml_sources}
+    assert "shared/cta.mjml.j2" in named
+    assert str(templates / "partials" / "footer.mjml.j2") in named  # outside: as given
+    assert "templates/sections/events.mjml.j2" in named
+    # Each name is what Workspace.relpath gives for the template's path.
+    expected = {
+        workspace.relpath(Path(folder) / file)
+        for folder, _dirs, files in os.walk(templates, followlinks=True)
+        for file in files
+    }
+    assert named <= expected, named - expected
+    assert len(named) >= 8

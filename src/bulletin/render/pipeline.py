@@ -184,16 +184,38 @@ def render_issue(
 def _named_spans(
     spans: tuple[SourceSpan, ...], workspace: Workspace, templates_dir: Path
 ) -> tuple[SourceSpan, ...]:
-    """Spans with their template named relative to the workspace (resolved once per file:
-    a layout's spans come from a handful of templates)."""
+    """Spans with their template named as :meth:`Workspace.relpath` names it.
+
+    Resolving a path costs a system call per folder of it, for every template on every
+    render: the templates folder is resolved once, and a template's own path is only
+    resolved when a link in it would change where it points.
+    """
+    base = workspace.relpath(templates_dir)
+    real_base = templates_dir.resolve()
     names: dict[str, str] = {}
     out = []
     for span in spans:
         name = names.get(span.template)
         if name is None:
-            name = names[span.template] = workspace.relpath(templates_dir / span.template)
+            if _has_link(real_base, span.template):
+                name = workspace.relpath(templates_dir / span.template)
+            elif Path(base).is_absolute():
+                name = str(templates_dir / span.template)  # as relpath gives it: unresolved
+            else:
+                name = str(Path(base) / span.template)
+            names[span.template] = name
         out.append(replace(span, template=name))
     return tuple(out)
+
+
+def _has_link(base: Path, name: str) -> bool:
+    """Whether a folder or file of template ``name`` under ``base`` is a symbolic link."""
+    path = base
+    for part in Path(name).parts:
+        path = path / part
+        if part in ("..", ".") or path.is_symlink():
+            return True
+    return False
 
 
 def _as_written(field: merge.Field) -> str:
