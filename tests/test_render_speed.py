@@ -66,9 +66,11 @@ PAGE = """<!doctype html>
 <style type="text/css">#outlook a { padding: 0; } p { margin: 13px 0; }</style>
 <style type="text/css">{css}</style>
 </head><body>
-<div class="c"><p>Întâi ș ț</p><p class="x">Apoi</p><a href="https://example.org/">legătură</a>
+<div class="c" id="main"><p id="intro">Întâi ș ț</p><p class="x">Apoi</p><a href="https://example.org/">legătură</a>
 <img src="https://img.example.org/a.png" alt="a" class="left" style="border:0">
 <img src="https://img.example.org/b.png" alt="b" style="border:0;height:auto"></div>
+<!-- <h4 class="missing">only in a comment</h4> -->
+<span class='Mixed-Case other'>x</span><span class=bare>y</span>
 </body></html>"""
 
 CSS = [
@@ -77,6 +79,11 @@ CSS = [
     # The same stylesheet edited: every rule changes, the cache must not answer for it.
     ".c p{margin:0 0 10px;color:#333} .c .x{color:#444} .left{float:right}",
     ".c p{margin:0}",  # no float left anywhere: the alignment pass is skipped
+    # Rules that match nothing here (skipped) beside rules that do, of every kind.
+    ".c h4,.c blockquote,.missing,#nowhere,TD.x>p{color:#555} .C P{color:#666}"
+    " div.c>p.x{padding:1px} #main p+p{padding:2px} .c a[href]{color:#777}"
+    " .c :first-child{margin:3px} .c p ~ a{margin:4px} h1.x, .c .x{border:0}"
+    " .Mixed-Case{color:#888} p#intro{color:#999}",
 ]
 
 
@@ -199,3 +206,19 @@ def test_template_names_resolve_links_as_relpath_does(workspace: ws.Workspace) -
     }
     assert named <= expected, named - expected
     assert len(named) >= 8
+
+
+def test_rules_for_absent_elements_are_skipped_and_only_those() -> None:
+    html = PAGE.replace("{css}", CSS[3])
+    present = compiler._Present(html)
+    # The <h4 class="missing"> is only in a comment; the text counts all the same.
+    assert present.may_match(".c h4") and present.may_match(".missing")
+    assert not present.may_match("#nowhere")
+    assert not present.may_match(".c blockquote")
+    assert not present.may_match("TD.x>p")  # no <td>
+    assert not present.may_match("h1.x")
+    assert present.may_match(".C P") and present.may_match(".Mixed-Case")
+    assert present.may_match("p#intro") and present.may_match(".bare")
+    assert present.may_match(".c a[href]") and present.may_match(".c :first-child")
+    referenced = compiler._Present('<p class="&#99;">x</p>')
+    assert referenced.may_match(".c") and referenced.may_match("#any")

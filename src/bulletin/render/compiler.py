@@ -146,12 +146,68 @@ PREMAILER_OPTIONS: dict[str, Any] = {
 
 
 class _Inliner(Premailer):  # type: ignore[misc]  # premailer has no type hints
-    """premailer with the rules of each ``<style>`` block derived once per process."""
+    """premailer with the rules of each ``<style>`` block derived once per process, less
+    the rules that cannot match anything in this document (see :class:`_Present`)."""
+
+    def __init__(self, html: str, present: _Present, **options: Any) -> None:
+        super().__init__(html, **options)
+        self.present = present
 
     def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list[Any], list[Any]]:
         rules, leftover = _style_rules(css_body, ruleset_index)
-        # Fresh lists: premailer extends and sorts what it gets.
-        return list(rules), list(leftover)
+        # Fresh lists: premailer extends and sorts what it gets. A dropped rule would have
+        # matched no element; the others keep their specificity, hence their order.
+        return [r for r in rules if self.present.may_match(r[1])], list(leftover)
+
+
+_ATTRIBUTE = re.compile(r"""\b(class|id)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""", re.I)
+_TAG_NAME = re.compile(r"<([A-Za-z][^\s/>]*)")
+_XML_SPACE = re.compile(r"[ \t\r\n]+")
+# Selectors simple enough to know what they need: types, classes, ids and combinators.
+_SIMPLE_SELECTOR = re.compile(r"[A-Za-z0-9_.#>+~ \t\r\n-]+")
+_NEEDS = re.compile(r"([.#]?)(-?[A-Za-z_][A-Za-z0-9_-]*)")
+
+
+class _Present:
+    """Which element names, classes and ids a document may hold, read from its text.
+
+    Every selector costs premailer a search of the whole document (most of its time once
+    the rules are cached); a rule whose selector needs a name, class or id the document
+    never mentions cannot match and is skipped. The sets over-approximate (tags inside
+    comments count; lxml's implied ``html``/``head``/``body``/``p`` always count), and a
+    selector with anything but type, class and id parts is always kept.
+    """
+
+    IMPLIED = frozenset({"html", "head", "body", "p"})
+
+    def __init__(self, html: str) -> None:
+        self.tags = self.IMPLIED | {m.group(1).lower() for m in _TAG_NAME.finditer(html)}
+        self.classes: set[str] | None = set()
+        self.ids: set[str] | None = set()
+        for m in _ATTRIBUTE.finditer(html):
+            kind, value = m.group(1).lower(), m.group(2).strip("\"'").lower()
+            if "&" in value:  # a character reference could spell any name
+                self.classes = self.ids = None
+                return
+            names = self.classes if kind == "class" else self.ids
+            assert names is not None
+            names.update(_XML_SPACE.split(value))
+
+    def may_match(self, selector: str) -> bool:
+        """False when ``selector`` needs a name, class or id the document never mentions."""
+        if not _SIMPLE_SELECTOR.fullmatch(selector):
+            return True
+        for prefix, name in _NEEDS.findall(selector):
+            lower = name.lower()
+            if prefix == ".":
+                if self.classes is not None and lower not in self.classes:
+                    return False
+            elif prefix == "#":
+                if self.ids is not None and lower not in self.ids:
+                    return False
+            elif lower not in self.tags:
+                return False
+        return True
 
 
 @functools.lru_cache(maxsize=64)
@@ -176,7 +232,9 @@ def inline_css(html: str) -> str:
         # Setting a logger's level clears every logger's cache (logging._clear_cache):
         # only when something has changed it since.
         options = {**options, "cssutils_logging_level": None}
-    inliner = _Inliner(prepared, align_floating_images="float" in prepared, **options)
+    inliner = _Inliner(
+        prepared, _Present(prepared), align_floating_images="float" in prepared, **options
+    )
     out: str = inliner.transform(pretty_print=True)
     if not out.lstrip()[:9].lower() == "<!doctype":
         out = f"{DOCTYPE}\n{out}"
