@@ -160,54 +160,34 @@ class _Inliner(Premailer):  # type: ignore[misc]  # premailer has no type hints
         return [r for r in rules if self.present.may_match(r[1])], list(leftover)
 
 
-_ATTRIBUTE = re.compile(r"""\b(class|id)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""", re.I)
 _TAG_NAME = re.compile(r"<([A-Za-z][^\s/>]*)")
-_XML_SPACE = re.compile(r"[ \t\r\n]+")
 # Selectors simple enough to know what they need: types, classes, ids and combinators.
 _SIMPLE_SELECTOR = re.compile(r"[A-Za-z0-9_.#>+~ \t\r\n-]+")
-_NEEDS = re.compile(r"([.#]?)(-?[A-Za-z_][A-Za-z0-9_-]*)")
+_TYPE = re.compile(r"(?:^|[\s>+~])([A-Za-z][A-Za-z0-9_-]*)")
 
 
 class _Present:
-    """Which element names, classes and ids a document may hold, read from its text.
+    """Which elements a document may hold, read from its text.
 
     Every selector costs premailer a search of the whole document (most of its time once
-    the rules are cached); a rule whose selector needs a name, class or id the document
-    never mentions cannot match and is skipped. The sets over-approximate (tags inside
-    comments count; lxml's implied ``html``/``head``/``body``/``p`` always count), and a
-    selector with anything but type, class and id parts is always kept.
+    the rules are cached); a rule whose selector names an element the document never
+    opens (an ``h4``, a ``blockquote`` this issue has none of) cannot match and is skipped.
+    The set over-approximates (tags inside comments count; lxml's implied ``html``,
+    ``head``, ``body`` and ``p`` always count), and a selector with anything but type,
+    class and id parts is always kept. Classes and ids are not looked at: finding them in
+    the text costs about what their searches would save.
     """
 
     IMPLIED = frozenset({"html", "head", "body", "p"})
 
     def __init__(self, html: str) -> None:
         self.tags = self.IMPLIED | {m.group(1).lower() for m in _TAG_NAME.finditer(html)}
-        self.classes: set[str] | None = set()
-        self.ids: set[str] | None = set()
-        for m in _ATTRIBUTE.finditer(html):
-            kind, value = m.group(1).lower(), m.group(2).strip("\"'").lower()
-            if "&" in value:  # a character reference could spell any name
-                self.classes = self.ids = None
-                return
-            names = self.classes if kind == "class" else self.ids
-            assert names is not None
-            names.update(_XML_SPACE.split(value))
 
     def may_match(self, selector: str) -> bool:
-        """False when ``selector`` needs a name, class or id the document never mentions."""
+        """False when ``selector`` needs an element the document never opens."""
         if not _SIMPLE_SELECTOR.fullmatch(selector):
             return True
-        for prefix, name in _NEEDS.findall(selector):
-            lower = name.lower()
-            if prefix == ".":
-                if self.classes is not None and lower not in self.classes:
-                    return False
-            elif prefix == "#":
-                if self.ids is not None and lower not in self.ids:
-                    return False
-            elif lower not in self.tags:
-                return False
-        return True
+        return all(name.lower() in self.tags for name in _TYPE.findall(selector))
 
 
 @functools.lru_cache(maxsize=64)
