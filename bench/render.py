@@ -14,6 +14,7 @@ What is measured, on the sample issue of the repository's workspace:
 * mjml-python compiling the generated MJML (``rendered.mjml``) only;
 * the official MJML (npm ``mjml``) compiling the *same* MJML, in one Node process that loads
   mjml once and compiles it K times (bench/mjml_compile.mjs), so Node start-up is not counted;
+  run before and after ours, keeping the lower median and the lower minimum;
 * per-recipient personalisation: ``html.fill`` + ``text.fill`` per second on one thread, and
   full message personalisation (``bulletin.mail.compose``) when that module exists.
 """
@@ -148,6 +149,18 @@ def stage_table(stages: dict[str, list[float]]) -> list[str]:
     return lines
 
 
+def best_of(first: dict[str, Any] | str, second: dict[str, Any] | str) -> dict[str, Any] | str:
+    """The lower median and the lower minimum of two official MJML runs."""
+    if isinstance(first, str) or isinstance(second, str):
+        return second if isinstance(first, str) else first
+    return {
+        **second,
+        "runs": first["runs"] + second["runs"],
+        "median_ms": min(first["median_ms"], second["median_ms"]),
+        "min_ms": min(first["min_ms"], second["min_ms"]),
+    }
+
+
 def fmt_ms(v: float) -> str:
     return f"{v:,.2f} ms"
 
@@ -184,6 +197,9 @@ def main() -> int:
     t = time.perf_counter()
     rendered = full()  # cold: template compilation and imports' lazy work included
     cold_ms = (time.perf_counter() - t) * 1000
+    # Official MJML is timed before and after our runs and the better figures are kept:
+    # its timings swing between runs on a busy machine, and the goal is to beat its best.
+    official_before = official_mjml(rendered.mjml, args.mjml_runs)
     ours = time_ms(full, args.runs)
     ours_ms = statistics.median(ours)
     ours_min = min(ours)
@@ -198,7 +214,7 @@ def main() -> int:
     source = rendered.mjml
     mrml = time_ms(lambda: mjml_python.mjml2html(source), args.runs)
 
-    official = official_mjml(source, args.mjml_runs)
+    official = best_of(official_before, official_mjml(source, args.mjml_runs))
 
     values = sample_values(ws, rendered.loaded.slug)
     people = recipients(values, 1000)
@@ -246,7 +262,8 @@ def main() -> int:
         )
     else:
         label = (
-            f"official MJML {official['mjml_version']} compile only, median of {official['runs']}"
+            f"official MJML {official['mjml_version']} compile only, best median of 2 x "
+            f"{official['runs'] // 2}"
         )
         official_ms = f"{official['median_ms']:,.2f} ms (min {official['min_ms']:,.2f})"
         rows.append((label, official_ms, f"Node {official['node_version']}"))
