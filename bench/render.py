@@ -8,9 +8,13 @@ What is measured, on the sample issue of the repository's workspace:
 
 * our full pipeline: load issue.yaml + ``render_issue`` (Jinja2 -> MJML -> HTML with
   mjml-python -> CSS inlining with premailer -> plain text), median of N warm runs;
+* where its milliseconds go: load_issue, then each stage ``render_issue`` times
+  (``timings=``; the stage names are ``bulletin.render.pipeline.STAGES``), median and
+  minimum of each and its share of the whole;
 * mjml-python compiling the generated MJML (``rendered.mjml``) only;
 * the official MJML (npm ``mjml``) compiling the *same* MJML, in one Node process that loads
   mjml once and compiles it K times (bench/mjml_compile.mjs), so Node start-up is not counted;
+  run before and after ours, keeping the lower median and the lower minimum;
 * per-recipient personalisation: ``html.fill`` + ``text.fill`` per second on one thread, and
   full message personalisation (``bulletin.mail.compose``) when that module exists.
 """
@@ -36,6 +40,18 @@ CACHE = BENCH / ".cache"  # gitignored: the generated MJML handed to Node
 SAMPLE = "2014-10-clusterpolisee-03"
 
 GOAL_FILLS_PER_S = 20_000
+GOAL_RATIO = 1.0  # our full pipeline / official MJML compile, on medians and on minima
+
+STAGE_NAMES = {
+    "load": "load issue.yaml (YAML, schema, Markdown checks)",
+    "images": "local images (cached on disk)",
+    "jinja": "Jinja2 -> MJML (with Markdown to HTML)",
+    "markers": "source markers out of the MJML",
+    "mjml": "MJML -> HTML (mjml-python)",
+    "inline": "CSS inlining (premailer)",
+    "text": "plain-text version",
+    "slots": "split into per-recipient slots",
+}
 
 
 def time_ms(fn: Callable[[], object], runs: int) -> list[float]:
@@ -100,6 +116,51 @@ def official_mjml(mjml: str, runs: int) -> dict[str, Any] | str:
     return result
 
 
+def stage_times(ws: Any, issue_dir: Path, runs: int) -> dict[str, list[float]]:
+    """Milliseconds of load_issue and of each render stage, per run (warm)."""
+    from bulletin.content.loader import load_issue
+    from bulletin.render.pipeline import STAGES, render_issue
+
+    out: dict[str, list[float]] = {name: [] for name in ("load", *STAGES)}
+    for _ in range(runs):
+        t = time.perf_counter()
+        loaded = load_issue(ws, issue_dir)
+        out["load"].append((time.perf_counter() - t) * 1000)
+        timings: dict[str, float] = {}
+        render_issue(ws, loaded, timings=timings)
+        for name in STAGES:
+            out[name].append(timings.get(name, 0.0) * 1000)
+    return out
+
+
+def stage_table(stages: dict[str, list[float]]) -> list[str]:
+    """Where the milliseconds go: each stage's median and minimum, and its share."""
+    medians = {name: statistics.median(times) for name, times in stages.items()}
+    total = sum(medians.values()) or 1.0
+    width = max(len(STAGE_NAMES.get(name, name)) for name in stages)
+    lines = [f"{'stage':<{width}}  {'median':>9}  {'min':>9}  share"]
+    for name, times in stages.items():
+        label = STAGE_NAMES.get(name, name)
+        lines.append(
+            f"{label:<{width}}  {medians[name]:>6.2f} ms  {min(times):>6.2f} ms  "
+            f"{medians[name] / total:>5.0%}"
+        )
+    lines.append(f"{'sum of the medians':<{width}}  {total:>6.2f} ms")
+    return lines
+
+
+def best_of(first: dict[str, Any] | str, second: dict[str, Any] | str) -> dict[str, Any] | str:
+    """The lower median and the lower minimum of two official MJML runs."""
+    if isinstance(first, str) or isinstance(second, str):
+        return second if isinstance(first, str) else first
+    return {
+        **second,
+        "runs": first["runs"] + second["runs"],
+        "median_ms": min(first["median_ms"], second["median_ms"]),
+        "min_ms": min(first["min_ms"], second["min_ms"]),
+    }
+
+
 def fmt_ms(v: float) -> str:
     return f"{v:,.2f} ms"
 
@@ -136,6 +197,9 @@ def main() -> int:
     t = time.perf_counter()
     rendered = full()  # cold: template compilation and imports' lazy work included
     cold_ms = (time.perf_counter() - t) * 1000
+    # Official MJML is timed before and after our runs and the better figures are kept:
+    # its timings swing between runs on a busy machine, and the goal is to beat its best.
+    official_before = official_mjml(rendered.mjml, args.mjml_runs)
     ours = time_ms(full, args.runs)
     ours_ms = statistics.median(ours)
     ours_min = min(ours)
@@ -145,10 +209,12 @@ def main() -> int:
     loaded = rendered.loaded
     render_times = time_ms(lambda: render_issue(ws, loaded), args.runs)
 
+    stages = stage_times(ws, issue_dir, args.runs)
+
     source = rendered.mjml
     mrml = time_ms(lambda: mjml_python.mjml2html(source), args.runs)
 
-    official = official_mjml(source, args.mjml_runs)
+    official = best_of(official_before, official_mjml(source, args.mjml_runs))
 
     values = sample_values(ws, rendered.loaded.slug)
     people = recipients(values, 1000)
@@ -191,10 +257,13 @@ def main() -> int:
     rows.append(("mjml-python compile only, median", fmt_times(mrml), ""))
     if isinstance(official, str):
         rows.append(("official MJML compile only", "n/a", official))
-        rows.append(("ratio: our full pipeline / official MJML", "n/a", "goal <= 1.00"))
+        rows.append(
+            ("ratio: our full pipeline / official MJML", "n/a", f"goal <= {GOAL_RATIO:.2f}")
+        )
     else:
         label = (
-            f"official MJML {official['mjml_version']} compile only, median of {official['runs']}"
+            f"official MJML {official['mjml_version']} compile only, best median of 2 x "
+            f"{official['runs'] // 2}"
         )
         official_ms = f"{official['median_ms']:,.2f} ms (min {official['min_ms']:,.2f})"
         rows.append((label, official_ms, f"Node {official['node_version']}"))
@@ -207,9 +276,23 @@ def main() -> int:
         )
         rows.append(
             (
-                "ratio: our full pipeline / official MJML compile",
+                "ratio: our full pipeline / official MJML compile, medians",
                 f"{ours_ms / official['median_ms']:.2f}",
-                f"goal <= 1.00 (min/min: {ours_min / official['min_ms']:.2f})",
+                f"goal <= {GOAL_RATIO:.2f}",
+            )
+        )
+        rows.append(
+            (
+                "ratio: our full pipeline / official MJML compile, minima",
+                f"{ours_min / official['min_ms']:.2f}",
+                f"goal <= {GOAL_RATIO:.2f}",
+            )
+        )
+        rows.append(
+            (
+                "ratio: render_issue alone / official MJML compile, medians",
+                f"{statistics.median(render_times) / official['median_ms']:.2f}",
+                f"(minima: {min(render_times) / official['min_ms']:.2f})",
             )
         )
         rows.append(
@@ -258,6 +341,10 @@ def main() -> int:
     print()
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>{vwidth}}  {note}".rstrip())
+    print()
+    print(f"where the milliseconds of our full pipeline go (median of {args.runs} warm runs):")
+    for line in stage_table(stages):
+        print(line)
     return 0
 
 

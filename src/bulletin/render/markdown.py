@@ -137,7 +137,10 @@ def _check_links(children: list[Token], warn: Warn) -> list[Token]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _comparable(url: str) -> str:
+    # Cached: normalising (punycode, percent-encoding) is costly, and a template asks
+    # about the same few addresses for every item, then the text version again.
     # As the HTML holds them: percent-encoded, and a bare host with or without its "/".
     return _md.normalizeLink(url.strip()).rstrip("/")
 
@@ -215,18 +218,65 @@ def wrap(text: str, *, first: str = "", rest: str | None = None, width: int = WI
     so it stays clickable. Newlines in ``text`` (Markdown hard breaks) are kept.
     """
     rest = first if rest is None else rest
-    wrapper = textwrap.TextWrapper(
-        width=width,
-        break_long_words=False,
-        break_on_hyphens=False,
-        initial_indent=first,
-        subsequent_indent=rest,
-    )
     lines: list[str] = []
     for i, part in enumerate(text.split("\n")):
-        wrapper.initial_indent = first if i == 0 else rest
-        wrapped = wrapper.wrap(part)
-        lines.extend(wrapped or [wrapper.initial_indent.rstrip()])
+        indent = first if i == 0 else rest
+        wrapped = _wrap_part(part, indent, rest, width)
+        lines.extend(wrapped or [indent.rstrip()])
+    return lines
+
+
+# Whitespace other than the plain space: tabs expand and odd spaces (no-break, thin...)
+# count as blank when textwrap trims a line, so such text takes textwrap's own path.
+_ODD_SPACE = re.compile(r"[^\S ]")
+
+
+def _wrap_part(text: str, first: str, rest: str, width: int) -> list[str]:
+    """The lines ``textwrap`` gives (no hyphen breaks, long words kept whole), faster.
+
+    textwrap splits the text into words and runs of spaces and fills each line a chunk at
+    a time; here a line is cut at the last word boundary within reach with one search,
+    which is the same greedy choice (tests/test_render_speed.py compares the two).
+    """
+    if _ODD_SPACE.search(text):
+        return textwrap.wrap(
+            text,
+            width=width,
+            break_long_words=False,
+            break_on_hyphens=False,
+            initial_indent=first,
+            subsequent_indent=rest,
+        )
+    lines: list[str] = []
+    n = len(text)
+    pos = 0
+    while pos < n:
+        indent = rest if lines else first
+        if lines and text[pos] == " ":
+            pos += len(text) - pos - len(text[pos:].lstrip(" "))  # a line starts at a word
+            if pos == n:
+                break
+        end = pos + width - len(indent)
+        if end >= n:
+            cut = n
+        elif end <= pos:
+            cut = pos
+        elif (text[end - 1] == " ") != (text[end] == " "):
+            cut = end  # the reach ends between a word and spaces
+        elif text[end] == " ":
+            cut = pos + len(text[pos:end].rstrip(" "))  # inside spaces: before them
+        else:
+            cut = text.rfind(" ", pos, end) + 1 or pos  # inside a word: before it
+        if cut == pos:
+            # Nothing fits: the next word (or run of spaces) takes a line of its own.
+            blank = text[pos] == " "
+            cut = pos + 1
+            while cut < n and (text[cut] == " ") == blank:
+                cut += 1
+        line = text[pos:cut].rstrip(" ")
+        pos = cut
+        if line:
+            lines.append(indent + line)
     return lines
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -49,7 +51,28 @@ TEMPLATE_VARIABLES = (
 """Names every layout can use (plus the filters markdown, date, month and ``_()``)."""
 
 
-def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
+STAGES = ("images", "jinja", "markers", "mjml", "inline", "text", "slots")
+"""The pipeline's stages in order, as :func:`render_issue` times them (``timings``)."""
+
+
+class _Laps:
+    """Records how long each stage took into ``timings`` (seconds), when one is given."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter() if timings is not None else 0.0
+
+    def __call__(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
+def render_issue(
+    workspace: Workspace, loaded: LoadedIssue, *, timings: dict[str, float] | None = None
+) -> RenderedIssue:
     """Compile an issue once into HTML and text with per-recipient slots.
 
     Local images are prepared (:mod:`bulletin.render.images`) and shown at their published
@@ -61,7 +84,11 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
     when a template is missing, invalid or uses an undefined variable, or when the MJML it
     produces is invalid. Markdown problems that do not stop rendering (a relative link) are
     returned as warnings in ``problems``.
+
+    ``timings``, when given, receives the seconds each of :data:`STAGES` took (added to what
+    it holds, so a caller can sum several renders): the benchmark's breakdown.
     """
+    lap = _Laps(timings)
     config = workspace.config
     base_url = config.newsletter.base_url
 
@@ -71,6 +98,7 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
     problems: list[Problem] = []
     issue, shown = _prepare_images(workspace, loaded, image_url, problems)
     logo = _prepare_logo(workspace, image_url, problems, shown)
+    lap("images")
     registry = SlotRegistry()
     unsubscribe = registry.token("unsubscribe_url")
     view_online = registry.token("view_online_url")
@@ -108,13 +136,17 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
         ),
     }
     marked = _run_jinja(env, layout, context, files, summary, workspace)
+    lap("jinja")
     mjml, spans = sourcemap.strip_markers(marked, source_of)
+    lap("markers")
     try:
         html = compiler.compile_mjml(mjml)
     except compiler.MjmlFailure as failure:
         raise _mjml_error(failure, mjml, spans, files, source_of, summary) from None
+    lap("mjml")
     html = compiler.inline_css(html)
     html = _fluid_heights(html, [image_url(i.name) for i in shown])
+    lap("inline")
 
     if loaded.text_override is not None:
         text = _render_override(workspace, loaded, context, unsubscribe, view_online, summary)
@@ -128,8 +160,9 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
             recipient_email=registry.token("email"),
             report=report,
         )
+    lap("text")
 
-    return RenderedIssue(
+    rendered = RenderedIssue(
         loaded=loaded,
         subject=merge.substitute(loaded.issue.subject, _as_written),
         preheader=merge.substitute(loaded.issue.preheader, _as_written),
@@ -138,14 +171,51 @@ def render_issue(workspace: Workspace, loaded: LoadedIssue) -> RenderedIssue:
         html=CompiledTemplate.compile(html, registry, "html"),
         text=CompiledTemplate.compile(text, registry, "text"),
         mjml=mjml,
-        mjml_sources=tuple(
-            replace(s, template=workspace.relpath(templates_dir / s.template)) for s in spans
-        ),
+        mjml_sources=_named_spans(spans, workspace, templates_dir),
         problems=tuple(problems),
         subject_template=CompiledTemplate.compile(issue.subject, registry, "text"),
         preheader_template=CompiledTemplate.compile(issue.preheader, registry, "text"),
         images=tuple(shown),
     )
+    lap("slots")
+    return rendered
+
+
+def _named_spans(
+    spans: tuple[SourceSpan, ...], workspace: Workspace, templates_dir: Path
+) -> tuple[SourceSpan, ...]:
+    """Spans with their template named as :meth:`Workspace.relpath` names it.
+
+    Resolving a path costs a system call per folder of it, for every template on every
+    render: the templates folder is resolved once, and a template's own path is only
+    resolved when a link in it would change where it points.
+    """
+    base = workspace.relpath(templates_dir)
+    real_base = templates_dir.resolve()
+    names: dict[str, str] = {}
+    out = []
+    for span in spans:
+        name = names.get(span.template)
+        if name is None:
+            if _has_link(real_base, span.template):
+                name = workspace.relpath(templates_dir / span.template)
+            elif Path(base).is_absolute():
+                name = str(templates_dir / span.template)  # as relpath gives it: unresolved
+            else:
+                name = str(Path(base) / span.template)
+            names[span.template] = name
+        out.append(replace(span, template=name))
+    return tuple(out)
+
+
+def _has_link(base: Path, name: str) -> bool:
+    """Whether a folder or file of template ``name`` under ``base`` is a symbolic link."""
+    path = base
+    for part in Path(name).parts:
+        path = path / part
+        if part in ("..", ".") or path.is_symlink():
+            return True
+    return False
 
 
 def _as_written(field: merge.Field) -> str:

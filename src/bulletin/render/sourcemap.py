@@ -17,6 +17,7 @@ findings and check findings all go through :func:`locate`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -103,11 +104,26 @@ def _find_line(source: str | None, text: str, start: int = 1) -> int:
     wanted = text.strip()
     if not wanted:
         return start
+    if start == 1:
+        return _first_lines(source).get(wanted, start)
     lines = source.split("\n")
     for i in range(start - 1, len(lines)):
         if lines[i].strip() == wanted:
             return i + 1
     return start
+
+
+@functools.lru_cache(maxsize=256)
+def _first_lines(source: str) -> dict[str, int]:
+    """Each stripped line of a template and the first line (1-based) it occurs on.
+
+    Kept per template text: every stretch of output looks its first line up in it, on
+    every render (the preview renders again on each edit).
+    """
+    first: dict[str, int] = {}
+    for number, line in enumerate(source.split("\n"), 1):
+        first.setdefault(line.strip(), number)
+    return first
 
 
 @dataclass(frozen=True)
