@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import functools
 import re
 import typing
 import unicodedata
@@ -139,14 +140,21 @@ def _too_deep_at(tokens: list[Token]) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=512)
+def _markdown_shape(v: str) -> tuple[int, int | None]:
+    """How many elements ``v`` holds and the line where it nests too deep (None if it does
+    not). Cached: the preview reloads an issue on every save, mostly with the same texts."""
+    tokens = MARKDOWN.parse(v)
+    return len(tokens) + sum(len(t.children or ()) for t in tokens), _too_deep_at(tokens)
+
+
 def _sound_markdown(v: str, info: ValidationInfo) -> str:
     budget = (info.context or {}).get("markdown")
     if isinstance(budget, MarkdownBudget) and budget.exceeded:
         return v
-    tokens = MARKDOWN.parse(v)
+    elements, line = _markdown_shape(v)
     if isinstance(budget, MarkdownBudget):
-        budget.elements += len(tokens) + sum(len(t.children or ()) for t in tokens)
-    line = _too_deep_at(tokens)
+        budget.elements += elements
     if line is not None:
         raise PydanticCustomError(
             "markdown_depth",
