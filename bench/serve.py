@@ -272,8 +272,7 @@ def _request(method: str, path: str, body: bytes = b"") -> bytes:
     )
     if method == "POST":
         head += (
-            "Content-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(body)}\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
         )
     return head.encode("ascii") + b"\r\n" + body
 
@@ -443,8 +442,7 @@ def main() -> int:
                 args.concurrency,
             )
             posts = [
-                (ids[i], _request("POST", f"/u/{tokens[i]}", ONE_CLICK))
-                for i in range(len(ids))
+                (ids[i], _request("POST", f"/u/{tokens[i]}", ONE_CLICK)) for i in range(len(ids))
             ]
             quiet = drive(
                 serve,
