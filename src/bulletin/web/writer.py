@@ -11,12 +11,13 @@ commit that saved it (group commit, as databases do for their own log).
 
 Deadlines (serve's 503 after :data:`~bulletin.web.public.DB_WAIT_SECONDS`) are kept per
 request. A job is *claimed* by the writer once the write lock is held, just before its
-statements run; until then the request may give up at its deadline (503, nothing done),
-and after that it waits for the commit, which no lock can hold up any more (the lock is
-ours). Without the lock in time, every job of the batch fails with the database's error,
-and nothing was written. A job whose statements fail takes the others of its batch down
-with the rollback, so they are then run again one per transaction: only the failing one
-answers with its error.
+statements run; until then the request may give up at its deadline (plus :data:`GRACE`,
+for the writer's own error to arrive: 503, nothing done), and after that it waits for the
+commit, which nothing holds up for long (on SQLite the lock is ours; on PostgreSQL the
+statements' timeouts end at the deadline). Without the lock in time, every job of the
+batch fails with the database's error, and nothing was written. A job whose statements fail
+takes the others of its batch down with the rollback, so they are then run again one per
+transaction: only the failing one answers with its error.
 
 On PostgreSQL each job is a transaction of its own (a batch of one): there, rows are
 locked one by one, and a lock held elsewhere on one subscriber must not fail the others'
@@ -45,6 +46,9 @@ T = TypeVar("T")
 
 MAX_BATCH = 200
 """Most unsubscribes saved in one transaction (one a few hundred microseconds)."""
+
+GRACE = 0.25
+"""Seconds a request waits past its deadline for the writer to say why it failed."""
 
 _QUEUED, _CLAIMED, _ABANDONED = 0, 1, 2
 
@@ -103,7 +107,9 @@ class Writer:
         self._start()
         self._queue.put(job)
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            # A moment past the deadline: the writer's own waits end at the deadline too,
+            # and its error (no free connection, the lock held) says more than "too late".
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + GRACE):
                 return await asyncio.shield(job.future)
         except TimeoutError:
             pass
