@@ -1,13 +1,16 @@
 """Serve benchmark: one-click unsubscribes answered by one ``bulletin serve`` process.
 
     .venv/bin/python bench/serve.py [--subscribers 10000] [--concurrency 32] [--requests 4000]
-                                    [--import-rows 200000] [--quick]
+                                    [--import-rows 200000] [--engine both|sqlite|postgresql]
+                                    [--quick] [--py-spy FILE]
 
 Run by ``make bench``. Prints figures with the goal of issue #13 beside each (at least 200
 unsubscribes a second, p99 at most 1 s with no import running); nothing here passes or fails.
 
 What is measured, in one run, on a temporary copy of the repository's workspace (under
-bench/.cache/, removed at the end), SQLite as a user gets it by default:
+bench/.cache/, removed at the end): on SQLite, a user's default, then on PostgreSQL (a
+private server, tests/pgserver.py, on the same machine; skipped when its programs are not
+installed):
 
 * setup: ``bulletin subscribers import`` of ``--subscribers`` generated rows into list
   ``news``, then one valid unsubscribe token per subscriber (signed with the workspace's key).
@@ -397,6 +400,134 @@ def print_check(check: Check) -> None:
         print(f"    answered 503 but changed: {check.busy_touched[:10]}")
 
 
+@dataclass
+class Results:
+    engine: str
+    subscribers: int
+    health: Run
+    quiet: Run
+    quiet_check: Check
+    during: Run
+    during_check: Check
+    import_wall: float
+    import_exit: int | None
+
+
+def measure(args: argparse.Namespace, top: Path, database_url: str | None) -> Results:
+    """Set up a workspace (on ``database_url``, else its SQLite file) and run the three runs."""
+    root = make_workspace(top / "ws")
+    if database_url is not None:
+        toml = root / "bulletin.toml"
+        text = toml.read_text(encoding="utf-8")
+        text = text.replace(
+            'url = "sqlite:///subscribers/bulletin.db"', f'url = "{database_url}"', 1
+        )
+        toml.write_text(text, encoding="utf-8")
+    engine = "PostgreSQL" if database_url else "SQLite"
+    t = time.perf_counter()
+    people = top / "people.csv"
+    generate_csv(people, args.subscribers, "abonat", seed=13)
+    subprocess.run(import_cmd(root, people, LIST), env=child_env(), check=True, capture_output=True)
+    big = top / "big.csv"
+    generate_csv(big, args.import_rows, "nou", seed=14)
+    ids, tokens, list_id = tokens_of(root)
+    print(
+        f"{engine}: {len(ids):,} subscribers on list {LIST!r} in {time.perf_counter() - t:.1f} s",
+        flush=True,
+    )
+    serve = Serve(root, top / "serve.log", args.py_spy)
+    try:
+        # Warm-up (imports, first connections, the archive thread), not measured.
+        drive(serve, "warm-up", [(0, _request("GET", "/healthz"))] * 50, 8)
+        health = drive(
+            serve,
+            "reference: GET /healthz, the same client",
+            [(i, _request("GET", "/healthz")) for i in range(args.requests)],
+            args.concurrency,
+        )
+        posts = [(ids[i], _request("POST", f"/u/{tokens[i]}", ONE_CLICK)) for i in range(len(ids))]
+        quiet = drive(
+            serve,
+            f"one-click POST /u/<token>, {args.concurrency} at a time, no import running",
+            posts[: args.requests],
+            args.concurrency,
+        )
+        quiet_check = check_database(root, list_id, quiet.answered)
+        print(f"{engine}: importing {args.import_rows:,} rows while unsubscribing...", flush=True)
+        done = threading.Event()
+        importer = subprocess.Popen(
+            import_cmd(root, big, "other"),
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+        def wait_import() -> None:
+            importer.wait()
+            done.set()
+
+        threading.Thread(target=wait_import, daemon=True).start()
+        t_import = time.perf_counter()
+        try:
+            during = drive(
+                serve,
+                f"one-click POST during `bulletin subscribers import` of {args.import_rows:,} rows",
+                posts[args.requests :],
+                args.concurrency,
+                until=done,
+            )
+            importer.wait()
+        finally:
+            if importer.poll() is None:
+                os.killpg(importer.pid, signal.SIGTERM)
+                importer.wait()
+        import_wall = time.perf_counter() - t_import
+        during_check = check_database(root, list_id, during.answered)
+    finally:
+        serve.stop()
+    return Results(
+        engine,
+        len(ids),
+        health,
+        quiet,
+        quiet_check,
+        during,
+        during_check,
+        import_wall,
+        importer.returncode,
+    )
+
+
+def report(results: Results, args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"bulletin serve benchmark on {results.engine}: Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {results.subscribers:,} subscribers"
+    )
+    print(
+        "note: each request on a connection of its own, from an X-Forwarded-For address of its "
+        "own; client and server share the machine's cores (CPU seconds of each below)"
+    )
+    if args.py_spy:
+        print("note: profiled with py-spy: the figures are slower than without, CPU is py-spy's")
+    print_run(results.health, goals=False)
+    print_run(results.quiet, goals=True)
+    print_check(results.quiet_check)
+    print_run(results.during, goals=False)
+    print(
+        f"  the import            {results.import_wall:>10,.1f} s (exit {results.import_exit}); "
+        f"503s: {results.during.statuses.get(503, 0):,}"
+    )
+    print_check(results.during_check)
+
+
+def postgres_available() -> bool:
+    return bool(list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))) or bool(
+        shutil.which("pg_ctl")
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subscribers", type=int, default=10_000)
@@ -404,6 +535,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=4_000, help="one-click POSTs, no import")
     parser.add_argument(
         "--import-rows", type=int, default=200_000, help="rows of the concurrent import"
+    )
+    parser.add_argument(
+        "--engine", choices=["sqlite", "postgresql", "both"], default="both", help="databases"
     )
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument(
@@ -413,90 +547,32 @@ def main() -> int:
     if args.quick:
         args.subscribers, args.requests, args.import_rows = 2_000, 600, 20_000
     args.requests = min(args.requests, args.subscribers // 2)
+    engines = ["sqlite", "postgresql"] if args.engine == "both" else [args.engine]
+    notes = []
+    if "postgresql" in engines and not postgres_available():
+        engines.remove("postgresql")
+        notes.append("PostgreSQL not installed (make system-deps): SQLite only")
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    with signals_exit(), tempfile.TemporaryDirectory(dir=CACHE, prefix="serve-") as tmp:
-        top = Path(tmp)
-        root = make_workspace(top / "ws")
-        t = time.perf_counter()
-        people = top / "people.csv"
-        generate_csv(people, args.subscribers, "abonat", seed=13)
-        subprocess.run(
-            import_cmd(root, people, LIST), env=child_env(), check=True, capture_output=True
-        )
-        big = top / "big.csv"
-        generate_csv(big, args.import_rows, "nou", seed=14)
-        ids, tokens, list_id = tokens_of(root)
-        print(
-            f"setup: {len(ids):,} subscribers on list {LIST!r} in {time.perf_counter() - t:.1f} s",
-            flush=True,
-        )
-        serve = Serve(root, top / "serve.log", args.py_spy)
-        try:
-            # Warm-up (imports, first connections, the archive thread), not measured.
-            drive(serve, "warm-up", [(0, _request("GET", "/healthz"))] * 50, 8)
-            health = drive(
-                serve,
-                "reference: GET /healthz, the same client",
-                [(i, _request("GET", "/healthz")) for i in range(args.requests)],
-                args.concurrency,
-            )
-            posts = [
-                (ids[i], _request("POST", f"/u/{tokens[i]}", ONE_CLICK)) for i in range(len(ids))
-            ]
-            quiet = drive(
-                serve,
-                f"one-click POST /u/<token>, {args.concurrency} at a time, no import running",
-                posts[: args.requests],
-                args.concurrency,
-            )
-            quiet_check = check_database(root, list_id, quiet.answered)
-            print(f"importing {args.import_rows:,} rows while unsubscribing...", flush=True)
-            done = threading.Event()
-            importer = subprocess.Popen(
-                import_cmd(root, big, "other"),
-                env=child_env(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+    results = []
+    with signals_exit():
+        for name in engines:
+            with tempfile.TemporaryDirectory(dir=CACHE, prefix="serve-") as tmp:
+                if name == "sqlite":
+                    results.append(measure(args, Path(tmp), None))
+                    continue
+                sys.path.insert(0, str(REPO / "tests"))
+                from pgserver import PgServer
 
-            def wait_import() -> None:
-                importer.wait()
-                done.set()
-
-            threading.Thread(target=wait_import, daemon=True).start()
-            t_import = time.perf_counter()
-            during = drive(
-                serve,
-                f"one-click POST during `bulletin subscribers import` of {args.import_rows:,} rows",
-                posts[args.requests :],
-                args.concurrency,
-                until=done,
-            )
-            importer.wait()
-            import_wall = time.perf_counter() - t_import
-            during_check = check_database(root, list_id, during.answered)
-        finally:
-            serve.stop()
-    print()
-    print(
-        f"bulletin serve benchmark: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"SQLite, {len(ids):,} subscribers"
-    )
-    print(
-        "note: each request on a connection of its own, from an X-Forwarded-For address of its "
-        "own; client and server share the machine's cores (CPU seconds of each below)"
-    )
-    print_run(health, goals=False)
-    print_run(quiet, goals=True)
-    print_check(quiet_check)
-    print_run(during, goals=False)
-    print(
-        f"  the import            {import_wall:>10,.1f} s (exit {importer.returncode}); "
-        f"503s: {during.statuses.get(503, 0):,}"
-    )
-    print_check(during_check)
+                server = PgServer()
+                try:
+                    results.append(measure(args, Path(tmp), server.new_url("serve")))
+                finally:
+                    server.stop()
+    for note in notes:
+        print(f"note: {note}")
+    for result in results:
+        report(result, args)
     return 0
 
 

@@ -28,6 +28,7 @@ from bulletin.store.subscribers import (
     unsubscribe_by_token,
 )
 from bulletin.tokens import TokenSigner
+from bulletin.web import writer as writer_module
 from bulletin.web.public import create_public_app
 from bulletin.web.writer import GRACE, TooLate, Writer
 from test_public_app import load, running
@@ -231,3 +232,25 @@ def test_a_job_behind_a_lock_past_its_deadline_fails_in_time_and_changes_nothing
     assert still_subscribed(other, ids) == {ids[0]}
     engine.dispose()
     other.dispose()
+
+
+def test_an_idle_writer_thread_ends_and_the_next_write_starts_another(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(writer_module, "IDLE_SECONDS", 0.1)
+    engine = open_store(database_url)
+    ids, list_ids = people(engine, 2, "news")
+    writer = Writer(engine)
+
+    def apply_to(sub_id: int):
+        return lambda conn: unsubscribe_by_token(conn, sub_id, list_ids["news"], "one-click")
+
+    first = asyncio.run(writer.batched(apply_to(ids[0]), time.monotonic() + 5))
+    thread = writer._thread
+    assert thread is not None
+    thread.join(5)
+    assert not thread.is_alive() and writer._thread is None
+    second = asyncio.run(writer.batched(apply_to(ids[1]), time.monotonic() + 5))
+    assert first is not None and first.changed and second is not None and second.changed
+    assert still_subscribed(engine, ids) == set()
+    engine.dispose()

@@ -47,6 +47,9 @@ T = TypeVar("T")
 MAX_BATCH = 200
 """Most unsubscribes saved in one transaction (one a few hundred microseconds)."""
 
+IDLE_SECONDS = 30.0
+"""The writer thread ends after this long without work; the next write starts another."""
+
 GRACE = 0.25
 """Seconds a request waits past its deadline for the writer to say why it failed."""
 
@@ -104,8 +107,10 @@ class Writer:
     ) -> T:
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(batched, solo, deadline, loop, loop.create_future())
-        self._start()
+        # Queued before the thread is checked: a thread ending for idleness either sees
+        # this job or is replaced (see _run).
         self._queue.put(job)
+        self._start()
         try:
             # A moment past the deadline: the writer's own waits end at the deadline too,
             # and its error (no free connection, the lock held) says more than "too late".
@@ -121,8 +126,6 @@ class Writer:
         return await job.future
 
     def _start(self) -> None:
-        if self._thread is not None:
-            return
         with self._started:
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name="bulletin-writer", daemon=True)
@@ -138,7 +141,14 @@ class Writer:
 
     def _run(self) -> None:
         while True:
-            jobs = [self._queue.get()]
+            try:
+                jobs = [self._queue.get(timeout=IDLE_SECONDS)]
+            except queue.Empty:
+                with self._started:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
             while len(jobs) < self.max_batch:
                 try:
                     jobs.append(self._queue.get_nowait())
