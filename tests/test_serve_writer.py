@@ -254,3 +254,42 @@ def test_an_idle_writer_thread_ends_and_the_next_write_starts_another(
     assert first is not None and first.changed and second is not None and second.changed
     assert still_subscribed(engine, ids) == set()
     engine.dispose()
+
+
+@pytest.mark.postgresql_only  # SQLite locks the whole database, not rows
+def test_a_row_locked_elsewhere_fails_only_its_own_unsubscribe(workspace_dir: Path):
+    workspace = load(workspace_dir, NO_RATE_LIMIT)
+    engine = open_store(workspace.database_url())
+    ids, list_ids = people(engine, 40, "news")
+    signer = TokenSigner([KEY])
+    tokens = [signer.unsubscribe_token(i, list_ids["news"]) for i in ids]
+    other = open_store(workspace.database_url())
+    wait = 4.0
+    app = create_public_app(workspace, engine=engine, signer=signer, db_wait=wait)
+    locked = ids[20]  # amid the others, so it shares a batch with some of them
+
+    async def timed(client: httpx.AsyncClient, token: str) -> tuple[int, str | None, float]:
+        started = time.monotonic()
+        answer = await client.post(f"/u/{token}", content=ONE_CLICK, headers=FORM)
+        return answer.status_code, answer.headers.get("retry-after"), time.monotonic() - started
+
+    async def storm() -> list[tuple[int, str | None, float]]:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+            return await asyncio.gather(*(timed(client, t) for t in tokens))
+
+    with running(app) as url, other.connect() as conn, conn.begin():
+        # Another program updating one subscriber (an import, a person in psql) holds its row.
+        conn.execute(
+            sa.select(subscribers.c.id).where(subscribers.c.id == locked).with_for_update()
+        )
+        answers = dict(zip(ids, asyncio.run(storm()), strict=True))
+        assert still_subscribed(other, ids) == {locked}
+    assert answers[locked][:2] == (503, "30")
+    assert [answers[i][0] for i in ids if i != locked] == [200] * 39
+    # The others did not wait for the locked row as long as serve waits for a database.
+    slowest = max(answers[i][2] for i in ids if i != locked)
+    assert slowest < wait - 1.0, slowest
+    assert unsubscribe_events(other, ids) == {i: 1 for i in ids if i != locked}
+    engine.dispose()
+    other.dispose()

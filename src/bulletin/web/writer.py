@@ -19,10 +19,11 @@ batch fails with the database's error, and nothing was written. A job whose stat
 takes the others of its batch down with the rollback, so they are then run again one per
 transaction: only the failing one answers with its error.
 
-On PostgreSQL each job is a transaction of its own (a batch of one): there, rows are
-locked one by one, and a lock held elsewhere on one subscriber must not fail the others'
-unsubscribes. Jobs that open their own transaction (sign-ups, confirmations, preferences)
-run alone, in order with the rest.
+On PostgreSQL rows are locked one by one, and a lock held elsewhere on one subscriber must
+not fail the others' unsubscribes: a batch there waits at most :data:`BATCH_LOCK_WAIT` for a
+lock, and when it fails its jobs are run again one per transaction, each waiting as long as
+its own deadline allows. Jobs that open their own transaction (sign-ups, confirmations,
+preferences) run alone, in order with the rest.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ T = TypeVar("T")
 
 MAX_BATCH = 200
 """Most unsubscribes saved in one transaction (one a few hundred microseconds)."""
+
+BATCH_LOCK_WAIT = 0.5
+"""PostgreSQL: the longest a batch of several jobs waits for a row or table lock."""
 
 IDLE_SECONDS = 30.0
 """The writer thread ends after this long without work; the next write starts another."""
@@ -78,7 +82,8 @@ class Writer:
 
     def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
-        self.max_batch = 1 if engine.dialect.name != "sqlite" else max_batch
+        self.max_batch = max_batch
+        self._row_locks = engine.dialect.name != "sqlite"
         self._queue: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()
         self._state = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -194,6 +199,8 @@ class Writer:
             # Their requests are answering 503 at their deadlines (or just did).
             _deliver([(job, None, TooLate()) for job in jobs if self._claim(job)])
             return
+        if self._row_locks and len(jobs) > 1:
+            wait = min(wait, BATCH_LOCK_WAIT)
         claimed: list[_Job[Any]] = []
         results: list[tuple[_Job[Any], Any, BaseException | None]] = []
         self.batches += 1
@@ -207,10 +214,10 @@ class Writer:
                     results.append((job, job.batched(conn), None))
         except Exception as exc:
             if len(claimed) > 1 and len(results) < len(claimed):
-                # One job's statements failed and rolled back the others: run each alone,
-                # so that only the one that fails answers with its error.
-                for job in claimed:
-                    self._retry_alone(job)
+                # One job's statements failed (a bug, a row locked elsewhere) and rolled back
+                # the others: run each alone, so that only the one that fails answers with
+                # its error.
+                self._retry_alone(claimed)
                 return
             # No lock in time, or the commit failed: nothing was saved.
             pending = claimed or [job for job in jobs if self._claim(job)]
@@ -218,16 +225,38 @@ class Writer:
             return
         _deliver(results)
 
-    def _retry_alone(self, job: _Job[Any]) -> None:
-        assert job.batched is not None
-        wait = max(0.05, job.deadline - time.monotonic())
-        try:
-            with write_transaction(self.engine, wait=wait) as conn:
-                result = job.batched(conn)
-        except Exception as exc:
+    def _retry_alone(self, jobs: list[_Job[Any]]) -> None:
+        """Run claimed jobs one per transaction, answering each.
+
+        On PostgreSQL a first round waits at most :data:`BATCH_LOCK_WAIT` for each job's
+        locks, so that one row locked elsewhere does not use up the others' time; what
+        failed then gets a second try with all the time its deadline leaves.
+        """
+        cap = BATCH_LOCK_WAIT if self._row_locks else None
+        failed = [(job, exc) for job in jobs if (exc := self._alone(job, cap)) is not None]
+        for job, exc in failed:
+            if cap is not None:
+                again = self._alone(job, None)
+                if again is None:
+                    continue
+                if not isinstance(again, TooLate):  # else the first error says more
+                    exc = again
             _deliver([(job, None, exc)])
-        else:
-            _deliver([(job, result, None)])
+
+    def _alone(self, job: _Job[Any], cap: float | None) -> BaseException | None:
+        """Run one claimed job in a transaction of its own: its result delivered, or the
+        error it failed with (not delivered)."""
+        assert job.batched is not None
+        wait = job.deadline - time.monotonic()
+        if wait <= 0:
+            return TooLate()
+        try:
+            with write_transaction(self.engine, wait=wait if cap is None else min(wait, cap)) as c:
+                result = job.batched(c)
+        except Exception as exc:
+            return exc
+        _deliver([(job, result, None)])
+        return None
 
 
 def _deliver(outcomes: list[tuple[_Job[Any], Any, BaseException | None]]) -> None:
