@@ -199,8 +199,9 @@ class Writer:
             # Their requests are answering 503 at their deadlines (or just did).
             _deliver([(job, None, TooLate()) for job in jobs if self._claim(job)])
             return
-        if self._row_locks and len(jobs) > 1:
-            wait = min(wait, BATCH_LOCK_WAIT)
+        capped = self._row_locks and len(jobs) > 1 and wait > BATCH_LOCK_WAIT
+        if capped:
+            wait = BATCH_LOCK_WAIT
         claimed: list[_Job[Any]] = []
         results: list[tuple[_Job[Any], Any, BaseException | None]] = []
         self.batches += 1
@@ -213,13 +214,13 @@ class Writer:
                     assert job.batched is not None
                     results.append((job, job.batched(conn), None))
         except Exception as exc:
-            if len(claimed) > 1 and len(results) < len(claimed):
+            if len(results) < len(claimed) and (len(claimed) > 1 or capped):
                 # One job's statements failed (a bug, a row locked elsewhere) and rolled back
                 # the others: run each alone, so that only the one that fails answers with
                 # its error.
                 self._retry_alone(claimed)
                 return
-            # No lock in time, or the commit failed: nothing was saved.
+            # No lock in time, no connection, or the commit failed: nothing was saved.
             pending = claimed or [job for job in jobs if self._claim(job)]
             _deliver([(job, None, exc) for job in pending])
             return
@@ -233,15 +234,20 @@ class Writer:
         failed then gets a second try with all the time its deadline leaves.
         """
         cap = BATCH_LOCK_WAIT if self._row_locks else None
-        failed = [(job, exc) for job in jobs if (exc := self._alone(job, cap)) is not None]
+        failed: list[tuple[_Job[Any], BaseException]] = []
+        for job in jobs:
+            exc = self._alone(job, cap)
+            if exc is None:
+                continue
+            if cap is None or isinstance(exc, TooLate):
+                _deliver([(job, None, exc)])
+            else:
+                failed.append((job, exc))
         for job, exc in failed:
-            if cap is not None:
-                again = self._alone(job, None)
-                if again is None:
-                    continue
-                if not isinstance(again, TooLate):  # else the first error says more
-                    exc = again
-            _deliver([(job, None, exc)])
+            again = self._alone(job, None)
+            if again is not None:
+                # A second "too late" says less than the first error.
+                _deliver([(job, None, exc if isinstance(again, TooLate) else again)])
 
     def _alone(self, job: _Job[Any], cap: float | None) -> BaseException | None:
         """Run one claimed job in a transaction of its own: its result delivered, or the
