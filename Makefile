@@ -107,6 +107,7 @@ bench: install-test bench-postfix system-deps
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/scale.py
 
 # bench/send.py runs Postfix's smtp-sink and smtp-source (Debian package postfix) on loopback.

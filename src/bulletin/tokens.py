@@ -172,17 +172,22 @@ class TokenSigner:
 
     __slots__ = ("_current", "_by_id", "_count", "_signing")
 
+    _by_id: dict[int, tuple[dict[str, hmac.HMAC], ...]]
+
     def __init__(self, keys: Sequence[str | bytes]) -> None:
         if not keys:
             raise ValueError("TokenSigner needs at least one key")
         raw = [k.encode("utf-8") if isinstance(k, str) else bytes(k) for k in keys]
-        by_id: dict[int, list[dict[str, bytes]]] = {}
+        by_id: dict[int, list[dict[str, hmac.HMAC]]] = {}
         derived: list[tuple[int, dict[str, bytes]]] = []
         for key in raw:
             subkeys: dict[str, bytes] = {p: _subkey(key, p) for p in PURPOSES}
             kid = _key_id(key)
             derived.append((kid, subkeys))
-            by_id.setdefault(kid, []).append(subkeys)
+            # Verifying keys prepared once too (``bulletin serve`` checks a token per request,
+            # in its event loop: no GIL hand-over there either).
+            states = {p: hmac.new(k, digestmod="sha256") for p, k in subkeys.items()}
+            by_id.setdefault(kid, []).append(states)
         self._current = derived[0]
         # Pre-keyed HMAC states, copied per token. The one-shot hmac.digest() releases the GIL
         # around OpenSSL, and getting it back behind busy sender threads costs up to the 5 ms
@@ -256,8 +261,10 @@ class TokenSigner:
             return None
         body, mac = raw[:end], raw[end:]
         ok = False
-        for subkeys in self._by_id.get(header & 0x0F, ()):
-            expected = hmac.digest(subkeys[purpose], body, "sha256")[:_MAC_BYTES]
+        for states in self._by_id.get(header & 0x0F, ()):
+            state = states[purpose].copy()
+            state.update(body)
+            expected = state.digest()[:_MAC_BYTES]
             # Constant time: a byte-by-byte comparison would leak how much of a guess is right.
             ok |= hmac.compare_digest(expected, mac)
         if not ok:

@@ -903,14 +903,21 @@ def unsubscribe(
     ``list_slug=None`` the global status also becomes ``unsubscribed`` (unless it is already
     a stronger suppression), so no later import or new list mails the address again.
     """
+    list_id = None if list_slug is None else get_list(conn, list_slug).id
+    changed_lists, _ = _unsubscribe_ids(conn, subscriber_id, list_id, source, detail)
+    return len(changed_lists)
+
+
+def _unsubscribe_ids(
+    conn: Connection, subscriber_id: int, list_id: int | None, source: str, detail: str
+) -> tuple[list[int], bool]:
+    """What :func:`unsubscribe` does, by list id: (lists changed, global status changed)."""
     now = utcnow()
     where = [
         subscriptions.c.subscriber_id == subscriber_id,
         subscriptions.c.status != "unsubscribed",
     ]
-    list_id: int | None = None
-    if list_slug is not None:
-        list_id = get_list(conn, list_slug).id
+    if list_id is not None:
         where.append(subscriptions.c.list_id == list_id)
     # The rows this statement changed, not the ones a read before it saw: on PostgreSQL two
     # unsubscribes of one address (two serve processes, a retry) can both read "subscribed",
@@ -927,17 +934,75 @@ def unsubscribe(
         record_event(
             conn, subscriber_id, "unsubscribed", list_id=changed, detail=detail, source=source
         )
-    if list_slug is None:
-        updated = conn.execute(
-            subscribers.update()
-            .where(subscribers.c.id == subscriber_id, subscribers.c.status == "active")
-            .values(status="unsubscribed", updated_at=now)
-        ).rowcount
+    updated = False
+    if list_id is None:
+        updated = bool(
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id, subscribers.c.status == "active")
+                .values(status="unsubscribed", updated_at=now)
+            ).rowcount
+        )
         if updated:
             record_event(
                 conn, subscriber_id, "unsubscribed", detail=detail or "all lists", source=source
             )
-    return len(changed_lists)
+    return changed_lists, updated
+
+
+@dataclass(frozen=True)
+class TokenUnsubscribe:
+    """What an unsubscribe by token did (see :func:`unsubscribe_by_token`)."""
+
+    subscriber_id: int
+    email: str
+    language: str
+    list_slug: str | None
+    """The token's list; None when the whole address was unsubscribed."""
+    list_name: str | None
+    changed: bool
+    """Something changed; False when it was already unsubscribed (an idempotent repeat)."""
+
+
+def unsubscribe_by_token(
+    conn: Connection,
+    subscriber_id: int,
+    list_id: int | None,
+    source: str,
+    *,
+    all_lists: bool = False,
+) -> TokenUnsubscribe | None:
+    """Unsubscribe who a token names from its list (or from everything), in ``conn``'s
+    write transaction; None if the subscriber or the list is gone.
+
+    The hot path of ``bulletin serve``'s one-click POSTs: one read (the subscriber and the
+    token's list together) and then :func:`unsubscribe`'s own statements, whose ``UPDATE ...
+    RETURNING`` says whether anything changed -- no read of the subscriptions before. A
+    token for every list, or ``all_lists``, unsubscribes from everything.
+    """
+    row = conn.execute(
+        sa.select(
+            subscribers.c.email,
+            subscribers.c.language,
+            sa.select(lists.c.slug).where(lists.c.id == list_id).scalar_subquery(),
+            sa.select(lists.c.name).where(lists.c.id == list_id).scalar_subquery(),
+        ).where(subscribers.c.id == subscriber_id)
+    ).first()
+    if row is None:
+        return None
+    email, language, slug, name = row
+    if list_id is not None and slug is None:
+        return None
+    target = None if all_lists or list_id is None else list_id
+    changed_lists, updated = _unsubscribe_ids(conn, subscriber_id, target, source, "")
+    return TokenUnsubscribe(
+        subscriber_id,
+        email,
+        language,
+        None if target is None else slug,
+        None if target is None else name,
+        bool(changed_lists) or updated,
+    )
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,9 @@ def environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # The templates are package data, fixed while serve runs: no stat() of each file
+        # on every page (a cost per one-click answer).
+        auto_reload=False,
     )
 
 

@@ -35,13 +35,15 @@ saving), no connection is free, the disk is full, the file is damaged; on Postgr
 table lock held past serve's lock and statement timeouts, or a server that is down -- a
 request gets the 503 page with Retry-After after at most :data:`DB_WAIT_SECONDS` (a statement
 at a time on PostgreSQL), the log says what was not done, and nothing was changed: mail
-providers retry one-click POSTs. Unsubscribes take turns in the event loop before they write
-(SQLite lets one writer in at a time), so a queue of them behind a long lock holds no worker
-threads and the pages that only read keep answering.
+providers retry one-click POSTs. Every change goes through one writer thread
+(:mod:`bulletin.web.writer`; SQLite lets one writer in at a time): a queue of unsubscribes
+behind a long lock holds no worker threads, the pages that only read keep answering, and the
+unsubscribes that arrive together are saved in one transaction, each answered after the
+commit that saved it.
 
 Several serve processes may share one database behind a proxy (an unsubscribe is one
 transaction, and its event is recorded by whichever process changed the row). What lives in
-each process's memory is per process: the rate limit per client address, the turn taking,
+each process's memory is per process: the rate limit per client address, the writer thread,
 and the rendered archive.
 
 Safety: every response carries security headers; only GET, HEAD and POST are accepted; POST
@@ -53,7 +55,6 @@ subscriber -- gets the same 404 page, so the answer says nothing about who is su
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import email.parser
@@ -68,13 +69,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import uvicorn
 from markupsafe import Markup
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -97,19 +97,20 @@ from bulletin.store.db import (
     database_problem,
     open_store,
     ping,
-    write_transaction,
 )
 from bulletin.store.signups import Preferences
 from bulletin.store.subscribers import (
     MailingList,
+    TokenUnsubscribe,
     UnsubscribeTarget,
-    unsubscribe,
+    unsubscribe_by_token,
     unsubscribe_target,
 )
 from bulletin.tokens import KEY_ENV, TokenSigner, UnsubscribeToken, key_file, load_keys
 from bulletin.web.archive import ISSUE_CSP, Archive
 from bulletin.web.pages import STYLESHEET, Words, mask_email, render_page, stylesheet
 from bulletin.web.server import Server, run_until_stopped, url_of
+from bulletin.web.writer import TooLate, Writer
 from bulletin.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -347,15 +348,6 @@ def parse_form(content_type: str, body: bytes) -> dict[str, list[str]]:
 # --- the app ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a POST did: the target as it was, the scope applied, and how much changed."""
-
-    target: UnsubscribeTarget
-    scope: Scope_
-    changed: bool
-
-
 class PublicApp:
     """The routes of ``bulletin serve`` around one workspace, store and token signer."""
 
@@ -378,9 +370,9 @@ class PublicApp:
         self.archive = archive
         self.db_wait = db_wait
         self.signups = Signups(workspace, engine, signer)
-        # One writer at a time from this process (see the module docstring). Not a guard of
-        # correctness -- SQLite's lock is -- only of where the waiting happens.
-        self._turn = asyncio.Lock()
+        # One writer thread for this process (see the module docstring). Not a guard of
+        # correctness -- the database's locks are -- only of where the waiting happens.
+        self.writer = Writer(engine)
         config = workspace.config
         self.base_url = config.newsletter.base_url
         self.https = self.base_url.startswith("https://")
@@ -446,46 +438,6 @@ class PublicApp:
         with self.engine.connect() as conn, conn.begin():
             return unsubscribe_target(conn, token.subscriber_id, token.list_id)
 
-    async def _write_in_turn(
-        self, deadline: float, token: UnsubscribeToken, scope: Scope_, source: str
-    ) -> Outcome | None:
-        """:meth:`_apply` in a worker thread once it is this request's turn to write."""
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self._turn.acquire()
-        except TimeoutError:
-            raise self._late() from None
-        try:
-            return await run_in_threadpool(self._apply, token, scope, source, deadline)
-        finally:
-            self._turn.release()
-
-    def _apply(
-        self, token: UnsubscribeToken, scope: Scope_, source: str, deadline: float
-    ) -> Outcome | None:
-        wait = deadline - time.monotonic()
-        if wait <= 0:
-            raise self._late()
-        with write_transaction(self.engine, wait=wait) as conn:
-            target = unsubscribe_target(conn, token.subscriber_id, token.list_id)
-            if target is None:
-                return None
-            if target.list_slug is None:
-                scope = "all"
-            slug = None if scope == "all" else target.list_slug
-            already = target.all_done if scope == "all" else target.list_done
-            unsubscribe(conn, target.subscriber.id, slug, source)
-        # write_transaction has committed here: the answer below is sent after the change is
-        # durable, as RFC 8058 expects.
-        what = "no change: subscriber %d was already unsubscribed from %s (%s)"
-        log.info(
-            what if already else "unsubscribed subscriber %d from %s (%s)",
-            target.subscriber.id,
-            slug or "all lists",
-            source,
-        )
-        return Outcome(target, scope, not already)
-
     def _page_lang(self, target: UnsubscribeTarget) -> str:
         return target.subscriber.language or self.lang
 
@@ -525,8 +477,16 @@ class PublicApp:
         scope: Scope_ = "all" if "all" in fields.get("scope", []) else "list"
         source = "one-click" if one_click else "web"
         what = f"unsubscribing subscriber {token.subscriber_id} ({source})"
+
+        def apply(conn: Connection) -> TokenUnsubscribe | None:
+            return unsubscribe_by_token(
+                conn, token.subscriber_id, token.list_id, source, all_lists=scope == "all"
+            )
+
         try:
-            outcome = await self._write_in_turn(deadline, token, scope, source)
+            done = await self.writer.batched(apply, deadline)
+        except TooLate:
+            return self.busy(self._late(), what)
         except DatabaseProblem as problem:
             return self.busy(problem, what)
         except Exception as exc:
@@ -534,40 +494,37 @@ class PublicApp:
             if found is None:
                 raise
             return self.busy(found, what)
-        if outcome is None:
+        if done is None:
             return self.invalid_link()
-        target = outcome.target
+        # Committed: the answer below is sent after the change is durable, as RFC 8058
+        # expects.
+        log.info(
+            "unsubscribed subscriber %d from %s (%s)"
+            if done.changed
+            else "no change: subscriber %d was already unsubscribed from %s (%s)",
+            done.subscriber_id,
+            done.list_slug or "all lists",
+            source,
+        )
         return self.html(
             "done.html",
-            self._page_lang(target),
-            address=mask_email(target.subscriber.email),
-            list_name=target.list_name,
-            scope=outcome.scope,
-            changed=outcome.changed,
+            done.language or self.lang,
+            address=mask_email(done.email),
+            list_name=done.list_name,
+            scope="list" if done.list_slug is not None else "all",
+            changed=done.changed,
         )
 
     # -- sign-up, confirmation, preferences ------------------------------------------------
 
-    async def _in_turn(self, deadline: float, fn: Callable[[float], Any]) -> Any:
-        """``fn(wait)`` in a worker thread once it is this request's turn to write."""
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self._turn.acquire()
-        except TimeoutError:
-            raise self._late() from None
-        try:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                raise self._late()
-            return await run_in_threadpool(fn, wait)
-        finally:
-            self._turn.release()
-
     async def _write(self, request: Request, what: str, fn: Callable[[float], Any]) -> Any:
-        """:meth:`_in_turn`, with a database in trouble turned into the 503 page."""
+        """``fn(wait)`` in the writer thread, with a database in trouble turned into the 503
+        page (``wait``: the seconds left to wait for the database)."""
         deadline = time.monotonic() + self.db_wait
         try:
-            return await self._in_turn(deadline, fn)
+            return await self.writer.solo(fn, deadline)
+        except TooLate:
+            return self.busy(self._late(), what)
         except DatabaseProblem as problem:
             return self.busy(problem, what)
         except Exception as exc:
