@@ -97,6 +97,7 @@ from bulletin.store.db import (
     database_problem,
     open_store,
     ping,
+    write_transaction,
 )
 from bulletin.store.signups import Preferences
 from bulletin.store.subscribers import (
