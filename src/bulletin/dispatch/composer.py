@@ -81,15 +81,24 @@ class Composer:
         """A stored subscriber as the recipient of this issue through ``list_id``."""
         return Recipient(email, name, self.values(subscriber_id, list_id, email, name, attributes))
 
-    def envelope(self, recipient: Recipient, message_id: str) -> Envelope:
-        """The message for one recipient; :class:`InvalidRecipient` if it cannot be built."""
+    def envelope(self, recipient: Recipient, message_id: str, *, wire: bool = False) -> Envelope:
+        """The message for one recipient; :class:`InvalidRecipient` if it cannot be built.
+
+        ``wire``: the data as SMTP DATA carries it (dot-stuffed, ``Envelope.stuffed``),
+        which the send engine asks for: cheaper than stuffing the whole message later.
+        """
         template = self.template
+        if wire:
+            data = template.wire(recipient, message_id=message_id)
+        else:
+            data = template.personalise(recipient, message_id=message_id)
         return Envelope(
             mail_from=template.envelope_from(recipient),
             rcpt_to=template.envelope_to(recipient),
-            data=template.personalise(recipient, message_id=message_id),
+            data=data,
             message_id=message_id,
             smtputf8=template.needs_smtputf8(recipient),
+            stuffed=wire,
         )
 
     def message_id_for(self, email: str) -> str:

@@ -1061,7 +1061,9 @@ class SendEngine:
                     continue
                 assert self._composer is not None
                 try:
-                    envelope = self._composer.envelope(job.recipient, job.claimed.message_id)
+                    envelope = self._composer.envelope(
+                        job.recipient, job.claimed.message_id, wire=True
+                    )
                 except InvalidRecipient as exc:
                     self._results.put((job, Delivery("failed", None, exc.reason)))
                     job = None

@@ -47,6 +47,7 @@ from typing import Literal
 
 from bulletin.dispatch.transport import ConnectFailed, Delivery, Envelope
 from bulletin.errors import BulletinError, ConfigError, Location, Problem
+from bulletin.mail.compose import stuff_dots
 from bulletin.workspace import SmtpConfig, smtp_url_parts
 
 """Ports used when smtp.url names none (RFC 5321 relay port, RFC 8314 submissions)."""
@@ -461,6 +462,8 @@ class SmtpConnection:
             )
         options = ""
         if self._size:
+            # Stuffed data is a few bytes longer than the message: SIZE is an estimate
+            # (RFC 1870), and a little high is on the safe side.
             options = f" SIZE={len(data)}"
         if utf8:
             options += " SMTPUTF8"
@@ -503,8 +506,9 @@ class SmtpConnection:
                 return self._refused(client, stage, code, text)
             stage = "message data"
             # smtplib.SMTP.data() would dot-stuff with a regular expression over the whole
-            # message; bytes.replace does the same in one fast pass (and we own the bytes).
-            client.send(dot_stuff(data))
+            # message; the composer did it for the engine's envelopes (once per issue for
+            # the bytes everyone shares), bytes.replace does it for the others.
+            client.send(data if envelope.stuffed else dot_stuff(data))
             stage = "end of data"
             code, text = client.getreply()
             if 200 <= code < 300:
@@ -603,12 +607,9 @@ class SmtpConnection:
 def dot_stuff(data: bytes) -> bytes:
     """The DATA payload: lines starting with '.' doubled, CRLF and the final '.' appended.
 
-    Matches smtplib's rule (a dot after any LF, bare or not, is doubled) so a stray bare LF
-    cannot end the data early at a server that takes LF as a line end.
+    The rule itself is :func:`bulletin.mail.compose.stuff_dots`.
     """
-    stuffed = data.replace(b"\n.", b"\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
+    stuffed = stuff_dots(data)
     if not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + b".\r\n"
