@@ -732,6 +732,17 @@ def test_wire_is_the_email_package_reading_of_the_message(config: ws.Config) -> 
         assert not re.search(rb"(^|\n)\.(?!\.)", wire[:-3]), "a line starts with one dot"
         unstuffed = re.sub(rb"(^|\n)\.", rb"\1", wire[:-3])
         assert unstuffed == data
+        # The envelope in one go: the same as each piece asked for on its own.
+        for wire_form, want in ((True, wire), (False, data)):
+            got = template.envelope(
+                recipient, message_id="<m.1@example.ro>", date=DATE, wire=wire_form
+            )
+            assert got == (
+                template.envelope_from(recipient),
+                template.envelope_to(recipient),
+                want,
+                template.needs_smtputf8(recipient),
+            )
         smtputf8 = not address.partition("@")[0].isascii()
         msg = (
             email.message_from_string(data.decode(), policy=email.policy.default)
@@ -758,6 +769,20 @@ def test_wire_is_the_email_package_reading_of_the_message(config: ws.Config) -> 
         ref_text, ref_html = _parts(parsed_ref)  # type: ignore[arg-type]
         assert text.get_content() == ref_text.get_content()
         assert html.get_content() == ref_html.get_content()
+
+
+def test_a_signed_message_is_stuffed_after_signing(config: ws.Config) -> None:
+    signed: list[bytes] = []
+
+    def sign(message: bytes) -> bytes:
+        signed.append(message)
+        return b"X-Signed: yes\r\n" + message
+
+    template = build_message_template(config, _hand_rendered(), sign=sign)
+    recipient = Recipient("ana@example.ro", ".Ana", _values("ana@example.ro", ".Ana"))
+    data = template.personalise(recipient, date=DATE)
+    assert template.wire(recipient, date=DATE) == dot_stuff(data)
+    assert signed[0] == signed[1] and data == b"X-Signed: yes\r\n" + signed[0]
 
 
 def test_stuff_dots_doubles_every_leading_dot() -> None:

@@ -333,8 +333,7 @@ class MessageTemplate:
         (or see :meth:`wire`). Raises :class:`InvalidRecipient` for data that cannot go in
         a header safely.
         """
-        data = b"".join(self._pieces(recipient, message_id, date, stuffed=False))
-        return self._sign(data) if self._sign is not None else data
+        return self._data(recipient, message_id, date, stuffed=False)
 
     def wire(
         self,
@@ -351,12 +350,45 @@ class MessageTemplate:
         message (which costs more than building it). A signed message is stuffed whole: the
         signature covers the message as :meth:`personalise` gives it.
         """
+        return self._data(recipient, message_id, date, stuffed=True)
+
+    def envelope(
+        self,
+        recipient: Recipient,
+        *,
+        message_id: str | None = None,
+        date: datetime | None = None,
+        wire: bool = False,
+    ) -> tuple[str, str, bytes, bool]:
+        """``(MAIL FROM, RCPT TO, data, needs SMTPUTF8)`` of one recipient's message.
+
+        What :meth:`envelope_from`, :meth:`envelope_to`, :meth:`personalise` (or, with
+        ``wire``, :meth:`wire`) and :meth:`needs_smtputf8` give, with the recipient's
+        address checked once rather than by each.
+        """
+        mail_from = self.envelope_from(recipient)
+        rcpt_to = self.envelope_to(recipient)
+        data = self._data(recipient, message_id, date, stuffed=wire, rcpt_to=rcpt_to)
+        # wire_address() keeps the local part as it is: non-ASCII there needs SMTPUTF8.
+        return mail_from, rcpt_to, data, not rcpt_to.rpartition("@")[0].isascii()
+
+    def _data(
+        self,
+        recipient: Recipient,
+        message_id: str | None,
+        date: datetime | None,
+        *,
+        stuffed: bool,
+        rcpt_to: str | None = None,
+    ) -> bytes:
         if self._sign is not None:
-            return stuff_dots(self.personalise(recipient, message_id=message_id, date=date)) + (
-                _END_DATA
-            )
-        out = self._pieces(recipient, message_id, date, stuffed=True)
-        out.append(_END_DATA)
+            # The signature covers the message as personalise() gives it: stuffed after.
+            out = self._pieces(recipient, message_id, date, stuffed=False, rcpt_to=rcpt_to)
+            signed = self._sign(b"".join(out))
+            return stuff_dots(signed) + _END_DATA if stuffed else signed
+        out = self._pieces(recipient, message_id, date, stuffed=stuffed, rcpt_to=rcpt_to)
+        if stuffed:
+            out.append(_END_DATA)
         return b"".join(out)
 
     def _pieces(
@@ -366,15 +398,21 @@ class MessageTemplate:
         date: datetime | None,
         *,
         stuffed: bool,
+        rcpt_to: str | None = None,
     ) -> list[bytes]:
-        """The message in pieces, each starting a line (so each can be dot-stuffed alone)."""
+        """The message in pieces, each starting a line (so each can be dot-stuffed alone).
+
+        ``rcpt_to``: the recipient's address as :func:`~bulletin.mail.headers.wire_address`
+        gave it, when the caller has it already.
+        """
         email = recipient.email
         values = recipient.values
         if "email" not in values or "name" not in values:
             values = {"email": email, "name": recipient.name, **values}
         try:
             name = h.sanitise_display_name(recipient.name)
-            to = h.address_header("To", name, h.wire_address(email)).encode("utf-8")
+            address = rcpt_to if rcpt_to is not None else h.wire_address(email)
+            to = h.address_header("To", name, address).encode("utf-8")
             msgid = h.check_msgid(message_id) if message_id else self.message_id_for(email)
             unsubscribe = self._list_unsubscribe(values)
             subject = self._subject_line or self._personal_subject(values)

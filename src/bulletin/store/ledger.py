@@ -385,14 +385,13 @@ def _pages(
     """
     after = 0
     while True:
-        rows = conn.execute(base.where(key > after).order_by(key).limit(page)).all()
+        rows = conn.execute(base.where(key > after).order_by(key).limit(page)).tuples().all()
         if not rows:
             return
-        for r in rows:
-            yield EligibleRecipient(
-                r.subscriber_id, r.list_id, r.email, r.name, dict(r.attributes or {})
-            )
-        after = rows[-1].subscriber_id
+        # Plain tuples: Row attribute access costs more than the rest of a dry run's reading.
+        for subscriber_id, list_id, email, name, attributes in rows:
+            yield EligibleRecipient(subscriber_id, list_id, email, name, dict(attributes or {}))
+        after = rows[-1][0]
 
 
 def iter_eligible(
