@@ -385,10 +385,10 @@ def _pages(
     """
     after = 0
     while True:
-        rows = conn.execute(base.where(key > after).order_by(key).limit(page)).tuples().all()
+        rows = conn.execute(base.where(key > after).order_by(key).limit(page)).all()
         if not rows:
             return
-        # Plain tuples: Row attribute access costs more than the rest of a dry run's reading.
+        # Unpacked as tuples: Row attribute access costs more than the rest of the reading.
         for subscriber_id, list_id, email, name, attributes in rows:
             yield EligibleRecipient(subscriber_id, list_id, email, name, dict(attributes or {}))
         after = rows[-1][0]
