@@ -6,6 +6,7 @@ build (``EmailMessage.set_content`` of ``CompiledTemplate.fill(values)``) gives.
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import datetime as dt
 import email
@@ -26,6 +27,7 @@ from bulletin.content.loader import load_issue
 from bulletin.content.model import Issue, LoadedIssue
 from bulletin.dispatch.smtp import dot_stuff
 from bulletin.mail import InvalidRecipient, MessageTemplate, Recipient, build_message_template
+from bulletin.mail import compose as compose_module
 from bulletin.mail.compose import stuff_dots
 from bulletin.mail.headers import sanitise_display_name
 from bulletin.render.pipeline import render_issue
@@ -783,6 +785,24 @@ def test_a_signed_message_is_stuffed_after_signing(config: ws.Config) -> None:
     data = template.personalise(recipient, date=DATE)
     assert template.wire(recipient, date=DATE) == dot_stuff(data)
     assert signed[0] == signed[1] and data == b"X-Signed: yes\r\n" + signed[0]
+
+
+def test_plain_values_skip_the_encoder_with_the_same_bytes() -> None:
+    # _qp_segment's shortcut for values quoted-printable leaves alone gives what the
+    # encoder gives, for values on both sides of the line.
+    rng = random.Random(13)
+    alphabet = ["a", "Z", "0", ".", " ", "=", "~", "!", "<", ">", "ș", "\t", "\n", "_", "-", "/"]
+    values = [".", "..", " a", "a ", "a b", "=", "x" * 74, "x" * 75, "x" * 76, ". ", ".\n"]
+    for _ in range(3000):
+        values.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80))))
+    values += ["http://127.0.0.1:8080/u/EAEAtrLY_nER1a8yn0As1Xczpg", "Ana-Maria Popescu"]
+    for value in values:
+        q = binascii.b2a_qp(value.encode("utf-8"), istext=True)
+        hard = q.endswith(b"\n")
+        if len(q) > 75:
+            q = compose_module._fit(q, 76 if hard else 75)
+        want = (q if hard else q + b"=\n").replace(b"\n", b"\r\n")
+        assert compose_module._qp_segment(value) == want, value
 
 
 def test_stuff_dots_doubles_every_leading_dot() -> None:

@@ -49,6 +49,9 @@ _SEP = "\x00"
 _SOFT = b"=\r\n"
 _CRLF = b"\r\n"
 _END_DATA = b".\r\n"
+# One line of printable ASCII but "=", not starting or ending with a space: quoted-printable
+# leaves it as it is (only a line of a single "." would still be encoded, as =2E).
+_QP_PLAIN = re.compile(r"[!-<>-~](?:[ !-<>-~]*[!-<>-~])?")
 _CACHE_SIZE = 512
 
 
@@ -122,6 +125,10 @@ def _qp_segment(text: str) -> bytes:
     """
     if not text:
         return b""
+    if len(text) <= 75 and text != "." and _QP_PLAIN.fullmatch(text) is not None:
+        # What b2a_qp gives such a value (links, tokens, most names): itself, and the soft
+        # break. Each recipient has a few of these; the encoder costs more than the check.
+        return text.encode("ascii") + _SOFT
     q = binascii.b2a_qp(text.encode("utf-8"), istext=True)
     hard = q.endswith(b"\n")
     if len(q) > 75:
