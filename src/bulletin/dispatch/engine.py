@@ -288,10 +288,10 @@ class SendEngine:
         self._note = ""
         self._fatal: BaseException | None = None
         self._failures = 0
-        # SimpleQueue: put and get in C, without queue.Queue's Python-level locking and
-        # condition notifies (per message, twice each; the coordinator's hottest calls).
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[tuple[_Job, Delivery | _Marker]] = queue.SimpleQueue()
+        # Not queue.SimpleQueue, though its C put/get are cheaper: a worker was seen blocked
+        # for good in SimpleQueue.get(timeout=0.1) on CPython 3.11 (a test hung in wind-down).
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._results: queue.Queue[tuple[_Job, Delivery | _Marker]] = queue.Queue()
         self._epoch = _Epoch("")
         self._outstanding: dict[int, _Job] = {}
         """This identity's claimed jobs not yet committed: queued, with the workers, or
