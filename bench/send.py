@@ -1,10 +1,11 @@
 """Send benchmark: `bulletin send` into Postfix's smtp-sink, against smtp-source on the same sink.
 
-    .venv/bin/python bench/send.py [--recipients 20000] [--dry-run-recipients 1000000] [--quick]
+    .venv/bin/python bench/send.py [--recipients 10000] [--dry-run-recipients 1000000] [--quick]
 
 Run by ``make bench`` (which installs Debian's ``postfix`` package when smtp-sink is missing,
-without configuring or starting the Postfix daemon). Prints figures with the goal of issue #4
-beside each; nothing here passes or fails.
+without configuring or starting the Postfix daemon). Prints figures with the goals of issues
+#4 and #13 beside each, and each ratio against the reference measured in the same run;
+nothing here passes or fails.
 
 What is measured, in one run, on the sample issue in temporary copies of the repository's
 workspace (under bench/.cache/, removed at the end):
@@ -14,8 +15,10 @@ workspace (under bench/.cache/, removed at the end):
   the CLI's own "This run: N sent in T s": ``SendEngine.run()`` from start to end -- building
   the message template, the first connection, freezing the recipients into the ledger,
   sending, recording every result, the last commit. Not in it: interpreter start-up and
-  imports, loading the config, ``bulletin check`` and rendering (printed apart, as the CLI's
-  wall time). The sink's own message counter confirms that every message arrived.
+  imports, loading the config, ``bulletin check`` and rendering. The **whole command** as a
+  user runs it -- start-up, check and render included -- is the CLI's wall time, and its
+  ratio to smtp-source is issue #13's figure (goal >= 0.8). The sink's own message counter
+  confirms that every message arrived.
 * **smtp-source**, Postfix's C load generator, with the same message size and 4 sessions into
   the same sink: the reference. With ``-d`` each session carries many messages, as bulletin's
   connections do; it runs before and after bulletin's sends and the ratio's reference is the
@@ -27,9 +30,10 @@ workspace (under bench/.cache/, removed at the end):
 * **DKIM**: the same send with ``[dkim]`` set (a fresh 2048-bit RSA key, mode 0600, in the
   temporary workspace); and on one core, the signer alone over distinct messages, and the bare
   RSA operation.
-* **dry run**: ``bulletin send --dry-run`` over a list of 1,000,000 generated subscribers (a
-  child process, imported first); its peak RSS is the child's own ``ru_maxrss`` (``wait4``),
-  taken through a small launcher process (see ``_LAUNCHER``), as for the sends.
+* **dry runs**: ``bulletin send --dry-run`` over 300,000 generated subscribers -- the rate it
+  prints is issue #13's build figure (goal >= 20,000/s, one process) -- and over 1,000,000
+  (a child process each, imported first); the peak RSS is the child's own ``ru_maxrss``
+  (``wait4``), taken through a small launcher process (see ``_LAUNCHER``), as for the sends.
 
 The machine's cores are shared: during the sends smtp-sink, smtp-source and bulletin all run
 at once, so the CPU seconds each used are printed too.
@@ -67,8 +71,12 @@ LIST = "bench"
 SECRET = "bench-signing-key-not-a-secret-0123456789"
 CONNECTIONS = 4
 
-GOAL_RATIO = 0.5
+GOAL_RATIO = 0.8
+"""Issue #13: the whole `bulletin send` command / smtp-source -d (issue #4 asked 0.5 of the
+engine alone)."""
 GOAL_BUILD = 20_000
+"""Issue #13: messages built per second by `send --dry-run` over 300,000 recipients."""
+BUILD_RECIPIENTS = 300_000
 GOAL_DKIM_SEND = 2_000
 GOAL_RSS_MB = 150
 
@@ -599,14 +607,22 @@ def _smtp_rows(runs: dict[str, SendRun]) -> list[Row]:
         )
     ref = [runs[k].rate for k in ("source1", "source2") if k in runs and runs[k].rate]
     plain, literal = runs.get("plain"), runs.get("literal")
-    if ref and plain is not None and plain.rate:
+    if ref and plain is not None and plain.rate and plain.finished is not None:
         mean = sum(ref) / len(ref)
+        whole = plain.sent / plain.finished.wall
         rows.append(
             (
-                "ratio: bulletin send / smtp-source -d",
+                "ratio: whole bulletin send command / smtp-source -d",
+                f"{whole / mean:.2f}",
+                f"goal >= {GOAL_RATIO} ({whole:,.0f}/s over the CLI's wall time; reference: "
+                f"mean of the {len(ref)} smtp-source -d runs, {mean:,.0f}/s)",
+            )
+        )
+        rows.append(
+            (
+                "ratio: the send engine alone / smtp-source -d",
                 f"{plain.rate / mean:.2f}",
-                f"goal >= {GOAL_RATIO} (reference: mean of the {len(ref)} smtp-source -d runs, "
-                f"{mean:,.0f}/s)",
+                "SendEngine.run() as the CLI reports it (issue #4 asked >= 0.5)",
             )
         )
     if literal is not None and literal.rate and plain is not None and plain.rate:
@@ -625,13 +641,32 @@ def _build_rows(rates: BuildRates) -> list[Row]:
         (
             "build rate: values + envelope per recipient",
             f"{rates.build:,.0f}/s",
-            f"goal >= {GOAL_BUILD:,}/s",
+            f"{rates.build / GOAL_BUILD:.2f} of the {GOAL_BUILD:,}/s goal (in-process)",
         ),
         ("  Composer.values alone (two signed tokens)", f"{rates.values:,.0f}/s", ""),
         ("  Composer.envelope alone (message bytes)", f"{rates.envelope:,.0f}/s", ""),
         ("build rate with DKIM signing", f"{rates.build_dkim:,.0f}/s", ""),
         ("DKIM signing alone (DkimSigner)", f"{rates.sign:,.0f}/s", "distinct messages"),
         ("  RSA-2048 signature alone (OpenSSL)", f"{rates.rsa:,.0f}/s", ""),
+    ]
+
+
+def _build_dry_rows(dry: DryRun) -> list[Row]:
+    """The 300,000-recipient dry run: issue #13's build figure."""
+    done = dry.finished
+    if dry.problem or done is None:
+        return [(f"dry run of {dry.recipients:,}", "n/a", dry.problem.splitlines()[0][:120])]
+    return [
+        (
+            f"dry run of {dry.messages:,}: messages built/s, as it prints",
+            f"{dry.per_second:,.0f}/s",
+            f"goal >= {GOAL_BUILD:,}/s ({dry.per_second / GOAL_BUILD:.2f} of it; one process)",
+        ),
+        (
+            "  messages/s over the whole CLI run",
+            f"{dry.messages / done.wall:,.0f}/s",
+            f"{done.wall:,.1f} s wall, CPU {done.cpu}, peak RSS {done.maxrss_mb:,.0f} MB",
+        ),
     ]
 
 
@@ -667,6 +702,7 @@ def report(
     args: argparse.Namespace,
     rates: BuildRates,
     runs: dict[str, SendRun],
+    build_dry: DryRun | None,
     dry: DryRun | None,
     notes: list[str],
 ) -> None:
@@ -679,6 +715,10 @@ def report(
                 f"{CONNECTIONS} connections/sessions, no rate limit, ledger on",
                 _smtp_rows(runs),
             )
+        )
+    if build_dry is not None:
+        sections.append(
+            ("Build rate (bulletin send --dry-run, a child process)", _build_dry_rows(build_dry))
         )
     sections.append(("On one core, in the bench process", _build_rows(rates)))
     if dry is not None:
@@ -767,7 +807,13 @@ def signals_exit() -> Iterator[None]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipients", type=int, default=20_000, help="recipients of each send")
+    parser.add_argument("--recipients", type=int, default=10_000, help="recipients of each send")
+    parser.add_argument(
+        "--build-recipients",
+        type=int,
+        default=BUILD_RECIPIENTS,
+        help="list size of the dry run whose rate is the build figure",
+    )
     parser.add_argument(
         "--dry-run-recipients", type=int, default=1_000_000, help="list size of the dry run"
     )
@@ -778,6 +824,7 @@ def main() -> int:
     if args.quick:
         args.recipients = min(args.recipients, 500)
         args.dry_run_recipients = min(args.dry_run_recipients, 2_000)
+        args.build_recipients = min(args.build_recipients, 1_000)
         args.seconds = min(args.seconds, 0.3)
 
     sink_bin, source_bin = postfix_tool("smtp-sink"), postfix_tool("smtp-source")
@@ -790,6 +837,7 @@ def main() -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     children = Children()
     runs: dict[str, SendRun] = {}
+    build_dry: DryRun | None = None
     dry: DryRun | None = None
     with signals_exit(), tempfile.TemporaryDirectory(dir=CACHE, prefix="send-") as tmp:
         top = Path(tmp)
@@ -815,12 +863,15 @@ def main() -> int:
                 runs = sends(children, sink, source_bin, plain, dkim, rates.message_bytes, args)
             children.stop_all()  # the sink is not needed any more
             if not args.no_dry_run:
+                n = args.build_recipients
+                print(f"dry run: importing {n:,} subscribers, then building...", flush=True)
+                build_dry = dry_run(children, make_workspace(top / "build", url), n)
                 n = args.dry_run_recipients
                 print(f"dry run: importing {n:,} subscribers, then building...", flush=True)
                 dry = dry_run(children, make_workspace(top / "big", url), n)
         finally:
             children.stop_all()
-    report(args, rates, runs, dry, notes)
+    report(args, rates, runs, build_dry, dry, notes)
     return 0
 
 

@@ -29,7 +29,8 @@ Server options: ``smtputf8`` (advertise SMTPUTF8), ``starttls`` (an SSLContext: 
 STARTTLS with it), ``require_starttls``, ``implicit_tls`` (an SSLContext: speak TLS from the
 first byte, for ``smtps://``), ``auth`` (a ``(user, password)`` pair: offer AUTH PLAIN and
 LOGIN, before STARTTLS too when ``starttls`` is not given, as loopback relays may) and
-``require_auth`` (530 to MAIL before AUTH).
+``require_auth`` (530 to MAIL before AUTH), ``pipelining`` (advertise PIPELINING, RFC 2920;
+aiosmtpd takes pipelined commands either way, it only does not say so).
 
 ``stop()`` drops open connections like a crashed server; ``start()`` again serves on the
 same port ("server down, then up"); ``drop_connections()`` drops them and keeps listening.
@@ -37,7 +38,8 @@ same port ("server down, then up"); ``drop_connections()`` drops them and keeps 
 
 Observations (all thread-safe copies): :attr:`messages`, :attr:`sessions` (connections that
 said EHLO/HELO), :attr:`commands` (``(session, VERB)`` in order, AUTH arguments never kept),
-:meth:`count`, :attr:`auth_attempts`, :attr:`errors`, :meth:`wait_for_messages`.
+:meth:`count`, :attr:`pipelined`, :attr:`auth_attempts`, :attr:`errors`,
+:meth:`wait_for_messages`.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ class _State:
     paused: bool = False
     require_auth: bool = False
     offer_auth: bool = False
+    pipelining: bool = False
+    pipelined: int = 0
     changed: threading.Condition = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,6 +172,10 @@ class _FaultHandler:
         session.host_name = hostname
         if not self.state.offer_auth:
             responses = [r for r in responses if not r[4:].upper().startswith("AUTH")]
+        if self.state.pipelining:
+            # aiosmtpd reads commands in turn from a buffered stream, so it takes pipelined
+            # groups as they come; it just does not say so.
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
@@ -293,6 +301,10 @@ class _FaultSMTP(SMTP):
             await super().smtp_HELO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        if self._reader._buffer:  # type: ignore[attr-defined]
+            # More commands were already here when MAIL was read: a pipelined group.
+            with self.state.lock:
+                self.state.pipelined += 1
         if await self._fault("MAIL", arg):
             return
         assert self.session is not None
@@ -345,6 +357,7 @@ class FaultServer:
         auth: tuple[str, str] | None = None,
         require_auth: bool = False,
         idle_timeout: float = 30.0,
+        pipelining: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -353,6 +366,7 @@ class FaultServer:
         self._implicit_tls = implicit_tls
         self._state.require_auth = require_auth
         self._state.offer_auth = auth is not None
+        self._state.pipelining = pipelining
         self._smtp_kwargs: dict[str, Any] = {
             "server_hostname": "faults.test",
             "enable_SMTPUTF8": smtputf8,
@@ -474,6 +488,12 @@ class FaultServer:
     def commands(self) -> list[tuple[int, str]]:
         with self._state.lock:
             return list(self._state.commands)
+
+    @property
+    def pipelined(self) -> int:
+        """MAIL commands that arrived with more commands behind them (a pipelined group)."""
+        with self._state.lock:
+            return self._state.pipelined
 
     def count(self, verb: str) -> int:
         """How many times clients sent ``verb`` (``MAIL``, ``RSET``, ``AUTH``...)."""

@@ -350,6 +350,37 @@ def test_421_and_a_dropped_connection_reconnect_and_deliver_everything(
     assert len(deferred_once) == 2
 
 
+def test_a_pipelining_relay_gets_the_same_ledger_as_one_command_at_a_time(
+    workspace_dir: Path,
+) -> None:
+    # Every kind of refusal in one send to a relay offering PIPELINING: each recipient ends
+    # in the state the one-by-one tests above prove, and nobody is lost or sent twice.
+    with FaultServer(pipelining=True) as server:
+        workspace = configure(workspace_dir, server.url)
+        db = open_store(workspace.database_url())
+        emails = populate(db, "news", 16, folder=workspace_dir)
+        gone, busy, spam, late = emails[2], emails[5], emails[9], emails[12]
+        server.fault("RCPT", "550 5.1.1 user unknown", address=gone)
+        server.fault("RCPT", "451 4.7.1 greylisted", address=busy, times=1)
+        server.fault("DATA_END", "554 5.7.1 refused as spam", address=spam)
+        server.fault("RCPT", "421 4.3.2 shutting down", address=late, times=1)
+
+        result = run(workspace, db)
+
+        assert server.pipelined >= 16  # the groups went pipelined
+        assert (result.counts["sent"], result.counts["failed"]) == (14, 2)
+        rows = ledger_rows(db)
+        assert (rows[gone].state, rows[gone].last_code, rows[gone].attempts) == ("failed", 550, 1)
+        assert (rows[spam].state, rows[spam].last_code) == ("failed", 554)
+        assert (rows[busy].state, rows[busy].attempts) == ("sent", 2)
+        assert (rows[late].state, rows[late].attempts) == ("sent", 2)
+        received = by_recipient(server.messages)
+        assert sorted(received) == sorted(set(emails) - {gone, spam})
+        assert all(len(v) == 1 for v in received.values())
+        # Each refusal but the 421 resets the session (550, 451, 554); the 421 replaces it.
+        assert server.count("RSET") == 3
+
+
 def test_a_reply_slower_than_the_timeout_defers_and_is_retried(
     workspace_dir: Path, server: FaultServer
 ) -> None:

@@ -6,9 +6,12 @@ build (``EmailMessage.set_content`` of ``CompiledTemplate.fill(values)``) gives.
 
 from __future__ import annotations
 
+import binascii
+import dataclasses
 import datetime as dt
 import email
 import email.header
+import email.headerregistry
 import email.policy
 import random
 import re
@@ -22,7 +25,10 @@ import pytest
 from bulletin import workspace as ws
 from bulletin.content.loader import load_issue
 from bulletin.content.model import Issue, LoadedIssue
+from bulletin.dispatch.smtp import dot_stuff
 from bulletin.mail import InvalidRecipient, MessageTemplate, Recipient, build_message_template
+from bulletin.mail import compose as compose_module
+from bulletin.mail.compose import stuff_dots
 from bulletin.mail.headers import sanitise_display_name
 from bulletin.render.pipeline import render_issue
 from bulletin.render.slots import CompiledTemplate, SlotRegistry
@@ -340,7 +346,9 @@ def test_bodies_decode_to_fill_for_tricky_values(config: ws.Config) -> None:
         )
         if i % 3 == 0:
             del values["first_name"]  # the fallback text is used
-        data = template.personalise(Recipient(values["email"], "Ana", values), date=DATE)
+        recipient = Recipient(values["email"], "Ana", values)
+        data = template.personalise(recipient, date=DATE)
+        assert template.wire(recipient, date=DATE) == dot_stuff(data)
         text, html = _parts(_assert_wellformed(data))
         want_text, want_html = rendered.text.fill(values), rendered.html.fill(values)
         assert text.get_content() == _normalised(want_text), values
@@ -365,7 +373,10 @@ def test_random_templates_decode_to_fill(config: ws.Config) -> None:
         template = build_message_template(config, rendered)
         for _ in range(5):
             values = _values(name=_random_text(rng), first_name="", **{"attr.a": _random_text(rng)})
-            data = template.personalise(Recipient("a@example.ro", "", values), date=DATE)
+            recipient = Recipient("a@example.ro", "", values)
+            data = template.personalise(recipient, date=DATE)
+            # Stuffed piece by piece (the shared pieces once per issue) = stuffed whole.
+            assert template.wire(recipient, date=DATE) == dot_stuff(data)
             text, html = _parts(_assert_wellformed(data))
             assert text.get_content() == _normalised(rendered.text.fill(values))
             assert html.get_content() == _normalised(rendered.html.fill(values))
@@ -686,3 +697,114 @@ def test_real_sample_issue(workspace_dir: Path) -> None:
         assert text.get_content() == _normalised(rendered.text.fill(values))
         assert html.get_content() == _normalised(rendered.html.fill(values))
         assert "Științe" in html.get_content() or "ș" in html.get_content()
+
+
+# --- the wire form (what the send engine hands to SMTP) ------------------------------------
+
+TRICKY = [
+    ("ștefan.țiriac@example.ro", "Ștefan Țiriac"),
+    (
+        "ana.maria@example.ro",
+        "Ana-Maria Ștefănescu-Bălănescu Țiriac-Dumitrescu Popescu-Vîlcu din Iași, România",
+    ),
+    ("ioana@exemplu.ro", ".Ioana, cu punct la început"),
+    ("radu@example.ro", "Radu\n.Neamțu"),
+    ("mihai@example.ro", ""),
+]
+
+
+def test_wire_is_the_email_package_reading_of_the_message(config: ws.Config) -> None:
+    # Tricky recipients (Romanian names, a name long enough to fold, a non-ASCII local
+    # part, values whose lines start with a dot) and a subject with a merge field: the wire
+    # bytes, unstuffed as a server does, are the message, and the email package reads from
+    # them what a straightforward composition with it holds.
+    rendered = _hand_rendered()
+    reg = SlotRegistry()
+    subject = f"Pentru {reg.token('first_name', 'tine')}: știri și evenimente"
+    rendered = dataclasses.replace(
+        rendered, subject_template=CompiledTemplate.compile(subject, reg, "text")
+    )
+    template = build_message_template(config, rendered)
+    for address, name in TRICKY:
+        values = _values(address, name, **{"attr.city": ".Iași\n..Cluj\n."})
+        recipient = Recipient(address, name, values)
+        wire = template.wire(recipient, message_id="<m.1@example.ro>", date=DATE)
+        data = template.personalise(recipient, message_id="<m.1@example.ro>", date=DATE)
+        assert wire.endswith(b"\r\n.\r\n") and b"\n.\r\n" not in wire[:-3]
+        assert not re.search(rb"(^|\n)\.(?!\.)", wire[:-3]), "a line starts with one dot"
+        unstuffed = re.sub(rb"(^|\n)\.", rb"\1", wire[:-3])
+        assert unstuffed == data
+        # The envelope in one go: the same as each piece asked for on its own.
+        for wire_form, want in ((True, wire), (False, data)):
+            got = template.envelope(
+                recipient, message_id="<m.1@example.ro>", date=DATE, wire=wire_form
+            )
+            assert got == (
+                template.envelope_from(recipient),
+                template.envelope_to(recipient),
+                want,
+                template.needs_smtputf8(recipient),
+            )
+        smtputf8 = not address.partition("@")[0].isascii()
+        msg = (
+            email.message_from_string(data.decode(), policy=email.policy.default)
+            if smtputf8
+            else _assert_wellformed(data)
+        )
+        assert isinstance(msg, EmailMessage)
+        reference = EmailMessage(policy=email.policy.SMTP)
+        local, _, domain = address.partition("@")
+        reference["To"] = email.headerregistry.Address(
+            sanitise_display_name(name), username=local, domain=domain
+        )
+        reference["Subject"] = template.subject_for(values)
+        reference.set_content(rendered.text.fill(values), cte="quoted-printable")
+        reference.add_alternative(rendered.html.fill(values), subtype="html")
+        parsed_ref = email.message_from_string(
+            reference.as_string(policy=email.policy.SMTPUTF8), policy=email.policy.default
+        )
+        assert msg["To"].addresses[0].addr_spec == address
+        _assert_display_name(data, msg, name)
+        assert str(msg["Subject"]) == str(parsed_ref["Subject"])
+        assert str(msg["Subject"]).startswith(f"Pentru {values['first_name'] or 'tine'}:")
+        text, html = _parts(msg)  # type: ignore[arg-type]
+        ref_text, ref_html = _parts(parsed_ref)  # type: ignore[arg-type]
+        assert text.get_content() == ref_text.get_content()
+        assert html.get_content() == ref_html.get_content()
+
+
+def test_a_signed_message_is_stuffed_after_signing(config: ws.Config) -> None:
+    signed: list[bytes] = []
+
+    def sign(message: bytes) -> bytes:
+        signed.append(message)
+        return b"X-Signed: yes\r\n" + message
+
+    template = build_message_template(config, _hand_rendered(), sign=sign)
+    recipient = Recipient("ana@example.ro", ".Ana", _values("ana@example.ro", ".Ana"))
+    data = template.personalise(recipient, date=DATE)
+    assert template.wire(recipient, date=DATE) == dot_stuff(data)
+    assert signed[0] == signed[1] and data == b"X-Signed: yes\r\n" + signed[0]
+
+
+def test_plain_values_skip_the_encoder_with_the_same_bytes() -> None:
+    # _qp_segment's shortcut for values quoted-printable leaves alone gives what the
+    # encoder gives, for values on both sides of the line.
+    rng = random.Random(13)
+    alphabet = ["a", "Z", "0", ".", " ", "=", "~", "!", "<", ">", "ș", "\t", "\n", "_", "-", "/"]
+    values = [".", "..", " a", "a ", "a b", "=", "x" * 74, "x" * 75, "x" * 76, ". ", ".\n"]
+    for _ in range(3000):
+        values.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80))))
+    values += ["http://127.0.0.1:8080/u/EAEAtrLY_nER1a8yn0As1Xczpg", "Ana-Maria Popescu"]
+    for value in values:
+        q = binascii.b2a_qp(value.encode("utf-8"), istext=True)
+        hard = q.endswith(b"\n")
+        if len(q) > 75:
+            q = compose_module._fit(q, 76 if hard else 75)
+        want = (q if hard else q + b"=\n").replace(b"\n", b"\r\n")
+        assert compose_module._qp_segment(value) == want, value
+
+
+def test_stuff_dots_doubles_every_leading_dot() -> None:
+    assert stuff_dots(b".a\r\n.\r\nb.\r\n..c\n.d") == b"..a\r\n..\r\nb.\r\n...c\n..d"
+    assert stuff_dots(b"") == b""

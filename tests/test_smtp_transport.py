@@ -54,9 +54,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return make_certificates(tmp_path_factory.mktemp("certs"), names)
 
 
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as s:
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def server(request: pytest.FixtureRequest) -> Iterator[FaultServer]:
+    """The fault server, with and without PIPELINING: each fault gives the same Delivery
+    whether MAIL, RCPT and DATA are sent one by one or in one group."""
+    with FaultServer(pipelining=request.param) as s:
         yield s
 
 
@@ -216,6 +218,59 @@ def test_refusals_are_classified_and_the_session_goes_on(
     assert server.count("RSET") == 1
     verbs = [v for _, v in server.commands if v in ("MAIL", "RSET")]
     assert verbs == ["MAIL", "MAIL", "RSET", "MAIL"]
+
+
+def test_pipelining_is_used_only_when_offered(server: FaultServer) -> None:
+    with Session(transport(server.url)) as conn:
+        assert conn.pipelining is server_offers_pipelining(server)
+        got = [conn.send(envelope(f"r{i}@example.ro", i)) for i in range(4)]
+    assert [d.outcome for d in got] == ["sent"] * 4
+    # Offered: every MAIL came with its RCPT and DATA behind it, in one write.
+    assert server.pipelined == (4 if conn.pipelining else 0)
+    assert [m.data for m in server.messages] == [message(i) for i in range(4)]
+
+
+def server_offers_pipelining(server: FaultServer) -> bool:
+    with socket.create_connection((server.host, server.port), timeout=2) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO probe.test\r\n")
+        lines = []
+        while True:
+            line = f.readline()
+            lines.append(line)
+            if line[3:4] != b"-":
+                break
+        s.sendall(b"QUIT\r\n")
+    return any(b"PIPELINING" in line.upper() for line in lines)
+
+
+def test_pipelined_refusal_with_a_354_to_data_still_ends_in_step() -> None:
+    # A server that answers 354 to the DATA of a group whose RCPT it refused (RFC 2920
+    # says it should not): the empty message is ended, the refusal stands, and the next
+    # message goes through on the same session.
+    with FaultServer(pipelining=True) as server:
+        server.fault("RCPT", "550 5.1.1 user unknown", address="bad@example.ro")
+        server.fault("DATA", "354 go ahead anyway", after=1, times=1)
+        with Session(transport(server.url)) as conn:
+            first = conn.send(envelope("good@example.ro", 1))
+            refused = conn.send(envelope("bad@example.ro", 2))
+            after = conn.send(envelope("good2@example.ro", 3))
+        assert (first.outcome, after.outcome) == ("sent", "sent")
+        assert refused == Delivery("failed", 550, "550 5.1.1 user unknown")
+        assert [m.rcpt_tos for m in server.messages] == [["good@example.ro"], ["good2@example.ro"]]
+        assert server.sessions == 1 and server.count("RSET") == 1
+
+
+def test_pipelined_refusal_then_421_replaces_the_session() -> None:
+    with FaultServer(pipelining=True) as server:
+        server.fault("RCPT", "452 4.2.2 mailbox full", address="full@example.ro")
+        server.fault("DATA", "421 4.3.2 closing", times=1)
+        with Session(transport(server.url)) as conn:
+            d = conn.send(envelope("full@example.ro", 1))
+            assert d == Delivery("deferred", 452, "452 4.2.2 mailbox full", reconnect=True)
+            assert conn.closed
+        assert server.messages == [] and server.count("RSET") == 0
 
 
 def test_multi_line_replies_become_one_line(server: FaultServer) -> None:

@@ -27,6 +27,17 @@ def test_parameters_are_one_encoded_path_segment() -> None:
         urls.UNSUBSCRIBE.path()
 
 
+def test_url_builders_give_what_url_gives() -> None:
+    for base in ("https://news.example.org/ro/", "http://127.0.0.1:8080"):
+        for page in (urls.UNSUBSCRIBE, urls.PREFERENCES, urls.ARCHIVE_ISSUE, urls.CONFIRM):
+            build = page.url_builder(base)
+            (name,) = page.params
+            for value in ("AbC_-9", "a/../b c", "ș?x=1#y", ""):
+                assert build(value) == page.url(base, **{name: value})
+    with pytest.raises(ValueError):
+        urls.ARCHIVE.url_builder("https://news.example.org")  # no parameter to fill
+
+
 def test_every_public_page_has_a_route(
     workspace_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

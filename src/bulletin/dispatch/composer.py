@@ -39,6 +39,10 @@ class Composer:
         self.base_url = base_url
         self.view_online_url = view_online_url
         self.slot_names = slot_names
+        self._unsubscribe_url = urls.UNSUBSCRIBE.url_builder(base_url)
+        self._preferences_url = (
+            urls.PREFERENCES.url_builder(base_url) if "preferences_url" in slot_names else None
+        )
 
     def values(
         self,
@@ -53,16 +57,15 @@ class Composer:
         if signer is None:
             raise RuntimeError("this composer was made without signing keys")
         token = signer.unsubscribe_token(subscriber_id, list_id)
+        preferences = self._preferences_url
         values = reader_values(
             email,
             name,
             attributes,
-            unsubscribe_url=urls.unsubscribe_url(self.base_url, token),
+            unsubscribe_url=self._unsubscribe_url(token),
             view_online_url=self.view_online_url,
-            preferences_url=urls.preferences_url(
-                self.base_url, signer.preferences_token(subscriber_id)
-            )
-            if "preferences_url" in self.slot_names
+            preferences_url=preferences(signer.preferences_token(subscriber_id))
+            if preferences is not None
             else "",
             needed=self.slot_names,
         )
@@ -81,16 +84,16 @@ class Composer:
         """A stored subscriber as the recipient of this issue through ``list_id``."""
         return Recipient(email, name, self.values(subscriber_id, list_id, email, name, attributes))
 
-    def envelope(self, recipient: Recipient, message_id: str) -> Envelope:
-        """The message for one recipient; :class:`InvalidRecipient` if it cannot be built."""
-        template = self.template
-        return Envelope(
-            mail_from=template.envelope_from(recipient),
-            rcpt_to=template.envelope_to(recipient),
-            data=template.personalise(recipient, message_id=message_id),
-            message_id=message_id,
-            smtputf8=template.needs_smtputf8(recipient),
+    def envelope(self, recipient: Recipient, message_id: str, *, wire: bool = False) -> Envelope:
+        """The message for one recipient; :class:`InvalidRecipient` if it cannot be built.
+
+        ``wire``: the data as SMTP DATA carries it (dot-stuffed, ``Envelope.stuffed``),
+        which the send engine asks for: cheaper than stuffing the whole message later.
+        """
+        mail_from, rcpt_to, data, smtputf8 = self.template.envelope(
+            recipient, message_id=message_id, wire=wire
         )
+        return Envelope(mail_from, rcpt_to, data, message_id, smtputf8, stuffed=wire)
 
     def message_id_for(self, email: str) -> str:
         """The Message-ID this issue always has for ``email`` (a resend keeps it)."""

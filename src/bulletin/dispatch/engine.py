@@ -288,6 +288,8 @@ class SendEngine:
         self._note = ""
         self._fatal: BaseException | None = None
         self._failures = 0
+        # Not queue.SimpleQueue, though its C put/get are cheaper: a worker was seen blocked
+        # for good in SimpleQueue.get(timeout=0.1) on CPython 3.11 (a test hung in wind-down).
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._results: queue.Queue[tuple[_Job, Delivery | _Marker]] = queue.Queue()
         self._epoch = _Epoch("")
@@ -1061,7 +1063,9 @@ class SendEngine:
                     continue
                 assert self._composer is not None
                 try:
-                    envelope = self._composer.envelope(job.recipient, job.claimed.message_id)
+                    envelope = self._composer.envelope(
+                        job.recipient, job.claimed.message_id, wire=True
+                    )
                 except InvalidRecipient as exc:
                     self._results.put((job, Delivery("failed", None, exc.reason)))
                     job = None

@@ -20,10 +20,14 @@ class Envelope:
     mail_from: str
     rcpt_to: str
     data: bytes
-    """The whole message, CRLF line endings, not dot-stuffed."""
+    """The whole message, CRLF line endings, not dot-stuffed (unless ``stuffed``)."""
     message_id: str
     smtputf8: bool = False
     """The recipient's address needs SMTPUTF8 (non-ASCII local part)."""
+    stuffed: bool = False
+    """``data`` is already what SMTP DATA carries: dot-stuffed and ending with the ``.``
+    line (see :meth:`bulletin.mail.compose.MessageTemplate.wire`). The send engine asks
+    for this; everything that reads or stores the message itself does not."""
 
 
 @dataclass(frozen=True)

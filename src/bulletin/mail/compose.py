@@ -48,6 +48,10 @@ _DYNAMIC = ("to", "subject", "date", "message-id", "list-unsubscribe")
 _SEP = "\x00"
 _SOFT = b"=\r\n"
 _CRLF = b"\r\n"
+_END_DATA = b".\r\n"
+# One line of printable ASCII but "=", not starting or ending with a space: quoted-printable
+# leaves it as it is (only a line of a single "." would still be encoded, as =2E).
+_QP_PLAIN = re.compile(r"[!-<>-~](?:[ !-<>-~]*[!-<>-~])?")
 _CACHE_SIZE = 512
 
 
@@ -121,6 +125,10 @@ def _qp_segment(text: str) -> bytes:
     """
     if not text:
         return b""
+    if len(text) <= 75 and text != "." and _QP_PLAIN.fullmatch(text) is not None:
+        # What b2a_qp gives such a value (links, tokens, most names): itself, and the soft
+        # break. Each recipient has a few of these; the encoder costs more than the check.
+        return text.encode("ascii") + _SOFT
     q = binascii.b2a_qp(text.encode("utf-8"), istext=True)
     hard = q.endswith(b"\n")
     if len(q) > 75:
@@ -136,12 +144,27 @@ def _qp_whole(text: str) -> bytes:
     return _fit(binascii.b2a_qp(data, istext=True), 76).replace(b"\n", b"\r\n")
 
 
+def stuff_dots(data: bytes) -> bytes:
+    """``data`` with one more '.' before every line that starts with one (RFC 5321 4.5.2).
+
+    A dot after any LF counts, bare or not (smtplib's rule), so that a stray bare LF cannot
+    end the data early at a server that takes LF as a line end. The one home of the rule:
+    the SMTP transport applies it to whole messages, :meth:`MessageTemplate.wire` once per
+    issue to the bytes everyone shares and per message only to the recipient's own.
+    """
+    stuffed = data.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed
+
+
 class _BodyPart:
     """One text or HTML part: its chunks pre-encoded, its slots filled per recipient."""
 
     __slots__ = (
         "template",
         "chunks",
+        "stuffed",
         "slot_index",
         "n",
         "values_template",
@@ -173,6 +196,7 @@ class _BodyPart:
         elif self.n == 0:
             self.mode = "static"
             self.chunks: tuple[bytes, ...] = (_qp_whole(chunks[0]),)
+            self.stuffed: tuple[bytes, ...] = (stuff_dots(self.chunks[0]),)
             return
         elif chunks[-1]:
             self.mode = "closed"
@@ -181,15 +205,20 @@ class _BodyPart:
         else:
             self.mode = "open"  # ends with a slot: the final line break depends on the value
         self.chunks = tuple(_qp_segment(c) for c in chunks)
+        # Every segment starts a line (each ends with a hard or soft line break), so
+        # dot-stuffing them one by one is dot-stuffing the whole body.
+        self.stuffed = tuple(stuff_dots(c) for c in self.chunks)
 
-    def render(self, values: Mapping[str, str], out: list[bytes]) -> None:
-        """Append this part's encoded body (ending with CRLF) to ``out``."""
+    def render(self, values: Mapping[str, str], out: list[bytes], stuffed: bool = False) -> None:
+        """Append this part's encoded body (ending with CRLF) to ``out``; ``stuffed``: as
+        SMTP DATA carries it (see :func:`stuff_dots`)."""
         mode = self.mode
         if mode == "static":
-            out.append(self.chunks[0])
+            out.append(self.stuffed[0] if stuffed else self.chunks[0])
             return
         if mode == "whole":
-            out.append(_qp_whole(self.template.fill(values)))
+            body = _qp_whole(self.template.fill(values))
+            out.append(stuff_dots(body) if stuffed else body)
             return
         vals = self.values_template.fill(values).split(_SEP)
         if len(vals) != self.n:  # a value contained NUL
@@ -201,14 +230,15 @@ class _BodyPart:
             if e is None:
                 if "\r" in v:
                     # CR/CRLF normalisation may join a value's CR with the next segment's LF.
-                    out.append(_qp_whole(self.template.fill(values)))
+                    body = _qp_whole(self.template.fill(values))
+                    out.append(stuff_dots(body) if stuffed else body)
                     return
                 e = _qp_segment(v)
                 if len(cache) >= _CACHE_SIZE:
                     cache.clear()
                 cache[v] = e
-            enc.append(e)
-        chunks = self.chunks
+            enc.append(stuff_dots(e) if stuffed else e)
+        chunks = self.stuffed if stuffed else self.chunks
         start = len(out)
         out.append(chunks[0])
         i = 1
@@ -234,6 +264,9 @@ class MessageTemplate:
         "subject",
         "from_email",
         "_head",
+        "_head_stuffed",
+        "_middle_stuffed",
+        "_tail_stuffed",
         "_text",
         "_middle",
         "_html",
@@ -281,6 +314,11 @@ class MessageTemplate:
         self._middle = middle
         self._html = html
         self._tail = tail
+        # Each piece ends with a line break (checked by build_message_template), so each
+        # can be dot-stuffed on its own, here, once.
+        self._head_stuffed = tuple(stuff_dots(piece) for piece in head)
+        self._middle_stuffed = stuff_dots(middle)
+        self._tail_stuffed = stuff_dots(tail)
         self._msgid_left = re.sub(r"[^A-Za-z0-9-]+", "-", slug).strip("-")[:40] or "issue"
         self._msgid_domain = msgid_domain
         self._mailto = mailto
@@ -298,8 +336,81 @@ class MessageTemplate:
         """The complete message for one recipient: CRLF line ends, ready for SMTP DATA.
 
         ``message_id`` overrides :meth:`message_id_for`; ``date`` (default: now, formatted
-        once per second) makes output reproducible. Dot-stuffing is the transport's job.
-        Raises :class:`InvalidRecipient` for data that cannot go in a header safely.
+        once per second) makes output reproducible. Dot-stuffing is the transport's job
+        (or see :meth:`wire`). Raises :class:`InvalidRecipient` for data that cannot go in
+        a header safely.
+        """
+        return self._data(recipient, message_id, date, stuffed=False)
+
+    def wire(
+        self,
+        recipient: Recipient,
+        *,
+        message_id: str | None = None,
+        date: datetime | None = None,
+    ) -> bytes:
+        """:meth:`personalise`'s message as SMTP DATA carries it: dot-stuffed, ending with
+        the ``.`` line.
+
+        The bytes everyone shares were dot-stuffed once, when the template was built; per
+        message only the recipient's own pieces are, instead of a pass over the whole
+        message (which costs more than building it). A signed message is stuffed whole: the
+        signature covers the message as :meth:`personalise` gives it.
+        """
+        return self._data(recipient, message_id, date, stuffed=True)
+
+    def envelope(
+        self,
+        recipient: Recipient,
+        *,
+        message_id: str | None = None,
+        date: datetime | None = None,
+        wire: bool = False,
+    ) -> tuple[str, str, bytes, bool]:
+        """``(MAIL FROM, RCPT TO, data, needs SMTPUTF8)`` of one recipient's message.
+
+        What :meth:`envelope_from`, :meth:`envelope_to`, :meth:`personalise` (or, with
+        ``wire``, :meth:`wire`) and :meth:`needs_smtputf8` give, with the recipient's
+        address checked once rather than by each.
+        """
+        mail_from = self.envelope_from(recipient)
+        rcpt_to = self.envelope_to(recipient)
+        data = self._data(recipient, message_id, date, stuffed=wire, rcpt_to=rcpt_to)
+        # wire_address() keeps the local part as it is: non-ASCII there needs SMTPUTF8.
+        return mail_from, rcpt_to, data, not rcpt_to.rpartition("@")[0].isascii()
+
+    def _data(
+        self,
+        recipient: Recipient,
+        message_id: str | None,
+        date: datetime | None,
+        *,
+        stuffed: bool,
+        rcpt_to: str | None = None,
+    ) -> bytes:
+        if self._sign is not None:
+            # The signature covers the message as personalise() gives it: stuffed after.
+            out = self._pieces(recipient, message_id, date, stuffed=False, rcpt_to=rcpt_to)
+            signed = self._sign(b"".join(out))
+            return stuff_dots(signed) + _END_DATA if stuffed else signed
+        out = self._pieces(recipient, message_id, date, stuffed=stuffed, rcpt_to=rcpt_to)
+        if stuffed:
+            out.append(_END_DATA)
+        return b"".join(out)
+
+    def _pieces(
+        self,
+        recipient: Recipient,
+        message_id: str | None,
+        date: datetime | None,
+        *,
+        stuffed: bool,
+        rcpt_to: str | None = None,
+    ) -> list[bytes]:
+        """The message in pieces, each starting a line (so each can be dot-stuffed alone).
+
+        ``rcpt_to``: the recipient's address as :func:`~bulletin.mail.headers.wire_address`
+        gave it, when the caller has it already.
         """
         email = recipient.email
         values = recipient.values
@@ -307,35 +418,44 @@ class MessageTemplate:
             values = {"email": email, "name": recipient.name, **values}
         try:
             name = h.sanitise_display_name(recipient.name)
-            to = h.address_header("To", name, h.wire_address(email))
+            address = rcpt_to if rcpt_to is not None else h.wire_address(email)
+            to = h.address_header("To", name, address).encode("utf-8")
             msgid = h.check_msgid(message_id) if message_id else self.message_id_for(email)
             unsubscribe = self._list_unsubscribe(values)
             subject = self._subject_line or self._personal_subject(values)
         except h.HeaderValueError as exc:
             raise InvalidRecipient(email, str(exc)) from None
-        head = self._head
+        msgid_line = _msgid_line(msgid)
+        date_line = self._date_line(date)
+        if stuffed:
+            # Header lines start with a name, folded ones with a space: never with a dot.
+            # Stuffed all the same, so the rule does not depend on that argument.
+            head = self._head_stuffed
+            to, subject, unsubscribe = stuff_dots(to), stuff_dots(subject), stuff_dots(unsubscribe)
+            middle, tail = self._middle_stuffed, self._tail_stuffed
+        else:
+            head, middle, tail = self._head, self._middle, self._tail
         out = [
             head[0],
-            to.encode("utf-8"),
+            to,
             head[1],
             subject,
             head[2],
-            self._date_line(date),
+            date_line,
             head[3],
-            _msgid_line(msgid),
+            msgid_line,
             head[4],
             unsubscribe,
             head[5],
         ]
         try:
-            self._text.render(values, out)
-            out.append(self._middle)
-            self._html.render(values, out)
+            self._text.render(values, out, stuffed)
+            out.append(middle)
+            self._html.render(values, out, stuffed)
         except UnicodeEncodeError:
             raise InvalidRecipient(email, "a value is not valid Unicode text") from None
-        out.append(self._tail)
-        data = b"".join(out)
-        return self._sign(data) if self._sign is not None else data
+        out.append(tail)
+        return out
 
     def subject_for(self, values: Mapping[str, str]) -> str:
         """The subject one reader gets, merge fields filled."""
@@ -544,6 +664,10 @@ def build_message_template(
     before_text, _, after_text = rest.partition(text_mark)
     middle, _, tail = after_text.partition(html_mark)
     pieces.append(current + before_text)
+    if not all(p.endswith(_CRLF) for p in (*pieces, middle, tail) if p):  # pragma: no cover
+        # MessageTemplate.wire dot-stuffs the pieces one by one: each must end a line (or
+        # be empty: two dynamic headers in a row).
+        raise AssertionError("a static piece of the message does not end with a line break")
 
     return MessageTemplate(
         slug=rendered.loaded.slug,

@@ -388,11 +388,10 @@ def _pages(
         rows = conn.execute(base.where(key > after).order_by(key).limit(page)).all()
         if not rows:
             return
-        for r in rows:
-            yield EligibleRecipient(
-                r.subscriber_id, r.list_id, r.email, r.name, dict(r.attributes or {})
-            )
-        after = rows[-1].subscriber_id
+        # Unpacked as tuples: Row attribute access costs more than the rest of the reading.
+        for subscriber_id, list_id, email, name, attributes in rows:
+            yield EligibleRecipient(subscriber_id, list_id, email, name, dict(attributes or {}))
+        after = rows[-1][0]
 
 
 def iter_eligible(
