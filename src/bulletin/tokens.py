@@ -148,6 +148,17 @@ def _hmac_states(key: bytes) -> tuple[Any, Any]:
     return inner, outer
 
 
+def _mac(states: tuple[Any, Any], body: bytes) -> bytes:
+    """The token MAC of ``body``: HMAC-SHA256 from prepared states, truncated."""
+    inner, outer = states
+    state = inner.copy()
+    state.update(body)
+    final = outer.copy()
+    final.update(state.digest())
+    digest: bytes = final.digest()
+    return digest[:_MAC_BYTES]
+
+
 def _check_id(name: str, value: int) -> None:
     if type(value) is not int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -187,13 +198,13 @@ class TokenSigner:
 
     __slots__ = ("_current", "_by_id", "_count", "_signing")
 
-    _by_id: dict[int, tuple[dict[str, hmac.HMAC], ...]]
+    _by_id: dict[int, tuple[dict[str, tuple[Any, Any]], ...]]
 
     def __init__(self, keys: Sequence[str | bytes]) -> None:
         if not keys:
             raise ValueError("TokenSigner needs at least one key")
         raw = [k.encode("utf-8") if isinstance(k, str) else bytes(k) for k in keys]
-        by_id: dict[int, list[dict[str, hmac.HMAC]]] = {}
+        by_id: dict[int, list[dict[str, tuple[Any, Any]]]] = {}
         derived: list[tuple[int, dict[str, bytes]]] = []
         for key in raw:
             subkeys: dict[str, bytes] = {p: _subkey(key, p) for p in PURPOSES}
@@ -201,8 +212,7 @@ class TokenSigner:
             derived.append((kid, subkeys))
             # Verifying keys prepared once too (``bulletin serve`` checks a token per request,
             # in its event loop: no GIL hand-over there either).
-            states = {p: hmac.new(k, digestmod="sha256") for p, k in subkeys.items()}
-            by_id.setdefault(kid, []).append(states)
+            by_id.setdefault(kid, []).append({p: _hmac_states(k) for p, k in subkeys.items()})
         self._current = derived[0]
         # HMAC-SHA256 (RFC 2104) as two pre-keyed SHA-256 states, copied per token: the
         # one-shot hmac.digest() releases the GIL around OpenSSL, and getting it back behind
@@ -232,12 +242,7 @@ class TokenSigner:
         """The token carrying two unsigned numbers for ``purpose``."""
         kid = self._current[0]
         body = bytes(((_VERSION << 4) | kid,)) + _varint(first) + _varint(second)
-        inner, outer = self._signing[purpose]
-        state = inner.copy()
-        state.update(body)
-        final = outer.copy()
-        final.update(state.digest())
-        mac = final.digest()[:_MAC_BYTES]
+        mac = _mac(self._signing[purpose], body)
         encoded = binascii.b2a_base64(body + mac, newline=False).translate(_URLSAFE)
         return encoded.rstrip(b"=").decode("ascii")
 
@@ -283,9 +288,7 @@ class TokenSigner:
         body, mac = raw[:end], raw[end:]
         ok = False
         for states in self._by_id.get(header & 0x0F, ()):
-            state = states[purpose].copy()
-            state.update(body)
-            expected = state.digest()[:_MAC_BYTES]
+            expected = _mac(states[purpose], body)
             # Constant time: a byte-by-byte comparison would leak how much of a guess is right.
             ok |= hmac.compare_digest(expected, mac)
         if not ok:
