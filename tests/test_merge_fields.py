@@ -307,3 +307,51 @@ def test_the_archive_lists_a_personal_subject_as_a_reader_without_values(
     archive = Archive(workspace.load(workspace_dir))
     [entry] = [e for e in archive.entries() if e.slug == "merge"]
     assert entry.subject == "Dragă cititor, știrile din"
+
+
+def test_a_field_inside_a_link_address_is_percent_encoded_in_html_and_text(
+    workspace_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `+`, `&` or space in a value must not change where the link leads."""
+    monkeypatch.setenv("BULLETIN_SECRET_KEY", KEY)
+    form = 'https://forms.example.org/f?e={{ email }}&c={{ attr.city | default("fără oraș") }}'
+    write(
+        workspace_dir,
+        "subject: Chestionar\n"
+        "preheader: Spuneți-ne părerea\n"
+        "date: 2014-10-08\n"
+        "sections:\n"
+        "  - type: text\n"
+        "    body: |\n"
+        f"      [Completați chestionarul]({form})\n"
+        '      pentru {{ attr.city | default("voi") }} & {{ email }}.\n',
+    )
+    with FaultServer() as server:
+        ws = configure(workspace_dir, server.url, send={"rate": 0, "connections": 1})
+        db = open_store(ws.database_url())
+        csv = workspace_dir / "merge.csv"
+        csv.write_text(
+            "email,name,city\nana+stiri@example.org,Ana,Târgu Mureș & co\nion@example.org,Ion,\n",
+            encoding="utf-8",
+        )
+        import_file(db, csv, "news", create_list_if_missing=True)
+        result = bulletin(workspace_dir, "send", "merge", "--list", "news", "--yes")
+        assert result.exit_code == 0, result.output
+        parts = {}
+        for received in server.messages:
+            msg = parse_message(received.data)
+            plain, html = msg.get_body(("plain",)), msg.get_body(("html",))
+            assert plain is not None and html is not None
+            parts[received.rcpt_tos[0]] = (plain.get_content(), html.get_content())
+
+    text, html = parts["ana+stiri@example.org"]
+    address = (
+        "https://forms.example.org/f?e=ana%2Bstiri@example.org&c=T%C3%A2rgu%20Mure%C8%99%20%26%20co"
+    )
+    assert f'href="{address.replace("&", "&amp;")}"' in html
+    assert address in text
+    # Outside the address the values read as written.
+    assert "pentru Târgu Mureș &amp; co &amp; ana+stiri@example.org" in html
+    assert "pentru Târgu Mureș & co & ana+stiri@example.org" in " ".join(text.split())
+    text, html = parts["ion@example.org"]
+    assert "f?e=ion@example.org&amp;c=f%C4%83r%C4%83%20ora%C8%99" in html

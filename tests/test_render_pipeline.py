@@ -262,8 +262,9 @@ def test_placeholders_compile_into_slots_and_fill_escapes(workspace: ws.Workspac
     assert "<script>alert(1)</script>" not in out
     assert "&lt;script&gt;alert(1)&lt;/script&gt;</a>" in out
     assert "Bună, cititorule!" in out  # fallback when the value is empty
-    # The placeholder survived lxml inside an href, next to a query string.
-    assert 'href="https://example.org/profil?e=a&amp;b@example.org"' in out
+    # The placeholder survived lxml inside an href, next to a query string, and its value
+    # is percent-encoded there (a raw "&" would have cut the address's query).
+    assert 'href="https://example.org/profil?e=a%26b@example.org"' in out
     assert 'href="https://news.example.org/u/tok?x=1&amp;y=2"' in out
     view = view_online_url(workspace.config.newsletter.base_url, loaded.slug)
     assert view == "http://127.0.0.1:8080/archive/test-issue"

@@ -520,11 +520,15 @@ class ImapUrl:
     @property
     def address(self) -> str:
         """``host:port``, with brackets around an IPv6 address."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.user}@{self.address}/{self.folder}"
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as URLs and messages write it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def imap_url_parts(url: str) -> ImapUrl:
@@ -747,23 +751,24 @@ class Workspace:
                 return parsed.set(password=password).render_as_string(hide_password=False)
         return url
 
-    def database_password(self) -> str | None:
-        """BULLETIN_DATABASE_PASSWORD or database.password_file, never bulletin.toml itself."""
-        env = os.environ.get("BULLETIN_DATABASE_PASSWORD")
-        if env:
-            return env
-        if self.config.database.password_file:
-            return read_secret_file(self.root / self.config.database.password_file)
+    def secret(self, env: str, file: str | None) -> str | None:
+        """A secret from the environment variable ``env``, else from ``file`` (relative to the
+        workspace, refused unless only its owner can read it); never from bulletin.toml
+        itself. None when neither is set. The one rule for every password and key."""
+        value = os.environ.get(env)
+        if value:
+            return value
+        if file:
+            return read_secret_file(self.root / file)
         return None
 
+    def database_password(self) -> str | None:
+        """BULLETIN_DATABASE_PASSWORD or database.password_file."""
+        return self.secret("BULLETIN_DATABASE_PASSWORD", self.config.database.password_file)
+
     def smtp_password(self) -> str | None:
-        """The SMTP password from BULLETIN_SMTP_PASSWORD or smtp.password_file, never config."""
-        env = os.environ.get("BULLETIN_SMTP_PASSWORD")
-        if env:
-            return env
-        if self.config.smtp.password_file:
-            return read_secret_file(self.root / self.config.smtp.password_file)
-        return None
+        """The SMTP password from BULLETIN_SMTP_PASSWORD or smtp.password_file."""
+        return self.secret("BULLETIN_SMTP_PASSWORD", self.config.smtp.password_file)
 
     def webhook_secret(self, provider: Literal["postmark", "mailgun", "sendgrid"]) -> str | None:
         """A provider's webhook secret from its environment variable or 0600 file, or None.
@@ -771,27 +776,18 @@ class Workspace:
         None means the provider's hook is off. Never bulletin.toml itself (see
         :class:`WebhooksConfig`).
         """
-        env = os.environ.get(WEBHOOK_SECRET_ENV[provider], "").strip()
-        if env:
-            return env
         config = self.config.webhooks
         name = {
             "postmark": config.postmark_secret_file,
             "mailgun": config.mailgun_signing_key_file,
             "sendgrid": config.sendgrid_public_key_file,
         }[provider]
-        if name:
-            return read_secret_file(self.root / name) or None
-        return None
+        value = self.secret(WEBHOOK_SECRET_ENV[provider], name)
+        return value.strip() or None if value is not None else None
 
     def imap_password(self) -> str | None:
-        """The IMAP password from BULLETIN_IMAP_PASSWORD or imap.password_file, never config."""
-        env = os.environ.get("BULLETIN_IMAP_PASSWORD")
-        if env:
-            return env
-        if self.config.imap.password_file:
-            return read_secret_file(self.root / self.config.imap.password_file)
-        return None
+        """The IMAP password from BULLETIN_IMAP_PASSWORD or imap.password_file."""
+        return self.secret("BULLETIN_IMAP_PASSWORD", self.config.imap.password_file)
 
 
 def read_secret_file(path: Path) -> str:

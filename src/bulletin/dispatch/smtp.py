@@ -48,7 +48,7 @@ from typing import Literal
 from bulletin.dispatch.transport import ConnectFailed, Delivery, Envelope
 from bulletin.errors import BulletinError, ConfigError, Location, Problem
 from bulletin.mail.compose import stuff_dots
-from bulletin.workspace import SmtpConfig, smtp_url_parts
+from bulletin.workspace import SmtpConfig, host_port, smtp_url_parts
 
 """Ports used when smtp.url names none (RFC 5321 relay port, RFC 8314 submissions)."""
 
@@ -76,8 +76,7 @@ class SmtpTarget:
     @property
     def address(self) -> str:
         """``host:port``, with brackets around an IPv6 address."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
     @property
     def url(self) -> str:

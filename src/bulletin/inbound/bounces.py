@@ -175,13 +175,7 @@ def import_bounces(
     report = BounceReport(path=box.path, kind=box.kind, dry_run=dry_run)
     intake = bounce_intake(settings, report, now)
     report.problems = runner.run(
-        engine,
-        box,
-        intake.prepare,
-        intake.apply,
-        dry_run=dry_run,
-        batch_size=batch_size,
-        progress=progress,
+        engine, box, intake, dry_run=dry_run, batch_size=batch_size, progress=progress
     )
     return report
 

@@ -47,17 +47,18 @@ class Intake(Generic[T]):
 def run(
     engine: Engine,
     box: Mailbox,
-    prepare: Callable[[MailItem], T],
-    apply: Callable[[Connection, T], None],
+    intake: Intake[T],
     *,
     dry_run: bool,
     batch_size: int = BATCH_SIZE,
     progress: ProgressCallback | None = None,
 ) -> list[Problem]:
-    """Call ``prepare`` on every readable message and ``apply`` on the results, in batches.
+    """Call the intake's ``prepare`` on every readable message and its ``apply`` on the
+    results, in batches.
 
     Returns a located problem for each message that could not be read.
     """
+    prepare, apply = intake.prepare, intake.apply
     total = box.count() if progress is not None else 0
     problems: list[Problem] = []
     done = 0

@@ -103,13 +103,7 @@ def import_unsubscribes(
     report = UnsubscribeReport(path=box.path, kind=box.kind, dry_run=dry_run)
     intake = unsubscribe_intake(settings, report)
     report.problems = runner.run(
-        engine,
-        box,
-        intake.prepare,
-        intake.apply,
-        dry_run=dry_run,
-        batch_size=batch_size,
-        progress=progress,
+        engine, box, intake, dry_run=dry_run, batch_size=batch_size, progress=progress
     )
     return report
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
+from urllib.parse import quote
 
 PREFIX = "BULLETINSLOT"
 _TOKEN_RE = re.compile(PREFIX + r"([0-9]+)X")
@@ -31,13 +32,28 @@ FIELDS = (
 
 Escape = Literal["html", "text"]
 
+_URL_LOOKBACK = 2048
+"""How far before a placeholder to look for the link address it may sit in."""
+
+_INSIDE_HTML_URL = re.compile(r"""\b(?:href|src)\s*=\s*"[^"<>\s]+\Z""", re.IGNORECASE)
+"""Text before a placeholder that puts it inside an attribute's URL, after its start."""
+
+_INSIDE_TEXT_URL = re.compile(r"""(?:https?://|mailto:)[^\s<>"]*\Z""", re.IGNORECASE)
+"""The same in plain text, where links are written out."""
+
 
 @dataclass(frozen=True)
 class SlotSpec:
-    """What a placeholder stands for: a recipient field and the text used when it is empty."""
+    """What a placeholder stands for: a recipient field and the text used when it is empty.
+
+    ``in_url``: the placeholder sits inside a link address after its start
+    (``https://example.org/form?e={{ email }}``), so its value is percent-encoded there: a
+    ``+``, ``&`` or space in a value must not change the address.
+    """
 
     name: str
     fallback: str = ""
+    in_url: bool = False
 
 
 @dataclass
@@ -104,9 +120,13 @@ class CompiledTemplate:
         chunks: list[str] = []
         slots: list[SlotSpec] = []
         pos = 0
+        inside = _INSIDE_HTML_URL if escape == "html" else _INSIDE_TEXT_URL
         for m in _TOKEN_RE.finditer(rendered):
             chunks.append(rendered[pos : m.start()])
-            slots.append(registry.specs[int(m.group(1))])
+            spec = registry.specs[int(m.group(1))]
+            if inside.search(rendered, max(0, m.start() - _URL_LOOKBACK), m.start()):
+                spec = replace(spec, in_url=True)
+            slots.append(spec)
             pos = m.end()
         chunks.append(rendered[pos:])
         return cls(tuple(chunks), tuple(slots), escape)
@@ -122,6 +142,8 @@ class CompiledTemplate:
         esc = self.escape == "html"
         for i, spec in enumerate(self.slots, 1):
             v = values.get(spec.name) or spec.fallback
+            if spec.in_url:
+                v = quote(v, safe="@")
             out.append(html.escape(v, quote=True) if esc else v)
             out.append(chunks[i])
         return "".join(out)
