@@ -35,11 +35,29 @@ Escape = Literal["html", "text"]
 _URL_LOOKBACK = 2048
 """How far before a placeholder to look for the link address it may sit in."""
 
-_INSIDE_HTML_URL = re.compile(r"""\b(?:href|src)\s*=\s*"[^"<>\s]+\Z""", re.IGNORECASE)
-"""Text before a placeholder that puts it inside an attribute's URL, after its start."""
+_URL_TEXT = re.compile(r"""[^"'<>\s]+""")
+"""What a link address is made of, up to a placeholder inside it."""
 
-_INSIDE_TEXT_URL = re.compile(r"""(?:https?://|mailto:)[^\s<>"]*\Z""", re.IGNORECASE)
-"""The same in plain text, where links are written out."""
+_URL_ATTRIBUTE = re.compile(r"""\b(?:href|src)\s*=\s*"\Z""", re.IGNORECASE)
+"""The start of an attribute holding a link address."""
+
+_URL_SCHEMES = ("http://", "https://", "mailto:")
+
+
+def _inside_url(rendered: str, start: int, escape: Escape) -> bool:
+    """True when the placeholder at ``start`` sits inside a link address, after its start:
+    in an ``href``/``src`` attribute (HTML) or in a written-out URL (text). Found with a few
+    backward searches rather than a regular expression tried at every position before it."""
+    lo = max(0, start - _URL_LOOKBACK)
+    if escape == "html":
+        quote_at = rendered.rfind('"', lo, start)
+        if quote_at < 0 or _URL_TEXT.fullmatch(rendered, quote_at + 1, start) is None:
+            return False
+        return _URL_ATTRIBUTE.search(rendered, max(0, quote_at - 16), quote_at + 1) is not None
+    word = 1 + max(rendered.rfind(c, lo, start) for c in ' \n\t<>"')
+    if word == start or _URL_TEXT.fullmatch(rendered, word, start) is None:
+        return False
+    return rendered[word : word + 8].lower().startswith(_URL_SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -120,11 +138,10 @@ class CompiledTemplate:
         chunks: list[str] = []
         slots: list[SlotSpec] = []
         pos = 0
-        inside = _INSIDE_HTML_URL if escape == "html" else _INSIDE_TEXT_URL
         for m in _TOKEN_RE.finditer(rendered):
             chunks.append(rendered[pos : m.start()])
             spec = registry.specs[int(m.group(1))]
-            if inside.search(rendered, max(0, m.start() - _URL_LOOKBACK), m.start()):
+            if _inside_url(rendered, m.start(), escape):
                 spec = replace(spec, in_url=True)
             slots.append(spec)
             pos = m.end()
