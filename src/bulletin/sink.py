@@ -298,29 +298,42 @@ def run_sink(
 
     ``on_activity`` is called at most once per ``interval`` seconds, so a big send is
     summarised rather than listed. A process manager's SIGTERM stops the sink like Ctrl-C
-    (the handler is installed for the duration, so call this from the main thread). The
+    (the handlers are installed for the duration, so call this from the main thread). The
     sink is stopped however this returns.
+
+    The handlers only set a flag that the loop looks at a few times a second: an exception
+    raised from a signal handler can land between a lock's acquisition and the ``with``
+    block that would release it (the main thread waits on the condition the SMTP thread
+    notifies), and the SMTP thread then blocks on that lock for ever, hanging the stop.
     """
+    stop = False
 
-    def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     seen = 0
     try:
-        while True:
-            count = handle.wait(seen, timeout=1.0)
+        while not stop:
+            count = handle.wait(seen, timeout=_STOP_POLL)
             if count == seen:
                 continue
             on_activity(SinkActivity(count, count - seen, handle.last))
             seen = count
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
+            quiet_until = time.monotonic() + interval
+            while not stop and time.monotonic() < quiet_until:
+                time.sleep(_STOP_POLL)
     finally:
+        # Back to the usual handlers first: a second Ctrl-C while stopping quits at once.
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         handle.stop()
-        signal.signal(signal.SIGTERM, previous)
     return handle.count
+
+
+_STOP_POLL = 0.1
+"""Seconds between two looks at the stop flag: a stop is noticed this fast."""
 
 
 def _headers(data: bytes) -> email.message.EmailMessage:
