@@ -68,8 +68,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import uvicorn
@@ -115,6 +115,8 @@ from bulletin.web.writer import TooLate, Writer
 from bulletin.workspace import Workspace
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -484,17 +486,9 @@ class PublicApp:
                 conn, token.subscriber_id, token.list_id, source, all_lists=scope == "all"
             )
 
-        try:
-            done = await self.writer.batched(apply, deadline)
-        except TooLate:
-            return self.busy(self._late(), what)
-        except DatabaseProblem as problem:
-            return self.busy(problem, what)
-        except Exception as exc:
-            found = database_problem(exc, self.engine)
-            if found is None:
-                raise
-            return self.busy(found, what)
+        done = await self._saved(self.writer.batched(apply, deadline), what)
+        if isinstance(done, Response):
+            return done
         if done is None:
             return self.invalid_link()
         # Committed: the answer below is sent after the change is durable, as RFC 8058
@@ -522,8 +516,13 @@ class PublicApp:
         """``fn(wait)`` in the writer thread, with a database in trouble turned into the 503
         page (``wait``: the seconds left to wait for the database)."""
         deadline = time.monotonic() + self.db_wait
+        return await self._saved(self.writer.solo(fn, deadline), what)
+
+    async def _saved(self, job: Awaitable[T], what: str) -> T | Response:
+        """The writer's answer to ``job``, or the 503 page when the database could not take
+        it in time (nothing was saved then)."""
         try:
-            return await self.writer.solo(fn, deadline)
+            return await job
         except TooLate:
             return self.busy(self._late(), what)
         except DatabaseProblem as problem:
